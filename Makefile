@@ -47,13 +47,17 @@ install:
 uninstall:
 	$(KUBECTL) delete --ignore-not-found -f metacontroller/crd.yaml
 
-deploy:
-	rm -rf build/deploy && mkdir -p build/deploy && cp -r metacontroller/. build/deploy/
-	cd build/deploy && $(KUBECTL) kustomize edit set image route-reflector-hooks=$(IMG) 2>/dev/null || \
-	  (cd build/deploy && printf 'images:\n- name: route-reflector-hooks\n  newName: %s\n  newTag: %s\n' $(IMG_REPO)/$(IMG_NAME) $(IMG_VERSION) >> kustomization.yaml)
+deploy: install
+	$(KUBECTL) wait --for condition=established --timeout=60s crd/routereflectortopologies.route-reflector.dev
+	mkdir -p build/deploy
+	printf 'resources:\n- ../../metacontroller\nimages:\n- name: route-reflector-hooks\n  newName: %s\n  newTag: %s\n' \
+	  $(IMG_REPO)/$(IMG_NAME) $(IMG_VERSION) > build/deploy/kustomization.yaml
 	$(KUBECTL) apply -k build/deploy
 
+# Safe order: the topology object goes first, so the node hook can take its labels back (and the
+# mesh is not left off); BGPPeers go with their owner. Then the hooks and the CRD.
 undeploy:
+	$(KUBECTL) delete --ignore-not-found routereflectortopologies.route-reflector.dev --all --wait
 	$(KUBECTL) delete --ignore-not-found -k metacontroller/
 
 clean:

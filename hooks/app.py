@@ -1,0 +1,217 @@
+"""Starlette app: routes, body limits, error mapping, metrics, logs. Thin around controllers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hooks import controllers, wire
+from hooks.controllers import Applied, TopologyDecision
+from hooks.metrics import Metrics
+
+log = logging.getLogger("hooks")
+DEFAULT_MAX_BODY = 512 * 1024 * 1024
+Clock = Callable[[], datetime]
+Applier = Callable[[TopologyDecision], Applied]
+
+
+class TooLarge(Exception):
+    pass
+
+
+class Unavailable(Exception):
+    """A datastore the plan must be written to did not answer: 503, Metacontroller retries."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def error_response(status: int, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) before it is read whole when it is over `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"request body of {declared} bytes is over MAX_BODY_BYTES ({limit})")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"request body is over MAX_BODY_BYTES ({limit})")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(
+    environ: Mapping[str, str] | None = None,
+    clock: Clock = _utcnow,
+    applier: Applier | None = None,
+) -> Starlette:
+    """The hook service. `environ` defaults to the process environment, read once here."""
+    env = dict(os.environ if environ is None else environ)
+    limit = int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY))
+    metrics = Metrics()
+    last_plans: dict[str, tuple[str, ...]] = {}
+    if applier is None:
+        applier = _etcd_applier(env)
+
+    def topology_sync(body: bytes) -> tuple[bytes, dict[str, Any]]:
+        request = wire.decode(body, wire.TopologySyncRequest)
+        decision = controllers.decide_topology(request, env, clock())
+        applied = None
+        if (
+            decision.applies
+            and decision.settings is not None
+            and decision.settings.datastore == "etcdv3"
+        ):
+            applied = applier(decision)
+        response = controllers.render_topology(decision, applied)
+        fields: dict[str, Any] = {"parent": decision.owner}
+        if decision.plan is not None:
+            rrs = tuple(rr.node for rr in decision.plan.reflectors)
+            changed = last_plans.get(decision.owner) != rrs
+            last_plans[decision.owner] = rrs
+            metrics.observe_plan(decision.owner, decision.plan, changed, len(response.children))
+            fields |= {
+                "reflectors": len(rrs),
+                "changed": changed,
+                "children": len(response.children),
+            }
+        if decision.failure is not None:
+            fields |= {"outcome": decision.failure.reason, "message": decision.failure.message}
+        return wire.encode(response), fields
+
+    def node_sync(body: bytes) -> tuple[bytes, dict[str, Any]]:
+        request = wire.decode(body, wire.NodeSyncRequest)
+        response = controllers.node_sync(request, env)
+        changes = {k: v for k, v in response.labels.items()} | response.annotations
+        return wire.encode(response), {
+            "parent": request.object.metadata.name,
+            "changes": len(changes),
+        }
+
+    def topology_customize(body: bytes) -> tuple[bytes, dict[str, Any]]:
+        request = wire.decode(body, wire.CustomizeRequest)
+        return wire.encode(controllers.topology_customize(request)), {}
+
+    def node_customize(body: bytes) -> tuple[bytes, dict[str, Any]]:
+        request = wire.decode(body, wire.CustomizeRequest)
+        return wire.encode(controllers.node_customize(request)), {}
+
+    def hook(
+        name: str, handler: Callable[[bytes], tuple[bytes, dict[str, Any]]], threaded: bool
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            started = time.perf_counter()
+            outcome = "ok"
+            fields: dict[str, Any] = {}
+            try:
+                body = await read_body(request, limit)
+                metrics.request_bytes.labels(name).observe(len(body))
+                answer, fields = (
+                    await run_in_threadpool(handler, body) if threaded else handler(body)
+                )
+                return Response(answer, media_type="application/json")
+            except TooLarge as error:
+                outcome = "too_large"
+                return error_response(413, str(error))
+            except wire.BadRequest as error:
+                outcome = "bad_request"
+                fields["error"] = error.message
+                return error_response(400, error.message, error.field)
+            except Unavailable as error:
+                outcome = "unavailable"
+                fields["error"] = str(error)
+                return error_response(503, str(error))
+            except ClientDisconnect:
+                outcome = "disconnected"
+                return Response(status_code=499)
+            except Exception as error:  # a bug: say so, with the stack, and never answer 200
+                outcome = "internal_error"
+                log.exception("hook %s failed", name)
+                return error_response(500, f"internal error: {type(error).__name__}: {error}")
+            finally:
+                elapsed = time.perf_counter() - started
+                metrics.duration.labels(name).observe(elapsed)
+                if outcome != "ok":
+                    metrics.errors.labels(name, outcome).inc()
+                level = logging.INFO if outcome in ("ok",) else logging.WARNING
+                if log.isEnabledFor(level):
+                    log.log(
+                        level,
+                        json.dumps(
+                            {
+                                "hook": name,
+                                "duration_ms": round(elapsed * 1000, 3),
+                                "outcome": outcome,
+                                **fields,
+                            },
+                            sort_keys=True,
+                            default=str,
+                        ),
+                    )
+
+        return endpoint
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [
+        Route(
+            "/topology/customize",
+            hook("topology_customize", topology_customize, False),
+            methods=["POST"],
+        ),
+        Route("/topology/sync", hook("topology_sync", topology_sync, True), methods=["POST"]),
+        Route("/node/customize", hook("node_customize", node_customize, False), methods=["POST"]),
+        Route("/node/sync", hook("node_sync", node_sync, False), methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.metrics = metrics
+    return app
+
+
+def _etcd_applier(env: Mapping[str, str]) -> Applier:
+    """Apply a decision to etcd; the connection is made on first use."""
+    state: dict[str, Any] = {}
+
+    def apply(decision: TopologyDecision) -> Applied:
+        from hooks.datastores.etcd import EtcdApplier, EtcdSettings, EtcdUnavailable
+        from hooks.datastores.plan import desired_state
+
+        if "applier" not in state:
+            state["applier"] = EtcdApplier(EtcdSettings.from_environ(env))
+        try:
+            result = state["applier"].apply(desired_state(decision))
+        except EtcdUnavailable as error:
+            raise Unavailable(f"etcd unavailable: {error}") from None
+        return Applied(
+            datastore="etcdv3",
+            revision=result.revision,
+            writes=result.writes,
+            peers=result.peers,
+            missing_nodes=tuple(result.missing_nodes),
+        )
+
+    return apply

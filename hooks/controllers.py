@@ -1,0 +1,403 @@
+"""The four hook functions: request model in, response model out, no I/O, the clock a parameter."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import msgspec
+
+from hooks.calico import (
+    GROUP_LABEL,
+    REFLECTOR_LABEL,
+    node_changes,
+    read_managed_record,
+    reflector_token,
+    render_bgp_peers,
+)
+from hooks.config import ENVIRONMENT, Settings, SpecError, load_settings
+from hooks.model import Condition, Group, Plan
+from hooks.selection import zone_of
+from hooks.topologies import PlanError, Previous, builder_for, group_for, labelled_reflectors
+from hooks.wire import (
+    BGPPEER_KEY,
+    CLUSTER_ID_ANNOTATION,
+    MANAGED_ANNOTATION,
+    TOPOLOGY_API,
+    ConditionStatusWire,
+    CustomizeRequest,
+    CustomizeResponse,
+    NodeSyncRequest,
+    NodeSyncResponse,
+    TopologyStatusWire,
+    TopologySyncRequest,
+    TopologySyncResponse,
+    decode_nodes,
+    decode_topologies,
+)
+
+Environ = Mapping[str, str]
+
+
+def topology_customize(request: CustomizeRequest) -> CustomizeResponse:
+    """The topology controller sees every Node, and its sibling topologies (to detect a second)."""
+    return CustomizeResponse(
+        relatedResources=[
+            {"apiVersion": "v1", "resource": "nodes", "labelSelector": {}},
+            {
+                "apiVersion": TOPOLOGY_API,
+                "resource": "routereflectortopologies",
+                "labelSelector": {},
+            },
+        ]
+    )
+
+
+def node_customize(request: CustomizeRequest) -> CustomizeResponse:
+    """A Node's decorator sees the topologies: the plan it applies is in their status."""
+    return CustomizeResponse(
+        relatedResources=[
+            {
+                "apiVersion": TOPOLOGY_API,
+                "resource": "routereflectortopologies",
+                "labelSelector": {},
+            }
+        ]
+    )
+
+
+# --- settings ----------------------------------------------------------------------------------
+
+
+def _environment_key(environ: Environ) -> tuple[tuple[str, str], ...]:
+    return tuple((name, environ[name]) for name in sorted(ENVIRONMENT.values()) if name in environ)
+
+
+@lru_cache(maxsize=64)
+def _cached_settings(spec: bytes, environment: tuple[tuple[str, str], ...]) -> Settings | SpecError:
+    try:
+        return load_settings(msgspec.json.decode(spec), dict(environment))
+    except SpecError as error:
+        return error
+
+
+def settings_for(spec: Mapping[str, Any] | None, environ: Environ) -> Settings:
+    """Validated settings, cached by spec and environment (the node hook runs once per Node)."""
+    found = _cached_settings(msgspec.json.encode(spec or {}), _environment_key(environ))
+    if isinstance(found, SpecError):
+        raise found
+    return found
+
+
+# --- topology sync -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TopologyDecision:
+    """What the topology sync decided, before anything is applied or rendered."""
+
+    owner: str
+    settings: Settings | None
+    plan: Plan | None
+    failure: Condition | None = None  # InvalidSpec, Superseded, ClusterIDsExhausted: change nothing
+    echo: tuple[dict[str, Any], ...] = ()  # the observed BGPPeers, returned when nothing may change
+    previous: TopologyStatusWire = field(default_factory=TopologyStatusWire)
+    previous_raw: dict[str, Any] = field(default_factory=dict)
+    now: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+
+    @property
+    def applies(self) -> bool:
+        return self.failure is None and self.plan is not None and not self.settings_paused
+
+    @property
+    def settings_paused(self) -> bool:
+        return self.settings is not None and self.settings.paused
+
+
+def _echo_children(request: TopologySyncRequest) -> tuple[dict[str, Any], ...]:
+    """Observed BGPPeers reduced to the fields we own, so an answer that must change nothing
+    can hand them back as they are."""
+    observed = (request.children or {}).get(BGPPEER_KEY, {})
+    echoed = []
+    for name in sorted(observed):
+        child = msgspec.json.decode(observed[name])
+        meta = child.get("metadata", {})
+        kept_meta = {"name": meta.get("name", name)}
+        for key in ("labels", "annotations"):
+            if meta.get(key):
+                kept_meta[key] = meta[key]
+        echoed.append(
+            {
+                "apiVersion": child.get("apiVersion"),
+                "kind": child.get("kind"),
+                "metadata": kept_meta,
+                "spec": child.get("spec", {}),
+            }
+        )
+    return tuple(echoed)
+
+
+def decide_topology(
+    request: TopologySyncRequest, environ: Environ, now: datetime
+) -> TopologyDecision:
+    parent = request.parent
+    owner = parent.metadata.name
+    previous = parent.read_status()
+    previous_raw: dict[str, Any] = {}
+    if bytes(parent.status) != b"null":
+        decoded = msgspec.json.decode(parent.status)
+        previous_raw = decoded if isinstance(decoded, dict) else {}
+    base = {"owner": owner, "previous": previous, "previous_raw": previous_raw, "now": now}
+
+    def refuse(reason: str, message: str, settings: Settings | None = None) -> TopologyDecision:
+        return TopologyDecision(
+            settings=settings,
+            plan=None,
+            failure=Condition("Ready", "False", reason, message),
+            echo=_echo_children(request),
+            **base,  # type: ignore[arg-type]
+        )
+
+    older = [t for t in decode_topologies(request.related) if t.metadata.name != owner]
+    mine = (parent.metadata.creationTimestamp or "", owner)
+    for other in older:
+        if (other.metadata.creationTimestamp or "", other.metadata.name) < mine:
+            return refuse(
+                "Superseded",
+                f"RouteReflectorTopology {other.metadata.name!r} is older and is the one applied;"
+                " delete one of them",
+            )
+    try:
+        settings = load_settings(parent.spec, environ)
+    except SpecError as error:
+        return refuse("InvalidSpec", f"{error.field}: {error.message}")
+    nodes = [node.to_info() for node in decode_nodes(request.related)]
+    prior = Previous(
+        reflectors={rr.node: rr for rr in previous.routeReflectors},
+        groups=previous.groups,
+        labelled=labelled_reflectors(nodes, settings),
+    )
+    try:
+        plan = builder_for(settings)(nodes, settings, prior)
+    except PlanError as error:
+        where = f"{error.field}: " if error.field else ""
+        return refuse(error.reason, where + error.message, settings)
+    return TopologyDecision(
+        settings=settings,
+        plan=plan,
+        echo=_echo_children(request) if settings.paused else (),
+        **base,  # type: ignore[arg-type]
+    )
+
+
+def _conditions(
+    wanted: list[Condition], previous: list[ConditionStatusWire], now: datetime
+) -> list[dict[str, str]]:
+    """Conditions with lastTransitionTime kept unless the condition's status changed."""
+    before = {c.type: c for c in previous}
+    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rendered = []
+    for condition in sorted(wanted, key=lambda c: c.type):
+        old = before.get(condition.type)
+        since = (
+            old.lastTransitionTime
+            if old and old.status == condition.status and old.lastTransitionTime
+            else stamp
+        )
+        rendered.append(
+            {
+                "type": condition.type,
+                "status": condition.status,
+                "reason": condition.reason,
+                "message": condition.message,
+                "lastTransitionTime": since,
+            }
+        )
+    return rendered
+
+
+def plan_status(plan: Plan) -> dict[str, Any]:
+    return {
+        "topology": plan.topology,
+        "reflectors": len(plan.reflectors),
+        "zoneCount": len(plan.zones),
+        "routeReflectors": [
+            {"node": rr.node, "zone": rr.zone, "clusterID": rr.cluster_id, "state": str(rr.state)}
+            | ({"role": rr.role} if rr.role else {})
+            for rr in plan.reflectors
+        ],
+        "zones": [
+            {
+                "name": z.name,
+                "nodes": z.nodes,
+                "ready": z.ready,
+                "eligible": z.eligible,
+                "demand": z.demand,
+                "expected": z.expected,
+                "actual": z.actual,
+            }
+            for z in plan.zones
+        ],
+        "groups": [
+            {"name": g.name, "zone": g.zone, "reflectors": list(g.reflectors)}
+            | ({"rack": g.rack} if g.rack is not None else {})
+            for g in plan.groups
+        ],
+    }
+
+
+def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
+    plan = decision.plan
+    assert plan is not None
+    degraded = [c for c in plan.problems if c.type == "Degraded"]
+    conditions = degraded[:1] or [Condition("Degraded", "False", "AsExpected", "no problem found")]
+    if decision.settings_paused:
+        conditions.append(
+            Condition(
+                "Ready",
+                "False",
+                "Paused",
+                "spec.paused: the plan is computed and reported, nothing is applied",
+            )
+        )
+        return conditions
+    expected = sum(z.expected for z in plan.zones)
+    actual = sum(z.actual for z in plan.zones)
+    if not plan.reflectors:
+        conditions.append(
+            Condition("Ready", "False", "NoReflectors", "no node is ready to be a route reflector")
+        )
+    elif all(z.actual == z.expected for z in plan.zones):
+        conditions.append(
+            Condition(
+                "Ready",
+                "True",
+                "Converged",
+                f"{actual} route reflector(s) in {len(plan.zones)} zone(s)",
+            )
+        )
+    else:
+        conditions.append(
+            Condition(
+                "Ready",
+                "False",
+                "LabelsPending",
+                f"{actual} of {expected} route reflectors carry their labels",
+            )
+        )
+    return conditions
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What a datastore applier reports back (etcd mode), shown in status."""
+
+    datastore: str
+    revision: int
+    writes: int
+    peers: int
+    missing_nodes: tuple[str, ...] = ()
+
+
+def render_topology(
+    decision: TopologyDecision, applied: Applied | None = None
+) -> TopologySyncResponse:
+    previous_conditions = decision.previous.conditions
+    if decision.failure is not None or decision.plan is None:
+        failure = decision.failure or Condition("Ready", "False", "Unknown", "no plan")
+        status = {
+            k: v
+            for k, v in decision.previous_raw.items()
+            if k not in ("conditions", "observedGeneration")
+        }
+        wanted = [failure, Condition("Degraded", "True", failure.reason, failure.message)]
+        status["conditions"] = _conditions(wanted, previous_conditions, decision.now)
+        return TopologySyncResponse(status=status, children=list(decision.echo))
+    settings = decision.settings
+    assert settings is not None
+    plan = decision.plan
+    status = plan_status(plan)
+    if settings.datastore == "etcdv3" and not settings.paused:
+        children: list[dict[str, Any]] = []
+        if applied is not None:
+            status["datastore"] = {
+                "type": applied.datastore,
+                "revision": applied.revision,
+                "peers": applied.peers,
+            }
+    elif settings.paused:
+        children = list(decision.echo)
+    else:
+        children = render_bgp_peers(plan, settings, decision.owner)
+    status["bgpPeers"] = (
+        len(children)
+        if not settings.paused
+        else len(render_bgp_peers(plan, settings, decision.owner))
+    )
+    status["conditions"] = _conditions(
+        _plan_conditions(decision), previous_conditions, decision.now
+    )
+    return TopologySyncResponse(
+        status=status, children=children, resyncAfterSeconds=plan.resync_after
+    )
+
+
+def topology_sync(
+    request: TopologySyncRequest, environ: Environ, now: datetime
+) -> TopologySyncResponse:
+    """The KDD topology sync: decide, then render BGPPeer children and status."""
+    return render_topology(decide_topology(request, environ, now))
+
+
+# --- node sync ---------------------------------------------------------------------------------
+
+NO_CHANGE = NodeSyncResponse(labels={}, annotations={})
+
+
+def node_sync(request: NodeSyncRequest, environ: Environ) -> NodeSyncResponse:
+    """The labels and annotations one Node should carry, by the plan in the topology's status."""
+    node = request.object.to_info()
+    known_labels, known_annotations = read_managed_record(node.annotations.get(MANAGED_ANNOTATION))
+    known_labels |= {REFLECTOR_LABEL, GROUP_LABEL}
+    known_annotations.add(CLUSTER_ID_ANNOTATION)
+    topologies = decode_topologies(request.related)
+    if not topologies:
+        # No topology object (uninstalled): take every key we manage back.
+        with contextlib.suppress(SpecError):
+            known_labels.add(settings_for(None, environ).node_label.key)
+        labels, annotations = node_changes({}, {}, known_labels, known_annotations)
+        return NodeSyncResponse(labels=labels, annotations=annotations)
+    topology = topologies[0]
+    try:
+        settings = settings_for(topology.spec, environ)
+    except SpecError:
+        return NO_CHANGE
+    status = topology.read_status()
+    if settings.paused or not status.topology:
+        return NO_CHANGE
+    key, value = settings.reflector_label
+    known_labels.add(key)
+    desired_labels: dict[str, str] = {}
+    desired_annotations: dict[str, str] = {}
+    reflector = next((rr for rr in status.routeReflectors if rr.node == node.name), None)
+    if reflector is not None:
+        desired_labels[key] = value
+        desired_labels[REFLECTOR_LABEL] = reflector_token(node.name)
+        if settings.datastore != "etcdv3":
+            desired_annotations[CLUSTER_ID_ANNOTATION] = reflector.clusterID
+    else:
+        groups = [Group(g.name, g.zone, tuple(g.reflectors), g.rack or None) for g in status.groups]
+        rack = node.labels.get(settings.rack_label, "") if settings.rack_label else None
+        group = group_for(node.name, zone_of(node, settings), rack, groups)
+        if group is not None:
+            from hooks.calico import label_value
+
+            desired_labels[GROUP_LABEL] = label_value(group.name)
+    labels, annotations = node_changes(
+        desired_labels, desired_annotations, known_labels, known_annotations
+    )
+    return NodeSyncResponse(labels=labels, annotations=annotations)

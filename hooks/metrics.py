@@ -1,0 +1,79 @@
+"""Prometheus metrics of the hook service, on a registry of its own (one per app)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from hooks.model import Plan, ReflectorState
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.duration = Histogram(
+            "rr_hook_duration_seconds",
+            "Time to answer a hook request",
+            ["hook"],
+            registry=r,
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.request_bytes = Histogram(
+            "rr_hook_request_bytes",
+            "Size of hook request bodies",
+            ["hook"],
+            registry=r,
+            buckets=(1e3, 1e4, 1e5, 1e6, 1e7, 5e7, 1e8, 5e8),
+        )
+        self.errors = Counter(
+            "rr_hook_errors_total",
+            "Hook requests answered with an error",
+            ["hook", "reason"],
+            registry=r,
+        )
+        self.expected = Gauge(
+            "rr_zone_reflectors_expected", "RRs planned per zone", ["topology", "zone"], registry=r
+        )
+        self.actual = Gauge(
+            "rr_zone_reflectors_actual",
+            "RRs labelled per zone now",
+            ["topology", "zone"],
+            registry=r,
+        )
+        self.eligible = Gauge(
+            "rr_zone_eligible_nodes",
+            "Nodes eligible to be RRs per zone",
+            ["topology", "zone"],
+            registry=r,
+        )
+        self.plan_changes = Counter(
+            "rr_plan_changes_total",
+            "Syncs whose RR set differed from the previous one",
+            ["topology"],
+            registry=r,
+        )
+        self.draining = Gauge(
+            "rr_reflectors_draining",
+            "RRs kept while their replacement comes up",
+            ["topology"],
+            registry=r,
+        )
+        self.bgp_peers = Gauge(
+            "rr_bgp_peers", "BGPPeer objects the plan renders", ["topology"], registry=r
+        )
+
+    def observe_plan(self, owner: str, plan: Plan, changed: bool, bgp_peers: int) -> None:
+        for zone in plan.zones:
+            self.expected.labels(owner, zone.name).set(zone.expected)
+            self.actual.labels(owner, zone.name).set(zone.actual)
+            self.eligible.labels(owner, zone.name).set(zone.eligible)
+        if changed:
+            self.plan_changes.labels(owner).inc()
+        self.draining.labels(owner).set(
+            sum(rr.state == ReflectorState.DRAINING for rr in plan.reflectors)
+        )
+        self.bgp_peers.labels(owner).set(bgp_peers)

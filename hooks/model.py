@@ -1,0 +1,126 @@
+"""Domain types in the problem's words: nodes as observed, the plan as decided."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
+
+Topology = Literal["simple", "multi", "quorum", "hierarchy"]
+TOPOLOGIES: tuple[Topology, ...] = ("simple", "multi", "quorum", "hierarchy")
+Datastore = Literal["incluster", "kubernetes", "etcdv3"]
+DATASTORES: tuple[Datastore, ...] = ("incluster", "kubernetes", "etcdv3")
+
+
+class ReflectorState(StrEnum):
+    ACTIVE = "Active"
+    DRAINING = "Draining"
+    PENDING = "Pending"
+
+
+@dataclass(frozen=True, slots=True)
+class Taint:
+    key: str
+    value: str
+    effect: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One Kubernetes Node, reduced to what the plan reads."""
+
+    name: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    created: str
+    ready: bool
+    deleting: bool
+    unschedulable: bool
+    taints: tuple[Taint, ...] = ()
+
+    def label(self, key: str) -> str | None:
+        return self.labels.get(key)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteReflector:
+    node: str
+    zone: str
+    cluster_id: str
+    state: ReflectorState = ReflectorState.ACTIVE
+    role: str = ""  # hierarchy: "spine" or "rack"; empty elsewhere
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A named set of RRs that clients peer with; `zone` is the zone whose clients it serves."""
+
+    name: str
+    zone: str
+    reflectors: tuple[str, ...]
+    rack: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneSummary:
+    name: str
+    nodes: int
+    ready: int
+    eligible: int
+    demand: int  # RRs this zone's clients need
+    expected: int  # RRs planned on this zone's nodes (its own, plus spill-over it hosts)
+    actual: int  # nodes here carrying the RR label (and, in KDD, the cluster-ID annotation) now
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class AllReflectors:
+    """Every node carrying the RR label."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reflectors:
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Clients:
+    group: str
+
+
+PeerSet = AllReflectors | Reflectors | Clients
+
+
+@dataclass(frozen=True, slots=True)
+class Peering:
+    """One BGPPeer: sessions between every node of `nodes` and every node of `peers`."""
+
+    name: str
+    nodes: PeerSet
+    peers: PeerSet
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What the topology sync decided: RRs, the groups clients peer with, per-zone figures."""
+
+    topology: Topology
+    reflectors: tuple[RouteReflector, ...]
+    groups: tuple[Group, ...]
+    zones: tuple[ZoneSummary, ...]
+    peerings: tuple[Peering, ...] = ()
+    problems: tuple[Condition, ...] = field(default=())
+    resync_after: float | None = None
+
+    def reflector(self, node: str) -> RouteReflector | None:
+        for rr in self.reflectors:
+            if rr.node == node:
+                return rr
+        return None

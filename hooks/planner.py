@@ -1,0 +1,225 @@
+"""Run the hooks as Metacontroller would, without a cluster: the engine of `plan` and `verify`."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from hooks import controllers, wire
+
+MAX_ROUNDS = 10
+
+
+class PlanInputError(ValueError):
+    """An input file that is not what `plan` reads; the message says what is wrong."""
+
+
+@dataclass
+class PlanResult:
+    status: dict[str, Any]
+    bgp_peers: list[dict[str, Any]]
+    changes: dict[str, dict[str, dict[str, str | None]]]  # node → labels/annotations changed
+    nodes: list[dict[str, Any]]  # the nodes after the labels were applied
+    topology: dict[str, Any]
+    rounds: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": self.status, "bgpPeers": self.bgp_peers, "nodes": self.changes}
+
+    def as_objects(self) -> list[dict[str, Any]]:
+        objects: list[dict[str, Any]] = list(self.bgp_peers)
+        for name, change in self.changes.items():
+            meta: dict[str, Any] = {"name": name}
+            if change["labels"]:
+                meta["labels"] = change["labels"]
+            if change["annotations"]:
+                meta["annotations"] = change["annotations"]
+            objects.append({"apiVersion": "v1", "kind": "Node", "metadata": meta})
+        return objects
+
+
+def _nodes_from(document: Any) -> list[dict[str, Any]]:
+    items = document.get("items") if isinstance(document, dict) else document
+    if isinstance(document, dict) and document.get("kind") == "Node":
+        items = [document]
+    if not isinstance(items, list):
+        raise PlanInputError(
+            "nodes: expected a NodeList (`kubectl get nodes -o json`) with `items`"
+        )
+    for index, item in enumerate(items):
+        name = item.get("metadata", {}).get("name") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not name:
+            raise PlanInputError(f"nodes: items[{index}] has no metadata.name")
+    return copy.deepcopy(items)
+
+
+def _topology_from(document: Any) -> dict[str, Any]:
+    if document is None:
+        return {
+            "apiVersion": wire.TOPOLOGY_API,
+            "kind": "RouteReflectorTopology",
+            "metadata": {"name": "default"},
+            "spec": {},
+        }
+    if not isinstance(document, dict) or document.get("kind") != "RouteReflectorTopology":
+        raise PlanInputError("topology: expected a RouteReflectorTopology object")
+    topology = copy.deepcopy(document)
+    topology.setdefault("metadata", {}).setdefault("name", "default")
+    if not isinstance(topology.get("spec", {}), dict):
+        raise PlanInputError("topology: spec must be an object")
+    return topology
+
+
+def _merge(target: dict[str, Any], changes: Mapping[str, str | None]) -> bool:
+    changed = False
+    for key, value in changes.items():
+        if value is None:
+            if key in target:
+                del target[key]
+                changed = True
+        elif target.get(key) != value:
+            target[key] = value
+            changed = True
+    return changed
+
+
+def run_plan(
+    nodes_document: Any,
+    topology_document: Any,
+    environ: Mapping[str, str],
+    now: datetime,
+    max_rounds: int = MAX_ROUNDS,
+) -> PlanResult:
+    """Topology sync, node sync for every node with the labels applied, again until still."""
+    nodes = _nodes_from(nodes_document)
+    topology = _topology_from(topology_document)
+    original = {n["metadata"]["name"]: copy.deepcopy(n["metadata"]) for n in nodes}
+    children: dict[str, Any] = {}
+    status: dict[str, Any] = {}
+    rounds = 0
+    while rounds < max_rounds:
+        rounds += 1
+        by_name = {n["metadata"]["name"]: n for n in nodes}
+        request = {
+            "parent": topology,
+            "children": {wire.BGPPEER_KEY: children},
+            "related": {
+                wire.NODE_KEY: by_name,
+                wire.TOPOLOGY_KEY: {topology["metadata"]["name"]: topology},
+            },
+        }
+        try:
+            decoded = msgspec.convert(_raw_related(request), wire.TopologySyncRequest)
+        except msgspec.ValidationError as error:
+            raise PlanInputError(f"nodes: {error}") from None
+        response = controllers.render_topology(controllers.decide_topology(decoded, environ, now))
+        new_children = {c["metadata"]["name"]: c for c in response.children}
+        moved = new_children != children or response.status != status
+        children, status = new_children, response.status
+        topology["status"] = status
+        related = {
+            wire.TOPOLOGY_KEY: msgspec.Raw(
+                msgspec.json.encode({topology["metadata"]["name"]: topology})
+            )
+        }
+        for node in nodes:
+            node_request = wire.NodeSyncRequest(
+                object=msgspec.convert(node, wire.NodeWire), related=related
+            )
+            answer = controllers.node_sync(node_request, environ)
+            meta = node["metadata"]
+            moved |= _merge(meta.setdefault("labels", {}), answer.labels)
+            moved |= _merge(meta.setdefault("annotations", {}), answer.annotations)
+        if not moved:
+            break
+    changes: dict[str, dict[str, dict[str, str | None]]] = {}
+    for node in sorted(nodes, key=lambda n: n["metadata"]["name"]):
+        meta = node["metadata"]
+        before = original[meta["name"]]
+        diff = {
+            kind: _diff(before.get(kind) or {}, meta.get(kind) or {})
+            for kind in ("labels", "annotations")
+        }
+        if diff["labels"] or diff["annotations"]:
+            changes[meta["name"]] = diff
+    return PlanResult(
+        status,
+        sorted(children.values(), key=lambda c: c["metadata"]["name"]),
+        changes,
+        nodes,
+        topology,
+        rounds,
+    )
+
+
+def _raw_related(request: dict[str, Any]) -> dict[str, Any]:
+    """The request as the wire types expect: `related` maps hold raw JSON, decoded lazily."""
+    encode = msgspec.json.encode
+    out = dict(request)
+    out["related"] = {key: msgspec.Raw(encode(value)) for key, value in request["related"].items()}
+    out["children"] = {
+        key: {n: msgspec.Raw(encode(v)) for n, v in value.items()}
+        for key, value in request["children"].items()
+    }
+    parent = dict(request["parent"])
+    parent["status"] = msgspec.Raw(encode(parent.get("status")))
+    out["parent"] = parent
+    return out
+
+
+def _diff(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, str | None]:
+    keys = sorted(set(before) | set(after))
+    return {k: after.get(k) for k in keys if before.get(k) != after.get(k)}
+
+
+def format_table(result: PlanResult) -> str:
+    status = result.status
+    lines = []
+    conditions = {c["type"]: c for c in status.get("conditions", [])}
+    ready = conditions.get("Ready", {})
+    lines.append(
+        f"topology {status.get('topology', '?')}: {status.get('reflectors', 0)} route reflectors,"
+        f" {len(result.bgp_peers)} BGPPeers,"
+        f" Ready={ready.get('status', '?')} ({ready.get('reason', '')})"
+    )
+    if ready.get("status") != "True" and ready.get("message"):
+        lines.append(f"  {ready['message']}")
+    rrs_by_zone: dict[str, list[str]] = {}
+    for rr in status.get("routeReflectors", []):
+        rrs_by_zone.setdefault(rr["zone"], []).append(f"{rr['node']} ({rr['clusterID']})")
+    header = (
+        "ZONE",
+        "NODES",
+        "READY",
+        "ELIGIBLE",
+        "DEMAND",
+        "RRS",
+        "ROUTE REFLECTORS (CLUSTER ID)",
+    )
+    rows = [header]
+    for zone in status.get("zones", []):
+        rows.append(
+            (
+                zone["name"] or '""',
+                str(zone["nodes"]),
+                str(zone["ready"]),
+                str(zone["eligible"]),
+                str(zone["demand"]),
+                str(zone["expected"]),
+                ", ".join(rrs_by_zone.get(zone["name"], [])) or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
+    for row in rows:
+        lines.append(
+            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])) + "  " + row[-1]
+        )
+    for key, value in result.extra.items():
+        lines.append(f"{key}: {value}")
+    return "\n".join(lines)

@@ -1,0 +1,182 @@
+"""Which nodes may be route reflectors, how many each zone needs, and which are chosen (stably)."""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from hooks.config import Settings
+from hooks.model import NodeInfo
+
+# Taints that mean the node is not fit to carry BGP sessions for others, tolerated or not.
+UNFIT_TAINTS = frozenset(
+    {
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+        "node.kubernetes.io/network-unavailable",
+        "node.kubernetes.io/memory-pressure",
+        "node.kubernetes.io/disk-pressure",
+        "node.kubernetes.io/unschedulable",
+        "node.cloudprovider.kubernetes.io/uninitialized",
+    }
+)
+
+
+def ineligibility(node: NodeInfo, settings: Settings) -> str | None:
+    """Why `node` may not be an RR, or None when it may."""
+    if node.deleting:
+        return "being deleted"
+    if not node.ready:
+        return "not Ready"
+    if node.unschedulable:
+        return "cordoned"
+    for taint in node.taints:
+        if taint.key in UNFIT_TAINTS:
+            return f"tainted {taint.key}"
+        if taint.effect in ("NoSchedule", "NoExecute") and not any(
+            t.tolerates(taint.key, taint.value, taint.effect) for t in settings.tolerations
+        ):
+            return f"untolerated taint {taint.key}:{taint.effect}"
+    for match in settings.incompatible_labels:
+        if match.matches(node.labels):
+            return f"incompatible label {match}"
+    if settings.node_selector is not None and not settings.node_selector.matches(node.labels):
+        return "outside nodeSelector"
+    return None
+
+
+def is_failed(node: NodeInfo | None) -> bool:
+    """A failure (replace at once), as opposed to a node that merely stopped being eligible."""
+    return node is None or node.deleting or not node.ready
+
+
+def zone_of(node: NodeInfo, settings: Settings) -> str:
+    return node.labels.get(settings.zone_label, "") if settings.zone_label else ""
+
+
+def demand(ready: int, settings: Settings) -> int:
+    """RRs a zone with `ready` ready nodes needs: f(ready) clamped to [min, max], 0 when none."""
+    if ready <= 0:
+        return 0
+    if settings.steps:
+        wanted = settings.min
+        for step in settings.steps:
+            if step.nodes <= ready:
+                wanted = step.reflectors
+        return max(settings.min, min(settings.max, wanted))
+    return max(settings.min, min(settings.max, math.ceil(ready * settings.ratio - 1e-9)))
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneCount:
+    name: str
+    nodes: int
+    ready: int
+    eligible: int
+    demand: int
+    placed: int  # RRs located in this zone (its own and the ones it hosts for short zones)
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    node: str
+    zone: str  # where the node is
+    serves: str  # the zone whose clients it serves (differs after spill-over)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    choices: tuple[Choice, ...]  # sorted by node name
+    zones: tuple[ZoneCount, ...]  # sorted by zone name
+    shortfall: int  # RRs demanded that no eligible node anywhere could take
+
+
+def is_preferred(node: NodeInfo, settings: Settings) -> bool:
+    return any(match.matches(node.labels) for match in settings.preferred_labels)
+
+
+def select_reflectors(
+    nodes: Sequence[NodeInfo],
+    settings: Settings,
+    current: Mapping[str, str],
+) -> Selection:
+    """Choose RRs per zone. `current` maps today's RRs to the zone each serves.
+
+    Current RRs that are still eligible are kept (serving the same zone first), then the
+    best-ranked candidates are added: preferred labels, oldest, name. Same input, same output.
+    """
+    by_zone: dict[str, list[NodeInfo]] = {}
+    ready: dict[str, int] = {}
+    candidates: dict[str, list[NodeInfo]] = {}
+    for node in nodes:
+        zone = zone_of(node, settings)
+        by_zone.setdefault(zone, []).append(node)
+        if node.ready and not node.deleting:
+            ready[zone] = ready.get(zone, 0) + 1
+        if ineligibility(node, settings) is None:
+            candidates.setdefault(zone, []).append(node)
+
+    names = sorted(by_zone)
+    wanted = {zone: demand(ready.get(zone, 0), settings) for zone in names}
+    taken: dict[str, Choice] = {}
+    placed = dict.fromkeys(names, 0)
+
+    def ranked(zone: str, serves: str, count: int) -> Iterable[NodeInfo]:
+        # Only the best `count` not yet taken can matter: a partial sort keeps this O(n).
+        pool = candidates.get(zone, [])
+        return heapq.nsmallest(
+            count + placed[zone],
+            pool,
+            key=lambda n: (
+                0 if current.get(n.name) == serves else 1 if n.name in current else 2,
+                not is_preferred(n, settings),
+                n.created,
+                n.name,
+            ),
+        )
+
+    def take(zone: str, serves: str, count: int) -> int:
+        got = 0
+        for node in ranked(zone, serves, count):
+            if got == count:
+                break
+            if node.name not in taken:
+                taken[node.name] = Choice(node.name, zone, serves)
+                placed[zone] += 1
+                got += 1
+        return got
+
+    short: dict[str, int] = {}
+    for zone in names:
+        got = take(zone, zone, wanted[zone])
+        if got < wanted[zone]:
+            short[zone] = wanted[zone] - got
+
+    shortfall = 0
+    for zone in sorted(short):
+        for _ in range(short[zone]):
+            spare = [
+                (len(candidates.get(other, [])) - placed[other], other)
+                for other in names
+                if other != zone and len(candidates.get(other, [])) > placed[other]
+            ]
+            if not spare:
+                shortfall += 1
+                continue
+            _, recipient = min(spare, key=lambda item: (-item[0], item[1]))
+            take(recipient, zone, 1)
+
+    zones = tuple(
+        ZoneCount(
+            name=zone,
+            nodes=len(by_zone[zone]),
+            ready=ready.get(zone, 0),
+            eligible=len(candidates.get(zone, [])),
+            demand=wanted[zone],
+            placed=placed[zone],
+        )
+        for zone in names
+    )
+    return Selection(tuple(taken[name] for name in sorted(taken)), zones, shortfall)

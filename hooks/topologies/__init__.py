@@ -1,0 +1,115 @@
+"""The topologies behind one interface: nodes + settings + what was there before → a Plan."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from hooks.config import ClusterIDTemplate, Settings
+from hooks.model import Group, NodeInfo, Plan, RouteReflector
+from hooks.wire import CLUSTER_ID_ANNOTATION, GroupWire, ReflectorWire
+
+
+class PlanError(Exception):
+    """The settings cannot give a sound plan (e.g. too few cluster IDs): nothing is changed."""
+
+    def __init__(self, reason: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Previous:
+    """What the last sync decided (from status) and what the nodes carry now (from labels)."""
+
+    reflectors: Mapping[str, ReflectorWire] = field(default_factory=dict)
+    groups: Sequence[GroupWire] = ()
+    labelled: Mapping[str, str] = field(default_factory=dict)  # node → cluster ID it carries
+
+    def cluster_id(self, node: str) -> str | None:
+        rr = self.reflectors.get(node)
+        return rr.clusterID if rr and rr.clusterID else self.labelled.get(node)
+
+
+def labelled_reflectors(nodes: Iterable[NodeInfo], settings: Settings) -> dict[str, str]:
+    """Nodes carrying the RR label now, with the cluster ID annotation they carry ("" if none)."""
+    key, value = settings.reflector_label
+    return {
+        node.name: node.annotations.get(CLUSTER_ID_ANNOTATION, "")
+        for node in nodes
+        if node.labels.get(key) == value
+    }
+
+
+def assign_cluster_ids(
+    keys: Sequence[str], previous: Mapping[str, str], template: ClusterIDTemplate
+) -> dict[str, str]:
+    """One ID per key: the previous one when it still fits the template and is free, else the
+    lowest free index. Raises PlanError when the template has too few IDs."""
+    assigned: dict[str, str] = {}
+    used: set[int] = set()
+    for key in keys:
+        old = previous.get(key)
+        index = template.index_of(old) if old else None
+        if index is not None and index not in used:
+            assigned[key] = template.format(index)
+            used.add(index)
+    if len(keys) > template.capacity:
+        raise PlanError(
+            "ClusterIDsExhausted",
+            f"the topology needs {len(keys)} cluster IDs but the template {template.template!r}"
+            f" gives {template.capacity}; add a `%d` (e.g. 10.%d.%d.1)",
+            "spec.clusterID",
+        )
+    free = (i for i in range(template.capacity) if i not in used)
+    for key in keys:
+        if key not in assigned:
+            assigned[key] = template.format(next(free))
+    return assigned
+
+
+def rendezvous(node: str, groups: Sequence[Group]) -> Group | None:
+    """Highest-random-weight choice: adding a group moves only the nodes it wins."""
+    best: tuple[int, str] | None = None
+    chosen = None
+    for group in groups:
+        digest = hashlib.blake2b(f"{group.name}\0{node}".encode(), digest_size=8).digest()
+        weight = (int.from_bytes(digest, "big"), group.name)
+        if best is None or weight > best:
+            best, chosen = weight, group
+    return chosen
+
+
+def group_for(node: str, zone: str, rack: str | None, groups: Sequence[Group]) -> Group | None:
+    """The group a client peers with: by rack where groups have racks, else by zone, else any."""
+    if rack is not None:
+        in_rack = [g for g in groups if g.rack == rack]
+        if in_rack:
+            return rendezvous(node, in_rack)
+        racked = [g for g in groups if g.rack is None]
+        return rendezvous(node, racked or groups)
+    in_zone = [g for g in groups if g.zone == zone]
+    return rendezvous(node, in_zone or groups)
+
+
+Builder = Callable[[Sequence[NodeInfo], Settings, Previous], Plan]
+
+
+def builder_for(settings: Settings) -> Builder:
+    from hooks.topologies import simple
+
+    builders: dict[str, Builder] = {"simple": simple.build}
+    if settings.topology not in builders:
+        raise PlanError(
+            "InvalidSpec",
+            f"topology {settings.topology!r} is not available in this version (available: simple)",
+            "spec.topology",
+        )
+    return builders[settings.topology]
+
+
+def reflector_sort(reflectors: Iterable[RouteReflector]) -> tuple[RouteReflector, ...]:
+    return tuple(sorted(reflectors, key=lambda rr: rr.node))
