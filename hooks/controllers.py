@@ -228,6 +228,8 @@ def plan_status(plan: Plan) -> dict[str, Any]:
         "routeReflectors": [
             {"node": rr.node, "zone": rr.zone, "clusterID": rr.cluster_id, "state": str(rr.state)}
             | ({"role": rr.role} if rr.role else {})
+            | ({"serves": rr.serves} if rr.serves else {})
+            | ({"since": rr.since} if rr.since else {})
             for rr in plan.reflectors
         ],
         "zones": [
@@ -391,7 +393,7 @@ def node_sync(request: NodeSyncRequest, environ: Environ) -> NodeSyncResponse:
             desired_annotations[CLUSTER_ID_ANNOTATION] = reflector.clusterID
     else:
         groups = [Group(g.name, g.zone, tuple(g.reflectors), g.rack or None) for g in status.groups]
-        rack = node.labels.get(settings.rack_label, "") if settings.rack_label else None
+        rack = node.labels.get(settings.rack_label, "") if settings.rack_label else ""
         group = group_for(node.name, zone_of(node, settings), rack, groups)
         if group is not None:
             from hooks.calico import label_value

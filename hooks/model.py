@@ -49,6 +49,8 @@ class RouteReflector:
     cluster_id: str
     state: ReflectorState = ReflectorState.ACTIVE
     role: str = ""  # hierarchy: "spine" or "rack"; empty elsewhere
+    serves: str = ""  # the zone (or, in hierarchy, rack) it serves when that is not its own zone
+    since: str = ""  # when it entered its current state (Draining, Pending), for timeouts
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,6 +121,7 @@ class ReflectorWire(msgspec.Struct, omit_defaults=True):
     clusterID: str = ""
     state: str = "Active"
     role: str = ""
+    serves: str = ""
     since: str = ""
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from hooks.config import ClusterIDTemplate, Settings
 from hooks.model import Group, NodeInfo, Plan, RouteReflector
+from hooks.selection import Choice, zone_of
 from hooks.wire import CLUSTER_ID_ANNOTATION, GroupWire, ReflectorWire
 
 
@@ -29,9 +30,25 @@ class Previous:
     groups: Sequence[GroupWire] = ()
     labelled: Mapping[str, str] = field(default_factory=dict)  # node → cluster ID it carries
 
+    def served_zone(self, node: str) -> str | None:
+        rr = self.reflectors.get(node)
+        return (rr.serves or rr.zone) if rr else None
+
+    def serving(self, nodes: Iterable[NodeInfo], settings: Settings) -> dict[str, str]:
+        """Today's RRs → the zone each serves; labelled nodes missing from status serve their own."""
+        current = {node: rr.serves or rr.zone for node, rr in self.reflectors.items()}
+        for node in nodes:
+            if node.name in self.labelled and node.name not in current:
+                current[node.name] = zone_of(node, settings)
+        return current
+
     def cluster_id(self, node: str) -> str | None:
         rr = self.reflectors.get(node)
         return rr.clusterID if rr and rr.clusterID else self.labelled.get(node)
+
+
+def served_elsewhere(choice: Choice) -> str:
+    return choice.serves if choice.serves != choice.zone else ""
 
 
 def labelled_reflectors(nodes: Iterable[NodeInfo], settings: Settings) -> dict[str, str]:
@@ -71,6 +88,16 @@ def assign_cluster_ids(
     return assigned
 
 
+def weight(key: str, item: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{item}\0{key}".encode(), digest_size=8).digest(), "big")
+
+
+def rendezvous_top(key: str, items: Iterable[str], count: int) -> list[str]:
+    """The `count` items ranking highest for `key`: removing one item only changes the sets it
+    was in (the next item moves up), so memberships built this way churn minimally."""
+    return sorted(items, key=lambda item: (-weight(key, item), item))[:count]
+
+
 def rendezvous(node: str, groups: Sequence[Group]) -> Group | None:
     """Highest-random-weight choice: adding a group moves only the nodes it wins."""
     best: tuple[int, str] | None = None
@@ -83,14 +110,12 @@ def rendezvous(node: str, groups: Sequence[Group]) -> Group | None:
     return chosen
 
 
-def group_for(node: str, zone: str, rack: str | None, groups: Sequence[Group]) -> Group | None:
-    """The group a client peers with: by rack where groups have racks, else by zone, else any."""
-    if rack is not None:
-        in_rack = [g for g in groups if g.rack == rack]
-        if in_rack:
-            return rendezvous(node, in_rack)
-        racked = [g for g in groups if g.rack is None]
-        return rendezvous(node, racked or groups)
+def group_for(node: str, zone: str, rack: str, groups: Sequence[Group]) -> Group | None:
+    """The group a client peers with: by rack where groups have racks (the rackless group, the
+    spine, otherwise), else by zone, else any."""
+    if any(g.rack is not None for g in groups):
+        in_rack = [g for g in groups if g.rack == rack] if rack else []
+        return rendezvous(node, in_rack or [g for g in groups if g.rack is None] or groups)
     in_zone = [g for g in groups if g.zone == zone]
     return rendezvous(node, in_zone or groups)
 
@@ -101,13 +126,14 @@ Builder = Callable[[Sequence[NodeInfo], Settings, Previous], Plan]
 def builder_for(settings: Settings) -> Builder:
     from hooks.topologies import simple
 
-    builders: dict[str, Builder] = {"simple": simple.build}
-    if settings.topology not in builders:
-        raise PlanError(
-            "InvalidSpec",
-            f"topology {settings.topology!r} is not available in this version (available: simple)",
-            "spec.topology",
-        )
+    from hooks.topologies import hierarchy, multi, quorum
+
+    builders: dict[str, Builder] = {
+        "simple": simple.build,
+        "multi": multi.build,
+        "quorum": quorum.build,
+        "hierarchy": hierarchy.build,
+    }
     return builders[settings.topology]
 
 

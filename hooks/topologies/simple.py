@@ -16,7 +16,7 @@ from hooks.model import (
     RouteReflector,
 )
 from hooks.selection import select_reflectors
-from hooks.topologies import Previous, assign_cluster_ids, reflector_sort
+from hooks.topologies import Previous, assign_cluster_ids, reflector_sort, served_elsewhere
 from hooks.topologies.common import selection_problems, zone_summaries
 
 
@@ -25,24 +25,21 @@ def group_name(zone: str) -> str:
 
 
 def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> Plan:
-    served = {rr: group.zone for group in previous.groups for rr in group.reflectors}
-    current = {node: served.get(node, rr.zone) for node, rr in previous.reflectors.items()}
-    zone_key = settings.zone_label
-    for node in nodes:
-        if node.name in previous.labelled and node.name not in current:
-            current[node.name] = node.labels.get(zone_key, "") if zone_key else ""
-    selection = select_reflectors(nodes, settings, current)
+    selection = select_reflectors(nodes, settings, previous.serving(nodes, settings))
 
     zones = sorted({choice.serves for choice in selection.choices})
     old_ids: dict[str, str] = {}
     for choice in selection.choices:
         old = previous.cluster_id(choice.node)
-        if old and current.get(choice.node) == choice.serves:
+        if old and previous.served_zone(choice.node) == choice.serves:
             old_ids.setdefault(choice.serves, old)
     ids = assign_cluster_ids(zones, old_ids, settings.cluster_id)
 
     reflectors = reflector_sort(
-        RouteReflector(choice.node, choice.zone, ids[choice.serves]) for choice in selection.choices
+        RouteReflector(
+            choice.node, choice.zone, ids[choice.serves], serves=served_elsewhere(choice)
+        )
+        for choice in selection.choices
     )
     groups = tuple(
         Group(

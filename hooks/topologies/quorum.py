@@ -1,0 +1,110 @@
+"""quorum: RRs in clusters of k sharing a cluster ID, all RRs meshed; a client peers with m RRs of
+one cluster, 2m - k > 1, so any two clients of a cluster still share an RR after one fails.
+
+RRs sharing a cluster ID never pass their clients' routes to each other (design §4): a client's
+route reaches another client of the same cluster only through an RR both peer with. Clusters are
+cut from the RRs serving each zone: as many clusters of 3 as fit, the remainder spread over them
+(k is 2 to 5), and m = k // 2 + 1 (k=2,3 → m=k; k=4 → 3; k=5 → 4). A cluster keeps its ID and its
+members across syncs; only the clusters an RR left or joined change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+
+from hooks.config import Settings
+from hooks.model import (
+    AllReflectors,
+    Clients,
+    Group,
+    NodeInfo,
+    Peering,
+    Plan,
+    Reflectors,
+    RouteReflector,
+)
+from hooks.selection import select_reflectors
+from hooks.topologies import Previous, assign_cluster_ids, reflector_sort, served_elsewhere
+from hooks.topologies.common import selection_problems, zone_summaries
+from hooks.topologies.simple import group_name
+
+CLUSTER_SIZE = 3
+
+
+def members_per_client(k: int) -> int:
+    """Smallest m with 2m - k > 1 (every RR of a cluster of one or two)."""
+    return min(k, k // 2 + 1)
+
+
+def partition(members: Sequence[str], previous: dict[str, str]) -> list[list[str]]:
+    """Cut `members` into max(1, n // 3) clusters, keeping previous clusters together where they
+    fit: a cluster is keyed by the ID its members had; the largest old clusters survive."""
+    count = max(1, len(members) // CLUSTER_SIZE)
+    old: dict[str, list[str]] = {}
+    for member in sorted(members):
+        if previous.get(member):
+            old.setdefault(previous[member], []).append(member)
+    kept = sorted(old.values(), key=lambda c: (-len(c), c[0]))[:count]
+    sizes = [len(members) // count + (1 if i < len(members) % count else 0) for i in range(count)]
+    clusters: list[list[str]] = [list(c) for c in kept] + [[] for _ in range(count - len(kept))]
+    # Sizes are fixed by the count; trim kept clusters that are too big, then fill the rest.
+    order = sorted(range(count), key=lambda i: -len(clusters[i]))
+    loose: list[str] = []
+    for slot, index in enumerate(order):
+        while len(clusters[index]) > sizes[slot]:
+            loose.append(clusters[index].pop())
+    placed = {m for c in clusters for m in c}
+    loose += [m for m in sorted(members) if m not in placed and m not in loose]
+    for slot, index in enumerate(order):
+        while len(clusters[index]) < sizes[slot]:
+            clusters[index].append(loose.pop(0))
+    return [sorted(c) for c in clusters if c]
+
+
+def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> Plan:
+    selection = select_reflectors(nodes, settings, previous.serving(nodes, settings))
+    serving: dict[str, list[str]] = {}
+    for choice in selection.choices:
+        serving.setdefault(choice.serves, []).append(choice.node)
+    old_ids = {c.node: previous.cluster_id(c.node) or "" for c in selection.choices}
+    clusters: list[tuple[str, list[str]]] = []
+    for zone in sorted(serving):
+        clusters += [(zone, members) for members in partition(serving[zone], old_ids)]
+    keys = [members[0] for _, members in clusters]
+    key_ids: dict[str, str] = {}
+    for (_, members), key in zip(clusters, keys, strict=True):
+        counts: dict[str, int] = {}
+        for member in members:
+            if old_ids[member]:
+                counts[old_ids[member]] = counts.get(old_ids[member], 0) + 1
+        if counts:
+            key_ids[key] = min(counts, key=lambda i: (-counts[i], i))
+    ids = assign_cluster_ids(keys, key_ids, settings.cluster_id)
+    cluster_of = {
+        m: ids[key] for (_, members), key in zip(clusters, keys, strict=True) for m in members
+    }
+    reflectors = reflector_sort(
+        RouteReflector(c.node, c.zone, cluster_of[c.node], serves=served_elsewhere(c))
+        for c in selection.choices
+    )
+    groups: list[Group] = []
+    for (zone, members), key in zip(clusters, keys, strict=True):
+        index = settings.cluster_id.index_of(ids[key])
+        subsets = list(combinations(members, members_per_client(len(members))))
+        for number, subset in enumerate(subsets, start=1):
+            name = f"{group_name(zone)}-c{(index or 0) + 1}"
+            groups.append(Group(f"{name}-{number}" if len(subsets) > 1 else name, zone, subset))
+    groups.sort(key=lambda g: g.name)
+    peerings = [Peering("mesh", AllReflectors(), AllReflectors())] if reflectors else []
+    peerings += [
+        Peering(f"clients-{g.name}", Clients(g.name), Reflectors(g.reflectors)) for g in groups
+    ]
+    return Plan(
+        topology="quorum",
+        reflectors=reflectors,
+        groups=tuple(groups),
+        zones=zone_summaries(selection, nodes, settings, previous),
+        peerings=tuple(peerings),
+        problems=selection_problems(selection),
+    )
