@@ -123,6 +123,7 @@ class LabelSelector(_Model):
 class Guard(_Model):
     maxMissingFraction: float = Field(default=0.5, ge=0, le=1)
     minNodes: int = Field(default=1, ge=0)
+    holdSeconds: int = Field(default=600, ge=0, le=86400)
 
 
 class Spec(_Model):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -14,19 +14,24 @@ import msgspec
 from hooks.calico import (
     GROUP_LABEL,
     REFLECTOR_LABEL,
+    label_value,
+    name_part,
     node_changes,
     read_managed_record,
     reflector_token,
     render_bgp_peers,
 )
 from hooks.config import ENVIRONMENT, Settings, SpecError, load_settings
-from hooks.model import Condition, Group, Plan
+from hooks.model import Condition, Group, Plan, ReflectorState
 from hooks.selection import zone_of
 from hooks.topologies import PlanError, Previous, builder_for, group_for, labelled_reflectors
+from hooks.transitions import Sessions, apply_transitions, guard_tripped
 from hooks.wire import (
+    BGPPEER_API,
     BGPPEER_KEY,
     CLUSTER_ID_ANNOTATION,
     MANAGED_ANNOTATION,
+    NODESTATUS_KEY,
     TOPOLOGY_API,
     ConditionStatusWire,
     CustomizeRequest,
@@ -41,6 +46,7 @@ from hooks.wire import (
 )
 
 Environ = Mapping[str, str]
+GUARD_RESYNC_SECONDS = 30.0
 
 
 def topology_customize(request: CustomizeRequest) -> CustomizeResponse:
@@ -108,6 +114,21 @@ class TopologyDecision:
     previous: TopologyStatusWire = field(default_factory=TopologyStatusWire)
     previous_raw: dict[str, Any] = field(default_factory=dict)
     now: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+    session_children: bool = False  # the controller owns CalicoNodeStatus children
+    sessions: Sessions = field(default_factory=lambda: Sessions(False, frozenset()))
+    resync_after: float | None = None
+
+    @property
+    def mesh_can_go(self) -> bool:
+        """Every RR Active with Established sessions, every zone served: the node-to-node mesh
+        may be switched off (only ever with session state to prove it)."""
+        plan = self.plan
+        if not self.applies or plan is None or not plan.reflectors or not self.sessions.observed:
+            return False
+        return all(
+            rr.state == ReflectorState.ACTIVE and rr.node in self.sessions.established
+            for rr in plan.reflectors
+        ) and all(z.actual >= z.expected and (z.expected or not z.demand) for z in plan.zones)
 
     @property
     def applies(self) -> bool:
@@ -119,12 +140,17 @@ class TopologyDecision:
 
 
 def _echo_children(request: TopologySyncRequest) -> tuple[dict[str, Any], ...]:
-    """Observed BGPPeers reduced to the fields we own, so an answer that must change nothing
+    """Observed children reduced to the fields we own, so an answer that must change nothing
     can hand them back as they are."""
-    observed = (request.children or {}).get(BGPPEER_KEY, {})
+    children = request.children or {}
+    observed = [
+        (kind, name, raw)
+        for kind in (BGPPEER_KEY, NODESTATUS_KEY)
+        for name, raw in sorted(children.get(kind, {}).items())
+    ]
     echoed = []
-    for name in sorted(observed):
-        child = msgspec.json.decode(observed[name])
+    for _, name, raw in observed:
+        child = msgspec.json.decode(raw)
         meta = child.get("metadata", {})
         kept_meta = {"name": meta.get("name", name)}
         for key in ("labels", "annotations"):
@@ -176,22 +202,97 @@ def decide_topology(
     except SpecError as error:
         return refuse("InvalidSpec", f"{error.field}: {error.message}")
     nodes = [node.to_info() for node in decode_nodes(request.related)]
+    tripped = guard_tripped(nodes, previous, settings, now)
+    if tripped is not None:
+        refused = refuse(
+            "GuardTripped", f"{tripped}; keeping the last good route reflectors", settings
+        )
+        return replace(refused, resync_after=GUARD_RESYNC_SECONDS)
     prior = Previous(
         reflectors={rr.node: rr for rr in previous.routeReflectors},
         groups=previous.groups,
         labelled=labelled_reflectors(nodes, settings),
     )
     try:
-        plan = builder_for(settings)(nodes, settings, prior)
+        target = builder_for(settings)(nodes, settings, prior)
     except PlanError as error:
         where = f"{error.field}: " if error.field else ""
         return refuse(error.reason, where + error.message, settings)
+    session_children = settings.datastore != "etcdv3" and NODESTATUS_KEY in (request.children or {})
+    sessions = read_sessions(request) if session_children else Sessions(False, frozenset())
+    by_name = {node.name: node for node in nodes}
+    plan = apply_transitions(target, previous, by_name, sessions, settings, now)
     return TopologyDecision(
         settings=settings,
         plan=plan,
         echo=_echo_children(request) if settings.paused else (),
+        session_children=session_children,
+        sessions=sessions,
+        resync_after=plan.resync_after,
         **base,  # type: ignore[arg-type]
     )
+
+
+class _BGPStatus(msgspec.Struct):
+    numberEstablishedV4: int = 0
+    numberEstablishedV6: int = 0
+    numberNotEstablishedV4: int = 0
+    numberNotEstablishedV6: int = 0
+    peersV4: list[dict[str, Any]] | None = None
+    peersV6: list[dict[str, Any]] | None = None
+
+    def established(self) -> bool:
+        peers = (self.peersV4 or []) + (self.peersV6 or [])
+        if peers:
+            # Only sessions from BGPPeers count: the mesh comes and goes with RR changes.
+            ours = [p for p in peers if p.get("type") != "NodeMesh"]
+            return bool(ours) and all(p.get("state") == "Established" for p in ours)
+        up = self.numberEstablishedV4 + self.numberEstablishedV6
+        down = self.numberNotEstablishedV4 + self.numberNotEstablishedV6
+        return up > 0 and down == 0
+
+
+class _NodeStatusStatus(msgspec.Struct):
+    bgp: _BGPStatus | None = None
+
+
+class _NodeStatusSpec(msgspec.Struct):
+    node: str = ""
+
+
+class _NodeStatusChild(msgspec.Struct):
+    spec: _NodeStatusSpec = msgspec.field(default_factory=_NodeStatusSpec)
+    status: _NodeStatusStatus | None = None
+
+
+def read_sessions(request: TopologySyncRequest) -> Sessions:
+    """Which RRs have Established BGP sessions, from the CalicoNodeStatus children."""
+    observed = False
+    established: set[str] = set()
+    for raw in (request.children or {}).get(NODESTATUS_KEY, {}).values():
+        try:
+            child = msgspec.json.decode(raw, type=_NodeStatusChild)
+        except msgspec.ValidationError:
+            continue
+        if child.status is None or child.status.bgp is None:
+            continue
+        observed = True
+        if child.status.bgp.established():
+            established.add(child.spec.node)
+    return Sessions(observed, frozenset(established))
+
+
+def render_node_statuses(plan: Plan, owner: str) -> list[dict[str, Any]]:
+    """A CalicoNodeStatus per RR (Calico >= 3.21 fills in its BGP sessions), sorted by name."""
+    return [
+        {
+            "apiVersion": BGPPEER_API,
+            "kind": "CalicoNodeStatus",
+            "metadata": {"name": f"{name_part(owner)}-rr-{name_part(rr.node)}"},
+            "spec": {"node": rr.node, "classes": ["BGP"], "updatePeriodSeconds": 10},
+        }
+        for rr in sorted(plan.reflectors, key=lambda r: name_part(r.node))
+    ]
 
 
 def _conditions(
@@ -269,7 +370,20 @@ def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
         return conditions
     expected = sum(z.expected for z in plan.zones)
     actual = sum(z.actual for z in plan.zones)
-    if not plan.reflectors:
+    transition = [c for c in plan.problems if c.reason == "TransitionPending"]
+    pending = [rr.node for rr in plan.reflectors if rr.state == ReflectorState.PENDING]
+    if transition:
+        conditions.append(replace(transition[0], type="Ready", status="False"))
+    elif pending:
+        conditions.append(
+            Condition(
+                "Ready",
+                "False",
+                "TransitionPending",
+                f"waiting for BGP sessions of {', '.join(pending)}",
+            )
+        )
+    elif not plan.reflectors:
         conditions.append(
             Condition("Ready", "False", "NoReflectors", "no node is ready to be a route reflector")
         )
@@ -318,7 +432,9 @@ def render_topology(
         }
         wanted = [failure, Condition("Degraded", "True", failure.reason, failure.message)]
         status["conditions"] = _conditions(wanted, previous_conditions, decision.now)
-        return TopologySyncResponse(status=status, children=list(decision.echo))
+        return TopologySyncResponse(
+            status=status, children=list(decision.echo), resyncAfterSeconds=decision.resync_after
+        )
     settings = decision.settings
     assert settings is not None
     plan = decision.plan
@@ -335,11 +451,9 @@ def render_topology(
         children = list(decision.echo)
     else:
         children = render_bgp_peers(plan, settings, decision.owner)
-    status["bgpPeers"] = (
-        len(children)
-        if not settings.paused
-        else len(render_bgp_peers(plan, settings, decision.owner))
-    )
+        if decision.session_children:
+            children += render_node_statuses(plan, decision.owner)
+    status["bgpPeers"] = len(render_bgp_peers(plan, settings, decision.owner))
     status["conditions"] = _conditions(
         _plan_conditions(decision), previous_conditions, decision.now
     )
@@ -396,8 +510,6 @@ def node_sync(request: NodeSyncRequest, environ: Environ) -> NodeSyncResponse:
         rack = node.labels.get(settings.rack_label, "") if settings.rack_label else ""
         group = group_for(node.name, zone_of(node, settings), rack, groups)
         if group is not None:
-            from hooks.calico import label_value
-
             desired_labels[GROUP_LABEL] = label_value(group.name)
     labels, annotations = node_changes(
         desired_labels, desired_annotations, known_labels, known_annotations

@@ -132,6 +132,12 @@ class GroupWire(msgspec.Struct, omit_defaults=True):
     rack: str = ""
 
 
+class ZoneStatusWire(msgspec.Struct):
+    name: str = ""
+    nodes: int = 0
+    ready: int = 0
+
+
 class ConditionStatusWire(msgspec.Struct):
     type: str
     status: str
@@ -146,8 +152,8 @@ class TopologyStatusWire(msgspec.Struct):
     topology: str = ""
     routeReflectors: list[ReflectorWire] = []
     groups: list[GroupWire] = []
+    zones: list[ZoneStatusWire] = []
     conditions: list[ConditionStatusWire] = []
-    lastGoodNodes: int = 0
 
 
 class TopologyWire(msgspec.Struct):

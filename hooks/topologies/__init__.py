@@ -35,12 +35,15 @@ class Previous:
         return (rr.serves or rr.zone) if rr else None
 
     def serving(self, nodes: Iterable[NodeInfo], settings: Settings) -> dict[str, str]:
-        """Today's RRs → the zone each serves; labelled nodes missing from status serve their own."""
+        """Today's RRs → the zone each serves; labelled nodes not in status serve their own."""
         current = {node: rr.serves or rr.zone for node, rr in self.reflectors.items()}
         for node in nodes:
             if node.name in self.labelled and node.name not in current:
                 current[node.name] = zone_of(node, settings)
         return current
+
+    def held_ids(self) -> set[str]:
+        return {rr.clusterID for rr in self.reflectors.values() if rr.clusterID}
 
     def cluster_id(self, node: str) -> str | None:
         rr = self.reflectors.get(node)
@@ -62,10 +65,14 @@ def labelled_reflectors(nodes: Iterable[NodeInfo], settings: Settings) -> dict[s
 
 
 def assign_cluster_ids(
-    keys: Sequence[str], previous: Mapping[str, str], template: ClusterIDTemplate
+    keys: Sequence[str],
+    previous: Mapping[str, str],
+    template: ClusterIDTemplate,
+    held: Iterable[str] = (),
 ) -> dict[str, str]:
     """One ID per key: the previous one when it still fits the template and is free, else the
-    lowest free index. Raises PlanError when the template has too few IDs."""
+    lowest free index not `held` by an RR that may still be draining (while the template has
+    room). Raises PlanError when the template has too few IDs."""
     assigned: dict[str, str] = {}
     used: set[int] = set()
     for key in keys:
@@ -81,7 +88,10 @@ def assign_cluster_ids(
             f" gives {template.capacity}; add a `%d` (e.g. 10.%d.%d.1)",
             "spec.clusterID",
         )
-    free = (i for i in range(template.capacity) if i not in used)
+    avoid = {template.index_of(cid) for cid in held} - {None}
+    if len(keys) + len(avoid - used) > template.capacity:
+        avoid = set()
+    free = (i for i in range(template.capacity) if i not in used and i not in avoid)
     for key in keys:
         if key not in assigned:
             assigned[key] = template.format(next(free))
@@ -124,9 +134,7 @@ Builder = Callable[[Sequence[NodeInfo], Settings, Previous], Plan]
 
 
 def builder_for(settings: Settings) -> Builder:
-    from hooks.topologies import simple
-
-    from hooks.topologies import hierarchy, multi, quorum
+    from hooks.topologies import hierarchy, multi, quorum, simple
 
     builders: dict[str, Builder] = {
         "simple": simple.build,

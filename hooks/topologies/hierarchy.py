@@ -86,7 +86,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         key = f"rack:{serves}" if role == "rack" else SPINE
         if was.get(name) == (role, serves) and previous.cluster_id(name):
             old.setdefault(key, previous.cluster_id(name) or "")
-    ids = assign_cluster_ids(keys, old, settings.cluster_id)
+    ids = assign_cluster_ids(keys, old, settings.cluster_id, previous.held_ids())
     reflectors = reflector_sort(
         RouteReflector(
             c.node,

@@ -37,7 +37,10 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     selection = select_reflectors(nodes, settings, previous.serving(nodes, settings))
     names = [choice.node for choice in selection.choices]
     ids = assign_cluster_ids(
-        names, {n: previous.cluster_id(n) or "" for n in names}, settings.cluster_id
+        names,
+        {n: previous.cluster_id(n) or "" for n in names},
+        settings.cluster_id,
+        previous.held_ids(),
     )
     reflectors = reflector_sort(
         RouteReflector(c.node, c.zone, ids[c.node], serves=served_elsewhere(c))

@@ -80,7 +80,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
                 counts[old_ids[member]] = counts.get(old_ids[member], 0) + 1
         if counts:
             key_ids[key] = min(counts, key=lambda i: (-counts[i], i))
-    ids = assign_cluster_ids(keys, key_ids, settings.cluster_id)
+    ids = assign_cluster_ids(keys, key_ids, settings.cluster_id, previous.held_ids())
     cluster_of = {
         m: ids[key] for (_, members), key in zip(clusters, keys, strict=True) for m in members
     }

@@ -33,7 +33,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         old = previous.cluster_id(choice.node)
         if old and previous.served_zone(choice.node) == choice.serves:
             old_ids.setdefault(choice.serves, old)
-    ids = assign_cluster_ids(zones, old_ids, settings.cluster_id)
+    ids = assign_cluster_ids(zones, old_ids, settings.cluster_id, previous.held_ids())
 
     reflectors = reflector_sort(
         RouteReflector(
