@@ -41,9 +41,7 @@ def call_hook(hook: str, body: bytes, environ: Mapping[str, str] = ENVIRON) -> b
         request = wire.decode(body, wire.TopologySyncRequest)
         return wire.encode(controllers.topology_sync(request, environ, NOW))
     if hook == "node-sync":
-        return wire.encode(
-            controllers.node_sync(wire.decode(body, wire.NodeSyncRequest), environ)
-        )
+        return wire.encode(controllers.node_sync(wire.decode(body, wire.NodeSyncRequest), environ))
     customize: Callable[[wire.CustomizeRequest], wire.CustomizeResponse] = (
         controllers.topology_customize
         if hook == "topology-customize"
@@ -319,7 +317,12 @@ def topology_sync_cases() -> dict[str, Json]:
     short += [
         node("c-01", "zone-c", day=1, unschedulable=True),
         node("c-02", "zone-c", day=2, labels={"example.com/no-rr": "true"}),
-        node("c-03", "zone-c", day=3, taints=[{"key": "gpu", "value": "a100", "effect": "NoSchedule"}]),
+        node(
+            "c-03",
+            "zone-c",
+            day=3,
+            taints=[{"key": "gpu", "value": "a100", "effect": "NoSchedule"}],
+        ),
     ]
     out["spill-over"] = topology_sync_request(
         SPEC_ZONES | {"incompatibleLabels": ["example.com/no-rr"]}, short
@@ -394,7 +397,9 @@ def node_sync_cases() -> dict[str, Json]:
     nodes = _zone("a", 3) + _zone("b", 2, 4)
     _, status, _ = _with_rrs(spec, [json.loads(json.dumps(n)) for n in nodes])
     rr_names = [rr["node"] for rr in status["routeReflectors"]]
-    client_name = next(n["metadata"]["name"] for n in nodes if n["metadata"]["name"] not in rr_names)
+    client_name = next(
+        n["metadata"]["name"] for n in nodes if n["metadata"]["name"] not in rr_names
+    )
     by_name = {n["metadata"]["name"]: n for n in nodes}
     rr = by_name[rr_names[0]]
     client = by_name[client_name]

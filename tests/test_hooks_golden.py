@@ -69,9 +69,7 @@ def _labelled(request: dict[str, object]) -> dict[str, str]:
     }
 
 
-@pytest.mark.parametrize(
-    "case", [c for h, c in CASES if h == "topology-sync"], ids=str
-)
+@pytest.mark.parametrize("case", [c for h, c in CASES if h == "topology-sync"], ids=str)
 def test_ready_converged_only_when_the_planned_reflectors_carry_their_labels(case: str) -> None:
     """Ready=True/Converged promises that the labels on the nodes are the plan, no more, no less."""
     folder = FIXTURES / "topology-sync" / case

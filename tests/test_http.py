@@ -41,7 +41,9 @@ def _free_port() -> int:
 def server() -> Iterator[str]:
     """`python -m hooks serve` on a free port, with none of the operator's environment."""
     port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ROUTE_REFLECTOR_", "DATASTORE"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("ROUTE_REFLECTOR_", "DATASTORE"))
+    }
     env |= {"LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen(
         [sys.executable, "-m", "hooks", "serve", "--host", "127.0.0.1", "--port", str(port)],

@@ -1,0 +1,117 @@
+"""Hypothesis strategies: random clusters of Nodes (as the API server shows them) and specs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import strategies as st
+
+ZONE = "topology.kubernetes.io/zone"
+INCOMPATIBLE = "example.com/no-rr"
+PREFERRED = "example.com/rr"
+EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+# How a node is unusual; "plain" dominates so most clusters have enough eligible nodes.
+KINDS = ("plain",) * 12 + (
+    "not-ready",
+    "unknown",
+    "cordoned",
+    "tainted",
+    "tainted-hard",
+    "unfit-taint",
+    "incompatible",
+    "preferred",
+    "deleting",
+    "no-zone",
+)
+
+Json = dict[str, Any]
+
+
+def make_node(name: str, zone: str | None, kind: str, created_hours: int) -> Json:
+    labels = {"kubernetes.io/hostname": name}
+    if zone is not None and kind != "no-zone":
+        labels[ZONE] = zone
+    meta: Json = {
+        "name": name,
+        "uid": f"uid-{name}",
+        "creationTimestamp": (EPOCH + timedelta(hours=created_hours)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        ),
+        "labels": labels,
+        "annotations": {},
+    }
+    spec: Json = {}
+    ready = {"not-ready": "False", "unknown": "Unknown"}.get(kind, "True")
+    if kind == "cordoned":
+        spec["unschedulable"] = True
+    if kind == "tainted":
+        spec["taints"] = [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]
+    if kind == "tainted-hard":
+        spec["taints"] = [{"key": "gpu", "value": "a100", "effect": "NoExecute"}]
+    if kind == "unfit-taint":
+        spec["taints"] = [{"key": "node.kubernetes.io/disk-pressure", "effect": "NoSchedule"}]
+    if kind == "incompatible":
+        labels[INCOMPATIBLE] = "true"
+    if kind == "preferred":
+        labels[PREFERRED] = "preferred"
+    if kind == "deleting":
+        meta["deletionTimestamp"] = "2026-11-26T09:59:00Z"
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": meta,
+        "spec": spec,
+        "status": {"conditions": [{"type": "Ready", "status": ready}]},
+    }
+
+
+@st.composite
+def clusters(draw: st.DrawFn, max_nodes: int = 300, max_zones: int = 5) -> list[Json]:
+    """1-5 zones, 1..max_nodes nodes; creation times collide on purpose (name breaks ties)."""
+    zones = [f"zone-{chr(ord('a') + i)}" for i in range(draw(st.integers(1, max_zones)))]
+    rows = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(zones),
+                st.sampled_from(KINDS),
+                st.integers(0, 50),
+            ),
+            min_size=1,
+            max_size=max_nodes,
+        )
+    )
+    return [
+        make_node(f"node-{i:03d}", zone, kind, hours) for i, (zone, kind, hours) in enumerate(rows)
+    ]
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> Json:
+    """A simple-topology spec with zones; ratio or steps; sometimes tolerations."""
+    low = draw(st.integers(0, 3))
+    spec: Json = {
+        "topology": "simple",
+        "zoneLabel": ZONE,
+        "min": low,
+        "max": draw(st.integers(max(low, 1), 6)),
+        "incompatibleLabels": [INCOMPATIBLE],
+        "preferredLabels": [f"{PREFERRED}=preferred"],
+    }
+    if draw(st.booleans()):
+        spec["ratio"] = draw(st.sampled_from([0.01, 0.05, 0.1, 0.25, 0.5, 1.0]))
+    else:
+        spec["steps"] = draw(
+            st.lists(
+                st.fixed_dictionaries(
+                    {"nodes": st.integers(0, 60), "reflectors": st.integers(0, 6)}
+                ),
+                min_size=1,
+                max_size=3,
+            )
+        )
+    if draw(st.booleans()):
+        spec["tolerations"] = [
+            {"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}
+        ]
+    return spec
