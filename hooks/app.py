@@ -212,6 +212,7 @@ def _etcd_applier(env: Mapping[str, str]) -> Applier:
             writes=result.writes,
             peers=result.peers,
             missing_nodes=tuple(result.missing_nodes),
+            foreign_peers=tuple(result.foreign_conflicts),
         )
 
     return apply

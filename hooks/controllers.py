@@ -114,6 +114,7 @@ class TopologyDecision:
     previous: TopologyStatusWire = field(default_factory=TopologyStatusWire)
     previous_raw: dict[str, Any] = field(default_factory=dict)
     now: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+    labelled: Mapping[str, str] = field(default_factory=dict)  # node → cluster ID it carries now
     session_children: bool = False  # the controller owns CalicoNodeStatus children
     sessions: Sessions = field(default_factory=lambda: Sessions(False, frozenset()))
     resync_after: float | None = None
@@ -226,6 +227,7 @@ def decide_topology(
         settings=settings,
         plan=plan,
         echo=_echo_children(request) if settings.paused else (),
+        labelled=prior.labelled,
         session_children=session_children,
         sessions=sessions,
         resync_after=plan.resync_after,
@@ -353,6 +355,15 @@ def plan_status(plan: Plan) -> dict[str, Any]:
     }
 
 
+def _carried(decision: TopologyDecision) -> dict[str, str]:
+    """RR label holders and the cluster ID each carries (in etcd mode the label alone counts)."""
+    etcd = decision.settings is not None and decision.settings.datastore == "etcdv3"
+    plan = decision.plan
+    assert plan is not None
+    ids = {rr.node: rr.cluster_id for rr in plan.reflectors}
+    return {node: ids.get(node, "") if etcd else cid for node, cid in decision.labelled.items()}
+
+
 def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
     plan = decision.plan
     assert plan is not None
@@ -387,7 +398,7 @@ def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
         conditions.append(
             Condition("Ready", "False", "NoReflectors", "no node is ready to be a route reflector")
         )
-    elif all(z.actual == z.expected for z in plan.zones):
+    elif _carried(decision) == {rr.node: rr.cluster_id for rr in plan.reflectors}:
         conditions.append(
             Condition(
                 "Ready",
@@ -417,6 +428,29 @@ class Applied:
     writes: int
     peers: int
     missing_nodes: tuple[str, ...] = ()
+    foreign_peers: tuple[str, ...] = ()
+
+    def problems(self) -> list[Condition]:
+        found = []
+        if self.missing_nodes:
+            found.append(
+                Condition(
+                    "Degraded",
+                    "True",
+                    "CalicoNodeMissing",
+                    "no Calico Node in etcd for " + ", ".join(self.missing_nodes),
+                )
+            )
+        if self.foreign_peers:
+            found.append(
+                Condition(
+                    "Degraded",
+                    "True",
+                    "ForeignBGPPeer",
+                    "BGPPeers not created by us hold our names: " + ", ".join(self.foreign_peers),
+                )
+            )
+        return found
 
 
 def render_topology(
@@ -447,6 +481,9 @@ def render_topology(
                 "revision": applied.revision,
                 "peers": applied.peers,
             }
+            decision = replace(
+                decision, plan=replace(plan, problems=(*applied.problems(), *plan.problems))
+            )
     elif settings.paused:
         children = list(decision.echo)
     else:
