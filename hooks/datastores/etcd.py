@@ -40,6 +40,7 @@ NODES_PREFIX: Final = "/calico/resources/v3/projectcalico.org/nodes/"
 OWNER_LABEL: Final = "route-reflector.dev/owner"
 CLUSTER_ID_FIELD: Final = "routeReflectorClusterID"
 DEFAULT_ENDPOINT: Final = "http://127.0.0.1:2379"
+_CLUSTER_ID_BYTES: Final = b'"routeReflectorClusterID"'
 
 # etcd's default --max-txn-ops: the most range requests one read transaction may carry.
 _MAX_TXN_OPS: Final = 128
@@ -147,6 +148,7 @@ class ApplyResult:
     `peers`: BGPPeers we own after the apply; `reflectors`: nodes that carry a cluster ID
     we set; `missing_nodes`: nodes we were to give a cluster ID that have no Calico Node;
     `foreign_conflicts`: BGPPeer names we wanted that exist without our owner label.
+    While `missing_nodes` or `foreign_conflicts` is non-empty nothing is deleted or cleared.
     """
 
     writes: int
@@ -204,19 +206,25 @@ class EtcdApplier:
     @contextmanager
     def _connect(self, endpoint: _Endpoint) -> Iterator[Etcd3Client]:
         settings = self._settings
+        session = requests.Session()
+        # Otherwise REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE silently replace the CA we were given
+        # (psf/requests#3829), and HTTP(S)_PROXY would route cluster-internal etcd traffic.
+        session.trust_env = False
+        if settings.ca_cert_file is not None:
+            session.verify = settings.ca_cert_file
+        if settings.cert_file is not None and settings.key_file is not None:
+            session.cert = (settings.cert_file, settings.key_file)
         client = Etcd3Client(
             host=endpoint.host,
             port=endpoint.port,
             protocol=endpoint.protocol,
-            ca_cert=settings.ca_cert_file,
-            cert_cert=settings.cert_file,
-            cert_key=settings.key_file,
             timeout=settings.timeout_seconds,
+            session=session,
         )
         try:
             yield client
         finally:
-            client.session.close()
+            session.close()
 
 
 @dataclass(frozen=True)
@@ -301,12 +309,15 @@ class _Store:
         for name, spec in sorted(wanted.items()):
             if name not in conflicts:
                 steps.append((PEERS_PREFIX + name, _put_peer(name, spec, owner)))
-        for name, entry in sorted(peers.items()):
-            if name not in wanted and _owned_document(entry, owner) is not None:
-                steps.append((PEERS_PREFIX + name, _delete_peer(owner)))
-        for node in to_clear:
-            if node in nodes:
-                steps.append((NODES_PREFIX + node, _set_cluster_id(None)))
+        # A make that cannot happen (a foreign peer in the way, a reflector without a Calico
+        # Node) holds every break: the old peerings and reflectors may be all that routes.
+        if not conflicts and not missing:
+            for name, entry in sorted(peers.items()):
+                if name not in wanted and _owned_document(entry, owner) is not None:
+                    steps.append((PEERS_PREFIX + name, _delete_peer(owner)))
+            for node in to_clear:
+                if node in nodes:
+                    steps.append((NODES_PREFIX + node, _set_cluster_id(None)))
         snapshot = {
             **{PEERS_PREFIX + n: e for n, e in peers.items()},
             **{NODES_PREFIX + n: e for n, e in nodes.items()},
@@ -355,8 +366,7 @@ class _Store:
             }
             if revision:
                 request["revision"] = revision
-            url = self._client.get_url("/kv/range")
-            response = self._call(self._client.post, url, json=request)
+            response = self._call(self._range, request)
             revision = revision or int(response["header"]["revision"])
             kvs = response.get("kvs", [])
             for kv in kvs:
@@ -438,6 +448,10 @@ class _Store:
             "compare-and-swap attempts"
         )
 
+    def _range(self, request: dict[str, Any]) -> Any:
+        # get_url() may be the first request of the session (API path discovery).
+        return self._client.post(self._client.get_url("/kv/range"), json=request)
+
     def _call(self, request: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return request(*args, **kwargs)
@@ -477,6 +491,8 @@ def _set_cluster_id(cluster_id: str | None) -> _Change:
     def change(current: _Entry | None) -> bytes | None:
         if current is None:
             return None  # no Calico Node: we never create one
+        if cluster_id is None and _CLUSTER_ID_BYTES not in current.value:
+            return None  # nothing to clear; skips parsing thousands of plain nodes
         document = _load_object(current)
         spec = document.get("spec")
         if spec is None:

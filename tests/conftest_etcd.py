@@ -1,0 +1,61 @@
+"""Pytest fixtures that run real etcd servers for the etcd datastore tests."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from etcd_server import EtcdNotFound, EtcdServer, find_etcd_binary, make_tls_files
+
+
+@pytest.fixture(scope="session")
+def etcd_binary() -> str:
+    try:
+        return find_etcd_binary()
+    except EtcdNotFound as missing:
+        pytest.fail(str(missing), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def etcd_server(etcd_binary: str) -> Iterator[EtcdServer]:
+    """One plain-HTTP etcd for the whole session."""
+    server = EtcdServer(etcd_binary)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def etcd(etcd_server: EtcdServer) -> EtcdServer:
+    """The session etcd with Calico's tree wiped, so every test starts from nothing."""
+    etcd_server.delete_prefix("/calico/")
+    return etcd_server
+
+
+@pytest.fixture
+def private_etcd(etcd_binary: str) -> Iterator[EtcdServer]:
+    """An etcd of the test's own, which it may stop and restart."""
+    server = EtcdServer(etcd_binary)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def tls_etcd(etcd_binary: str) -> Iterator[EtcdServer]:
+    """An etcd serving HTTPS that demands a client certificate signed by its CA."""
+    certs = Path(tempfile.mkdtemp(prefix="rr-etcd-tls-"))
+    server = EtcdServer(etcd_binary, tls=make_tls_files(certs))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+        shutil.rmtree(certs, ignore_errors=True)
