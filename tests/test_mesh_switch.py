@@ -1,0 +1,196 @@
+"""MeshSwitch against a Kubernetes API mock (kmock) over real HTTP, with the real client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from pathlib import Path
+
+import kmock
+import pytest
+
+from hooks.datastores.kubernetes import (
+    DEFAULT_ENDPOINT,
+    MeshSwitch,
+    MeshSwitchError,
+)
+
+BGPCONFIGS = "crd.projectcalico.org/v1/bgpconfigurations"
+OBJECT_PATH = "/apis/crd.projectcalico.org/v1/bgpconfigurations/default"
+COLLECTION_PATH = "/apis/crd.projectcalico.org/v1/bgpconfigurations"
+
+
+def switch_for(server: kmock.RawHandler, token: str | None = "secret") -> MeshSwitch:
+    """The switch pointed at the mock's real 127.0.0.1 port."""
+    [srv] = server.servers
+    return MeshSwitch(f"http://{srv.host}:{srv.port}", token=token, ca_file=None, verify=False)
+
+
+def writes(server: kmock.RawHandler) -> list[kmock.Request]:
+    return [r for r in server if r.method != kmock.method.GET]
+
+
+def stored(server: kmock.KubernetesEmulator) -> dict[str, object]:
+    obj = server.objects[BGPCONFIGS, None, "default"]
+    return dict(obj.raw)
+
+
+@pytest.fixture
+def k8s(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
+    kmock.resources[BGPCONFIGS] = kmock.ResourceInfo(kind="BGPConfiguration", namespaced=False)
+    return kmock
+
+
+@pytest.mark.asyncio
+async def test_an_absent_configuration_is_created_with_only_the_mesh_field(
+    k8s: kmock.KubernetesEmulator,
+) -> None:
+    switch = switch_for(k8s)
+    assert await asyncio.to_thread(switch.state) is None
+
+    assert await asyncio.to_thread(switch.disable) == "created"
+
+    [create] = writes(k8s)
+    assert create.method == kmock.method.POST
+    assert create.url.path == COLLECTION_PATH
+    assert json.loads(create.body) == {
+        "apiVersion": "crd.projectcalico.org/v1",
+        "kind": "BGPConfiguration",
+        "metadata": {"name": "default"},
+        "spec": {"nodeToNodeMeshEnabled": False},
+    }
+    assert create.headers.get("Authorization") == "Bearer secret"
+    assert await asyncio.to_thread(switch.state) is False
+
+
+@pytest.mark.asyncio
+async def test_an_existing_configuration_is_patched_and_its_other_fields_are_untouched(
+    k8s: kmock.KubernetesEmulator,
+) -> None:
+    spec = {
+        "asNumber": 64512,
+        "serviceClusterIPs": [{"cidr": "10.96.0.0/12"}],
+        "logSeverityScreen": "Info",
+    }
+    k8s.objects[BGPCONFIGS, None, "default"] = {
+        "apiVersion": "crd.projectcalico.org/v1",
+        "kind": "BGPConfiguration",
+        "metadata": {"name": "default"},
+        "spec": spec,
+    }
+    switch = switch_for(k8s)
+    assert await asyncio.to_thread(switch.state) is None  # field absent: Calico's mesh is on
+
+    assert await asyncio.to_thread(switch.disable) == "patched"
+
+    [patch] = writes(k8s)
+    assert patch.method == kmock.method.PATCH
+    assert patch.url.path == OBJECT_PATH
+    assert patch.headers.get("Content-Type") == "application/merge-patch+json"
+    assert json.loads(patch.body) == {"spec": {"nodeToNodeMeshEnabled": False}}
+    assert stored(k8s)["spec"] == spec | {"nodeToNodeMeshEnabled": False}
+
+
+@pytest.mark.asyncio
+async def test_a_mesh_that_is_on_explicitly_is_patched_off(
+    k8s: kmock.KubernetesEmulator,
+) -> None:
+    k8s.objects[BGPCONFIGS, None, "default"] = {
+        "metadata": {"name": "default"},
+        "spec": {"nodeToNodeMeshEnabled": True, "asNumber": 64512},
+    }
+    switch = switch_for(k8s)
+    assert await asyncio.to_thread(switch.state) is True
+    assert await asyncio.to_thread(switch.disable) == "patched"
+    assert stored(k8s)["spec"] == {"nodeToNodeMeshEnabled": False, "asNumber": 64512}
+
+
+@pytest.mark.asyncio
+async def test_a_mesh_already_off_is_not_written(k8s: kmock.KubernetesEmulator) -> None:
+    k8s.objects[BGPCONFIGS, None, "default"] = {
+        "metadata": {"name": "default"},
+        "spec": {"nodeToNodeMeshEnabled": False, "asNumber": 64512},
+    }
+    switch = switch_for(k8s)
+
+    assert await asyncio.to_thread(switch.disable) == "unchanged"
+    assert await asyncio.to_thread(switch.disable) == "unchanged"
+
+    assert writes(k8s) == []
+    assert len(list(k8s)) == 2
+
+
+@pytest.mark.asyncio
+async def test_forbidden_raises_an_error_naming_the_endpoint_and_the_status(
+    k8s: kmock.KubernetesEmulator,
+) -> None:
+    k8s["get", OBJECT_PATH] << kmock.KubernetesError(
+        status=403, reason="Forbidden", message="bgpconfigurations is forbidden"
+    )
+    switch = switch_for(k8s)
+
+    with pytest.raises(MeshSwitchError) as caught:
+        await asyncio.to_thread(switch.disable)
+
+    assert caught.value.status == 403
+    assert "HTTP 403" in str(caught.value)
+    assert switch.endpoint in str(caught.value)
+    assert writes(k8s) == []
+
+
+@pytest.mark.asyncio
+async def test_a_refused_write_raises_naming_the_status(k8s: kmock.KubernetesEmulator) -> None:
+    k8s["post", COLLECTION_PATH] << kmock.KubernetesError(status=403, reason="Forbidden")
+    switch = switch_for(k8s)
+
+    with pytest.raises(MeshSwitchError, match="HTTP 403") as caught:
+        await asyncio.to_thread(switch.disable)
+    assert caught.value.status == 403
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_a_server_that_is_down_raises_quickly() -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    switch = MeshSwitch(endpoint, token=None, ca_file=None, verify=False)
+    started = time.monotonic()
+
+    with pytest.raises(MeshSwitchError) as caught:
+        switch.disable()
+
+    assert time.monotonic() - started < 2.0
+    assert caught.value.status is None
+    assert endpoint in str(caught.value)
+    assert "cannot reach" in str(caught.value)
+
+
+def test_a_server_that_never_answers_times_out() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        host, port = listener.getsockname()
+        switch = MeshSwitch(
+            f"http://{host}:{port}", token=None, ca_file=None, verify=False, timeout=0.3
+        )
+        started = time.monotonic()
+        with pytest.raises(MeshSwitchError, match="cannot reach"):
+            switch.state()
+        assert time.monotonic() - started < 2.0
+
+
+def test_settings_come_from_the_environment_and_the_service_account(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("abc\n")
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+
+    switch = MeshSwitch.from_environ({"K8S_API_ENDPOINT": "https://10.0.0.1:6443"}, tmp_path)
+    assert switch == MeshSwitch("https://10.0.0.1:6443", "abc", str(tmp_path / "ca.crt"), True)
+
+    bare = MeshSwitch.from_environ({}, tmp_path / "absent")
+    assert bare == MeshSwitch(DEFAULT_ENDPOINT, None, None, True)
