@@ -197,15 +197,28 @@ def _etcd_applier(env: Mapping[str, str]) -> Applier:
     state: dict[str, Any] = {}
 
     def apply(decision: TopologyDecision) -> Applied:
-        from hooks.datastores.etcd import EtcdApplier, EtcdSettings, EtcdUnavailable
+        from hooks.datastores.etcd import (
+            EtcdApplier,
+            EtcdConflict,
+            EtcdError,
+            EtcdSettings,
+            EtcdUnavailable,
+        )
         from hooks.datastores.plan import desired_state
 
         if "applier" not in state:
-            state["applier"] = EtcdApplier(EtcdSettings.from_environ(env))
+            try:
+                state["applier"] = EtcdApplier(EtcdSettings.from_environ(env))
+            except ValueError as error:
+                raise Unavailable(f"etcd settings: {error}") from None
         try:
             result = state["applier"].apply(desired_state(decision))
         except EtcdUnavailable as error:
             raise Unavailable(f"etcd unavailable: {error}") from None
+        except EtcdConflict as error:
+            raise Unavailable(f"etcd keys kept changing under us, will retry: {error}") from None
+        except EtcdError as error:
+            raise Unavailable(f"etcd refused the plan: {error}") from None
         return Applied(
             datastore="etcdv3",
             revision=result.revision,

@@ -476,9 +476,14 @@ def render_topology(
     if settings.datastore == "etcdv3" and not settings.paused:
         children: list[dict[str, Any]] = []
         if applied is not None:
+            # With nothing written the revision stays as reported: status must not move.
+            before = decision.previous_raw.get("datastore")
+            revision = applied.revision
+            if applied.writes == 0 and isinstance(before, dict) and "revision" in before:
+                revision = before["revision"]
             status["datastore"] = {
                 "type": applied.datastore,
-                "revision": applied.revision,
+                "revision": revision,
                 "peers": applied.peers,
             }
             decision = replace(

@@ -19,6 +19,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
+pytest_plugins = ["conftest_etcd"]
+
 # CI clones the repository with shared/ beside it: never an absolute path.
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

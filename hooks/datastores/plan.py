@@ -8,7 +8,8 @@ from hooks.datastores.etcd import DesiredState
 
 
 def desired_state(decision: TopologyDecision) -> DesiredState:
-    """Every planned RR gets its cluster ID; an RR of the previous plan that left is cleared."""
+    """Every planned RR gets its cluster ID; an RR of the previous plan that left, or a node still
+    carrying the RR label (a lost status), is cleared."""
     plan, settings = decision.plan, decision.settings
     if plan is None or settings is None:
         raise ValueError("a decision without a plan has nothing to apply")
