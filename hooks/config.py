@@ -326,7 +326,11 @@ def load_settings(spec: Mapping[str, Any] | None, environ: Mapping[str, str]) ->
         return SpecError(source[name], message)
 
     if merged["min"] > merged["max"]:
-        raise fail("min", f"min ({merged['min']}) must be <= max ({merged['max']})")
+        # Blame the bound that was set (spec before environment), not a default.
+        given_spec = [k for k in ("min", "max") if k in given.model_fields_set]
+        given_env = [k for k in ("min", "max") if ENVIRONMENT[k] in environ]
+        culprit = (given_spec or given_env or ["min"])[0]
+        raise fail(culprit, f"min ({merged['min']}) must be <= max ({merged['max']})")
     try:
         node_label = LabelMatch.parse(merged["nodeLabel"])
     except ValueError as error:
@@ -345,8 +349,11 @@ def load_settings(spec: Mapping[str, Any] | None, environ: Mapping[str, str]) ->
         except ValueError as error:
             raise fail(name, str(error)) from None
     if merged["topology"] == "hierarchy" and not merged["rackLabel"]:
-        raise fail(
-            "rackLabel", "the hierarchy topology needs rackLabel (the node label naming a rack)"
+        field = (
+            "spec.rackLabel" if "topology" in given.model_fields_set else ENVIRONMENT["rackLabel"]
+        )
+        raise SpecError(
+            field, "the hierarchy topology needs rackLabel (the node label naming a rack)"
         )
     steps = tuple(sorted(merged["steps"], key=lambda step: step.nodes))
     return Settings(

@@ -379,9 +379,12 @@ def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
             )
         )
         return conditions
-    expected = sum(z.expected for z in plan.zones)
     actual = sum(z.actual for z in plan.zones)
     transition = [c for c in plan.problems if c.reason == "TransitionPending"]
+    carried = _carried(decision)
+    wanted = {rr.node: rr.cluster_id for rr in plan.reflectors}
+    carrying = sum(carried.get(node) == cid for node, cid in wanted.items())
+    stale = carried.keys() - wanted.keys()
     pending = [rr.node for rr in plan.reflectors if rr.state == ReflectorState.PENDING]
     if transition:
         conditions.append(replace(transition[0], type="Ready", status="False"))
@@ -398,7 +401,7 @@ def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
         conditions.append(
             Condition("Ready", "False", "NoReflectors", "no node is ready to be a route reflector")
         )
-    elif _carried(decision) == {rr.node: rr.cluster_id for rr in plan.reflectors}:
+    elif carried == wanted:
         conditions.append(
             Condition(
                 "Ready",
@@ -413,7 +416,8 @@ def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
                 "Ready",
                 "False",
                 "LabelsPending",
-                f"{actual} of {expected} route reflectors carry their labels",
+                f"{carrying} of {len(plan.reflectors)} planned route reflectors carry their labels"
+                + (f"; {', '.join(sorted(stale))} also carr{'ies' if len(stale) == 1 else 'y'} the RR label" if stale else ""),
             )
         )
     return conditions
