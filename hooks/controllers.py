@@ -417,7 +417,9 @@ def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
                 "False",
                 "LabelsPending",
                 f"{carrying} of {len(plan.reflectors)} planned route reflectors carry their labels"
-                + (f"; {', '.join(sorted(stale))} also carr{'ies' if len(stale) == 1 else 'y'} the RR label" if stale else ""),
+                + (
+                    f"; not planned but still labelled: {', '.join(sorted(stale))}" if stale else ""
+                ),
             )
         )
     return conditions

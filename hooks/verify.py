@@ -551,7 +551,7 @@ class _Core:
             if (mode, clusters) not in states[r]:
                 continue  # superseded by a dominating path
             own = bits[r]
-            sent = clusters if mode == _ORIGINATED else clusters | own
+            sent = clusters | own
             for q in peers[r]:
                 if q == origin or q not in alive:
                     continue
@@ -627,7 +627,7 @@ def _evaluate(core: _Core, failed: frozenset[int], max_examples: int) -> _Outcom
             if not entry & spread.delivers:
                 missing = size * len(core.classes[d].members) - core.direct_pairs.get((c, d), 0)
                 if c == d:
-                    missing -= 0
+                    missing -= size
                 if missing:
                     failing.setdefault((False, c), []).append((False, d))
                     unreachable += missing
