@@ -1,0 +1,347 @@
+"""Make-before-break, played step by step on a simulated cluster (tests/scenario.py).
+
+Every step checks the invariants: all live nodes reach each other through the RRs alone, no
+client is without an RR session, no client loses two live RRs in one step, and a zone's last
+healthy RR is never removed.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from scenario import ZONE, Scenario, make_node, zoned_nodes
+
+from hooks import wire
+
+Json = dict[str, Any]
+TOPOLOGIES = ("simple", "multi", "quorum")
+
+
+def spec(topology: str = "simple", **extra: Any) -> Json:
+    base: Json = {"topology": topology, "zoneLabel": ZONE, "min": 3, "max": 5, "ratio": 0.1}
+    return base | extra
+
+
+def converged(
+    topology: str = "simple",
+    zones: dict[str, int] | None = None,
+    **options: Any,
+) -> Scenario:
+    extra = options.pop("extra", {})
+    scenario = Scenario(
+        spec(topology, **extra), zoned_nodes(zones or {"a": 20, "b": 20, "c": 20}), **options
+    )
+    scenario.run_until_still()
+    assert scenario.condition("Ready")["reason"] == "Converged", scenario.condition("Ready")
+    assert set(scenario.reflectors().values()) == {"Active"}
+    return scenario
+
+
+def in_zone(scenario: Scenario, zone: str) -> list[str]:
+    return sorted(n for n in scenario.reflectors() if n.startswith(f"{zone}-"))
+
+
+def released_per_step(scenario: Scenario, since: int) -> list[set[str]]:
+    """Per step from `since`, the nodes whose RR label went away."""
+    history = scenario.history
+    return [set(history[i - 1].labelled - history[i].labelled) for i in range(since, len(history))]
+
+
+# --- scale-down --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_scale_down_releases_surplus_reflectors_one_per_zone_per_step(topology: str) -> None:
+    scenario = converged(topology, extra={"min": 2, "ratio": 0.25})  # 5 RRs per zone
+    assert len(in_zone(scenario, "a")) == 5
+    start = len(scenario.history)
+
+    scenario.set_spec(ratio=0.05)  # demand 2 per zone
+    scenario.run_until_still()
+
+    assert {z: len(in_zone(scenario, z)) for z in "abc"} == {"a": 2, "b": 2, "c": 2}
+    for released in released_per_step(scenario, start):
+        zones = [name.split("-")[0] for name in released]
+        assert len(zones) == len(set(zones)), f"two RRs of one zone released at once: {released}"
+    # With nothing to wait for, a surplus RR goes promptly: one per zone per step.
+    assert len(scenario.history) - start <= 3 + 2
+    assert scenario.condition("Ready")["reason"] == "Converged"
+
+
+def test_scale_down_drains_the_surplus_it_cannot_release_yet() -> None:
+    scenario = converged(extra={"min": 2, "ratio": 0.25})
+    scenario.set_spec(ratio=0.05)
+
+    record = scenario.step()
+
+    states = record.reflectors
+    assert sorted(s for n, s in states.items() if n.startswith("a-")) == [
+        "Active",
+        "Active",
+        "Draining",
+        "Draining",
+    ]
+    assert scenario.condition("Ready")["reason"] == "TransitionPending"
+    assert record.decision.resync_after is not None
+
+
+# --- cordon ------------------------------------------------------------------------------------
+
+
+def test_cordoned_reflector_drains_until_its_replacement_is_established() -> None:
+    scenario = converged(establish_after=2)
+    leaving = in_zone(scenario, "a")[0]
+    scenario.cordon(leaving)
+
+    first = scenario.step()
+    [newcomer] = [n for n, s in first.reflectors.items() if s == "Pending"]
+    assert newcomer.startswith("a-")
+    assert first.reflectors[leaving] == "Draining"
+    assert {leaving, newcomer} <= first.labelled
+    assert scenario.condition("Ready")["status"] == "False"
+    assert scenario.condition("Ready")["reason"] == "TransitionPending"
+    assert wire.decode(first.response, dict[str, Any])["resyncAfterSeconds"] > 0
+    assert not first.decision.mesh_can_go
+
+    second = scenario.step()  # the newcomer carried its label one step: not Established yet
+    assert second.reflectors[newcomer] == "Pending"
+    assert second.reflectors[leaving] == "Draining"
+    assert leaving in second.labelled
+
+    third = scenario.step()  # two steps labelled: Established, so the cordoned RR goes
+    assert third.reflectors[newcomer] == "Active"
+    assert leaving not in third.reflectors
+    assert leaving not in third.labelled
+    assert CLUSTER_ID not in scenario.node(leaving)["metadata"]["annotations"]
+
+    scenario.run_until_still()
+    assert scenario.condition("Ready")["reason"] == "Converged"
+    assert scenario.last.decision.mesh_can_go
+
+
+CLUSTER_ID = wire.CLUSTER_ID_ANNOTATION
+
+
+@pytest.mark.parametrize("topology", ["multi", "quorum"])
+def test_cordoned_reflector_in_groups_is_replaced_before_it_is_released(topology: str) -> None:
+    scenario = converged(topology, establish_after=2)
+    leaving = in_zone(scenario, "a")[0]
+    scenario.cordon(leaving)
+
+    first = scenario.step()
+    assert first.reflectors[leaving] == "Draining"
+    assert leaving in first.labelled
+    pending = [n for n, s in first.reflectors.items() if s == "Pending"]
+    assert pending
+
+    scenario.run_until_still()
+    assert leaving not in scenario.reflectors()
+    assert leaving not in scenario.labelled()
+    assert scenario.condition("Ready")["reason"] == "Converged"
+    # Released only after the replacement's sessions were up: two steps labelled, then one more.
+    released_at = next(r.step for r in scenario.history if leaving not in r.labelled)
+    assert released_at - first.step >= 2
+
+
+# --- failures ----------------------------------------------------------------------------------
+
+
+def test_not_ready_reflector_is_replaced_at_once_without_draining() -> None:
+    scenario = converged()
+    failed = in_zone(scenario, "b")[0]
+    scenario.set_ready(failed, False)
+
+    record = scenario.step()
+
+    assert failed not in record.reflectors
+    assert failed not in record.labelled
+    assert "Draining" not in record.reflectors.values()
+    assert len(in_zone(scenario, "b")) == 3
+    assert [s for n, s in record.reflectors.items() if n.startswith("b-")].count("Pending") == 1
+
+
+def test_preferred_node_joining_does_not_displace_a_current_reflector() -> None:
+    scenario = converged(extra={"preferredLabels": ["rr-preferred=true"]})
+    before = dict(scenario.reflectors())
+    scenario.add(make_node("a-new", "a", index=900, labels={"rr-preferred": "true"}))
+
+    record = scenario.step()
+
+    assert record.reflectors == before
+    assert "a-new" not in record.labelled
+
+
+def test_losing_a_whole_zone_drops_its_reflectors_at_once() -> None:
+    scenario = converged()
+    lost = [n for n in scenario.node_map if n.startswith("a-")]
+    for name in lost:
+        scenario.set_ready(name, False)
+
+    record = scenario.step()
+
+    # A third of the nodes NotReady is under guard.maxMissingFraction (0.5): accepted.
+    assert not [n for n in record.reflectors if n.startswith("a-")]
+    assert "Draining" not in record.reflectors.values()
+    assert scenario.condition("Degraded")["status"] == "False"
+    zone_a = next(z for z in scenario.status["zones"] if z["name"] == "a")  # type: ignore[index]
+    assert zone_a["ready"] == 0
+    assert zone_a["expected"] == 0
+    # Its clients (down now) are served by the other zones' RRs when they come back.
+    scenario.run_until_still()
+    assert scenario.condition("Ready")["reason"] == "Converged"
+
+
+def test_losing_a_whole_zone_past_the_guard_keeps_the_last_good_reflectors() -> None:
+    scenario = converged(extra={"guard": {"maxMissingFraction": 0.2, "holdSeconds": 60}})
+    children_before = scenario.children
+    labelled_before = scenario.labelled()
+    for name in [n for n in scenario.node_map if n.startswith("a-")]:
+        scenario.set_ready(name, False)
+
+    record = scenario.step()
+
+    degraded = scenario.condition("Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "GuardTripped")
+    assert scenario.condition("Ready")["status"] == "False"
+    assert _specs(record.children) == _specs(children_before)
+    assert scenario.labelled() == labelled_before
+    # Held for guard.holdSeconds, then the missing zone is the new truth.
+    scenario.step(5)
+    assert scenario.condition("Degraded")["reason"] == "GuardTripped"
+    scenario.step(2)
+    assert scenario.condition("Degraded")["reason"] != "GuardTripped"
+    assert not [n for n in scenario.reflectors() if n.startswith("a-")]
+
+
+def _specs(children: dict[str, dict[str, Json]]) -> dict[str, dict[str, Json]]:
+    return {
+        kind: {name: child["spec"] for name, child in objects.items()}
+        for kind, objects in children.items()
+    }
+
+
+# --- growth ------------------------------------------------------------------------------------
+
+
+def test_five_hundred_nodes_joining_at_once_move_no_existing_client() -> None:
+    scenario = converged(extra={"ratio": 0.01})
+    clients = {n: scenario.group_of(n) for n in scenario.node_map if n not in scenario.labelled()}
+    peers = dict(scenario.last.peers_of)
+    scenario.add(*zoned_nodes({"a": 167, "b": 167, "c": 166}, start=1000, prefix="new-"))
+
+    scenario.run_until_still()
+
+    for name, group in clients.items():
+        if name in scenario.labelled():
+            continue  # promoted to RR: no longer a client
+        assert scenario.group_of(name) == group, name
+        assert peers[name] <= scenario.last.peers_of[name], name
+    assert all(scenario.group_of(n) for n in scenario.node_map if n not in scenario.labelled())
+
+
+# --- the guard ---------------------------------------------------------------------------------
+
+
+def test_an_empty_node_list_trips_the_guard_until_hold_seconds_pass() -> None:
+    scenario = converged(extra={"guard": {"holdSeconds": 60}})
+    children_before = scenario.children
+    labelled_before = scenario.labelled()
+    status_before = scenario.status
+    scenario.hidden = set(scenario.node_map)  # the request holds no Node; the Nodes are there
+
+    record = scenario.step()
+
+    degraded = scenario.condition("Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "GuardTripped")
+    assert "no Node" in degraded["message"]
+    assert scenario.condition("Ready")["reason"] == "GuardTripped"
+    # Echoed unchanged, so Metacontroller deletes and rewrites nothing.
+    assert _specs(record.children) == _specs(children_before)
+    echoed = wire.decode(record.response, dict[str, Any])["children"]
+    assert sorted(c["metadata"]["name"] for c in echoed) == sorted(
+        name for objects in children_before.values() for name in objects
+    )
+    assert scenario.labelled() == labelled_before
+    assert scenario.status["routeReflectors"] == status_before["routeReflectors"]  # type: ignore[index]
+    assert wire.decode(record.response, dict[str, Any])["resyncAfterSeconds"] > 0
+
+    scenario.step(5)  # 50 s: still held
+    assert scenario.condition("Degraded")["reason"] == "GuardTripped"
+    assert scenario.labelled() == labelled_before
+
+    scenario.remove(*list(scenario.node_map))  # the nodes really are gone
+    scenario.step(2)
+    assert scenario.reflectors() == {}
+    assert scenario.children[wire.BGPPEER_KEY] == {}
+    assert scenario.condition("Degraded")["reason"] != "GuardTripped"
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+
+def test_sessions_that_never_establish_keep_the_draining_reflector_forever() -> None:
+    scenario = converged(establish_after=None)
+    leaving = in_zone(scenario, "a")[0]
+    scenario.cordon(leaving)
+
+    scenario.step(30)
+
+    assert scenario.reflectors()[leaving] == "Draining"
+    assert leaving in scenario.labelled()
+    ready = scenario.condition("Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "TransitionPending")
+    assert wire.decode(scenario.last.response, dict[str, Any])["resyncAfterSeconds"] > 0
+    assert not scenario.last.decision.mesh_can_go
+
+
+def test_old_calico_waits_wait_seconds_on_the_clock() -> None:
+    scenario = converged(calico_status=False, extra={"waitSeconds": 30})
+    assert wire.NODESTATUS_KEY not in scenario.children
+    leaving = in_zone(scenario, "a")[0]
+    scenario.cordon(leaving)
+
+    first = scenario.step()
+    [newcomer] = [n for n, s in first.reflectors.items() if s == "Pending"]
+    resync = [wire.decode(first.response, dict[str, Any])["resyncAfterSeconds"]]
+    assert resync[0] == pytest.approx(30, abs=1)
+    while scenario.reflectors()[newcomer] == "Pending":
+        assert scenario.reflectors()[leaving] == "Draining"
+        assert leaving in scenario.labelled()
+        record = scenario.step()
+        resync.append(wire.decode(record.response, dict[str, Any]).get("resyncAfterSeconds"))
+
+    assert scenario.last.now - first.now == timedelta(seconds=30)
+    assert resync[:3] == [
+        pytest.approx(30, abs=1),
+        pytest.approx(20, abs=1),
+        pytest.approx(10, abs=1),
+    ]
+    assert leaving not in scenario.reflectors()
+    assert leaving not in scenario.labelled()
+    assert not scenario.last.decision.mesh_can_go  # never without session state to prove it
+
+
+# --- stability ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_a_step_with_nothing_changed_answers_the_same_bytes(topology: str) -> None:
+    scenario = converged(topology)
+    before = scenario.last.response
+
+    scenario.shuffle = random.Random(7)
+    for _ in range(3):
+        assert scenario.step().response == before
+
+
+def test_a_transition_in_progress_answers_the_same_bytes_while_it_waits() -> None:
+    scenario = converged(establish_after=None)
+    scenario.cordon(in_zone(scenario, "a")[0])
+    scenario.step(2)
+
+    responses = {scenario.step().response for _ in range(3)}
+
+    assert len(responses) == 1
