@@ -551,7 +551,7 @@ class _Core:
             if (mode, clusters) not in states[r]:
                 continue  # superseded by a dominating path
             own = bits[r]
-            sent = clusters | own
+            sent = clusters if mode == _ORIGINATED else clusters | own
             for q in peers[r]:
                 if q == origin or q not in alive:
                     continue
