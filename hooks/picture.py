@@ -55,6 +55,7 @@ th{background:#edf2f7}td.num{text-align:right}
 .verdict{display:inline-block;padding:4px 10px;border-radius:4px;font-weight:bold;color:#fff}
 .ok{background:#2f855a}.bad{background:#c53030}
 ul.examples{margin:4px 0;font-size:13px;color:#742a2a}
+p.note{font-size:12px;color:#4a5568;margin:4px 0}
 """
 
 
@@ -95,6 +96,22 @@ class _Scene:
     loose_groups: tuple[_Group, ...]  # groups serving no zone drawn here (e.g. the spine)
     colours: Mapping[str, str]  # cluster ID → fill
     rr_sessions: int
+    domain: str  # the DNS suffix every RR name shares, left out of the drawing
+
+
+def _common_domain(names: Sequence[str]) -> str:
+    """The longest `.suffix` that all names share (`.eu-west-1.compute.internal`), if any."""
+    if len(names) < 2:
+        return ""
+    first = names[0]
+    for i, char in enumerate(first):
+        if char == "." and all(n.endswith(first[i:]) and len(n) > len(first) - i for n in names):
+            return first[i:]
+    return ""
+
+
+def _short(name: str, domain: str) -> str:
+    return name[: len(name) - len(domain)] if domain and name.endswith(domain) else name
 
 
 def _clients_by_group(result: PlanResult, groups: Sequence[Mapping[str, Any]]) -> dict[str, int]:
@@ -110,9 +127,9 @@ def _clients_by_group(result: PlanResult, groups: Sequence[Mapping[str, Any]]) -
         labels = meta.get("labels") or {}
         if meta.get("name") in rr_names or REFLECTOR_LABEL in labels:
             continue
-        group = by_label.get(labels.get(GROUP_LABEL, ""))
-        if group is not None:
-            counts[group] += 1
+        named = by_label.get(labels.get(GROUP_LABEL, ""))
+        if named is not None:
+            counts[named] += 1
     return counts
 
 
@@ -185,6 +202,7 @@ def _scene(result: PlanResult) -> _Scene:
         loose_groups=tuple(g for g in groups if g.zone not in drawn),
         colours=_colours(rr for z in zones for rr in z.reflectors),
         rr_sessions=_reflector_sessions(result, {rr.node for rr in rrs}),
+        domain=_common_domain([rr.node for rr in rrs]),
     )
 
 
@@ -263,35 +281,33 @@ def _per_row(width: float) -> int:
     return max(1, int((width - 16) // CELL_W))
 
 
-def _group_text(group: _Group) -> list[str]:
+def _group_text(group: _Group, domain: str) -> list[str]:
     noun = "client" if group.clients == 1 else "clients"
-    return [
-        f"{group.name} · {group.clients} {noun}:",
-        *(f"{rr}," for rr in group.reflectors[:-1]),
-        *group.reflectors[-1:],
-    ]
+    names = [_short(rr, domain) for rr in group.reflectors]
+    return [f"{group.name} · {group.clients} {noun}:", *(f"{n}," for n in names[:-1]), *names[-1:]]
 
 
-def _band(groups: Sequence[_Group], width: float) -> list[tuple[_Group, list[str]]]:
-    return [(g, _wrap(_group_text(g), width - 40, 11)) for g in groups]
+def _band(groups: Sequence[_Group], width: float, domain: str) -> list[tuple[_Group, list[str]]]:
+    """Each group with its text wrapped to a band `width` pixels wide."""
+    return [(g, _wrap(_group_text(g, domain), width - 16, 11)) for g in groups]
 
 
-def _zone_height(zone: _Zone, width: float) -> float:
+def _zone_height(zone: _Zone, width: float, domain: str) -> float:
     rows = math.ceil(len(zone.reflectors) / _per_row(width)) if zone.reflectors else 1
-    band = sum(len(lines) for _, lines in _band(zone.groups, width)) * BAND_LINE_H
+    band = sum(len(lines) for _, lines in _band(zone.groups, width - 16, domain)) * BAND_LINE_H
     return HEADER_H + rows * CELL_H + (band + 14 if band else 0) + 6
 
 
-def _layout(zones: Sequence[_Zone]) -> tuple[list[_Frame], float]:
+def _layout(zones: Sequence[_Zone], domain: str) -> tuple[list[_Frame], float]:
     """Zone boxes on a grid (rows as tall as their tallest box) and the height they take."""
     cols = _columns(len(zones))
     left = BUS_X + 18
     width = (WIDTH - left - MARGIN - (cols - 1) * GAP / 2) / cols
     frames: list[_Frame] = []
-    y = LEGEND_H + GAP
+    y: float = LEGEND_H + GAP
     for start in range(0, len(zones), cols):
         row = zones[start : start + cols]
-        height = max(_zone_height(z, width) for z in row)
+        height = max(_zone_height(z, width, domain) for z in row)
         for i in range(len(row)):
             frames.append(_Frame(left + i * (width + GAP / 2), y, width, height))
         y += height + GAP
@@ -331,14 +347,16 @@ def _caption(rr: _Reflector) -> str:
     return " · ".join(words)
 
 
-def _reflector_cell(frame: _Frame, rr: _Reflector, colour: str) -> str:
+def _reflector_cell(frame: _Frame, rr: _Reflector, colour: str, domain: str) -> str:
     cx, cy = frame.x + frame.w / 2, frame.y + RADIUS + 6
     parts = [
         f"<g><title>{_e(rr.node)} ({_e(rr.cluster_id)}, {_e(rr.state)}, "
         f"{rr.clients} clients)</title>"
     ]
     parts += _circle(cx, cy, rr, colour)
-    parts.append(_text(cx, cy + RADIUS + 16, _fit(rr.node, frame.w - 6, 11), "rr", "middle"))
+    parts.append(
+        _text(cx, cy + RADIUS + 16, _fit(_short(rr.node, domain), frame.w - 6, 11), "rr", "middle")
+    )
     parts.append(_text(cx, cy + RADIUS + 29, rr.cluster_id, "cid", "middle"))
     caption = _caption(rr)
     if caption:
@@ -361,7 +379,7 @@ def _zone_header(zone: _Zone, frame: _Frame) -> list[str]:
 
 def _bands(groups: Sequence[_Group], x: float, y: float, width: float, scene: _Scene) -> list[str]:
     parts = []
-    for group, lines in _band(groups, width):
+    for group, lines in _band(groups, width, scene.domain):
         colour = _group_colour(group, scene)
         height = len(lines) * BAND_LINE_H
         parts.append(
@@ -394,12 +412,13 @@ def _zone_box(zone: _Zone, frame: _Frame, scene: _Scene) -> list[str]:
     for i, rr in enumerate(zone.reflectors):
         row, col = divmod(i, per_row)
         cell = _Frame(frame.x + 8 + col * cell_w, frame.y + HEADER_H + row * CELL_H, cell_w, CELL_H)
-        parts.append(_reflector_cell(cell, rr, scene.colours.get(rr.cluster_id, NEUTRAL)))
+        colour = scene.colours.get(rr.cluster_id, NEUTRAL)
+        parts.append(_reflector_cell(cell, rr, colour, scene.domain))
     if not zone.reflectors:
         parts.append(_text(frame.x + 10, frame.y + HEADER_H + 30, "no route reflector here", "cap"))
     rows = math.ceil(len(zone.reflectors) / per_row) if zone.reflectors else 1
     band_y = frame.y + HEADER_H + rows * CELL_H + 8
-    parts += _bands(zone.groups, frame.x + 8, band_y, frame.w - 12, scene)
+    parts += _bands(zone.groups, frame.x + 8, band_y, frame.w - 16, scene)
     parts.append("</g>")
     return parts
 
@@ -411,7 +430,8 @@ def _backbone_caption(scene: _Scene) -> str:
         shape = f"spine mesh of {spines} spine RRs, every rack RR ↔ every spine RR"
     else:
         shape = f"full mesh of {len(rrs)} RRs"
-    return f"RR↔RR peering: {shape} · {scene.rr_sessions} sessions"
+    note = f" · names shown without {scene.domain}" if scene.domain else ""
+    return f"RR↔RR peering: {shape} · {scene.rr_sessions} sessions{note}"
 
 
 def _stub_label(zone: _Zone, topology: str) -> str:
@@ -505,21 +525,21 @@ def _loose_box(scene: _Scene, y: float) -> tuple[list[str], float]:
     if not scene.loose_groups:
         return [], y
     width = WIDTH - BUS_X - 18 - MARGIN
-    lines = sum(len(lines) for _, lines in _band(scene.loose_groups, width - 12))
+    lines = sum(len(lines) for _, lines in _band(scene.loose_groups, width - 16, scene.domain))
     height = 34 + lines * BAND_LINE_H
     x = BUS_X + 18
     parts = [
         f'<rect x="{x}" y="{y:.1f}" width="{width:.1f}" height="{height}" rx="8" class="zbox"/>',
         _text(x + 10, y + 20, "groups serving the whole cluster", "zone"),
     ]
-    parts += _bands(scene.loose_groups, x + 8, y + 28, width - 12, scene)
+    parts += _bands(scene.loose_groups, x + 8, y + 28, width - 16, scene)
     return parts, y + height + 10
 
 
 def _svg(scene: _Scene) -> str:
     if not scene.zones:
         return '<p class="summary">No zones and no route reflectors to draw.</p>'
-    frames, bottom = _layout(scene.zones)
+    frames, bottom = _layout(scene.zones, scene.domain)
     parts = [*_legend(), *_backbone(scene, frames)]
     for zone, frame in zip(scene.zones, frames, strict=True):
         parts += _zone_box(zone, frame, scene)
@@ -582,12 +602,13 @@ def _verdict(result: PlanResult) -> str:
         ("clients per RR (max)", report.clients_per_rr_max),
         ("clients per RR (mean)", report.clients_per_rr_mean),
     )
+    note = "clients per RR counts every BGP peer of an RR with another cluster ID, RRs included"
     rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in figures)
     examples = [*report.unreachable_examples, *report.single_failure_examples]
     listing = "".join(f"<li>{_e(x)}</li>" for x in examples)
     return (
         f"<p>{badge} route propagation simulated on {report.nodes} nodes</p>"
-        f'<table class="verify">{rows}</table>'
+        f'<table class="verify">{rows}</table><p class="note">{_e(note)}</p>'
         + (f'<ul class="examples">{listing}</ul>' if listing else "")
     )
 
