@@ -33,8 +33,8 @@ browser:
 	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  echo "installing chromium (Debian) for the picture test"; \
-	  (apt-get install -y -qq chromium >/dev/null 2>&1 || \
-	   (apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null)); \
+	  (apt-get install -y -qq chromium fonts-dejavu-core >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null && apt-get install -y -qq chromium fonts-dejavu-core >/dev/null)); \
 	else echo "WARNING: no $(CHROMIUM) and not root: the browser test will be skipped"; fi
 
 test: venv browser

@@ -13,6 +13,9 @@ from hooks.model import AllReflectors, Clients, PeerSet, Plan, Reflectors
 from hooks.wire import BGPPEER_API, CLUSTER_ID_ANNOTATION, MANAGED_ANNOTATION
 
 GROUP_LABEL = "route-reflector.dev/group"
+# While a client moves off a retiring group it carries the old group here too, so it keeps the
+# old group's sessions until the new ones are up (make-before-break for clients).
+PREVIOUS_GROUP_LABEL = "route-reflector.dev/previous-group"
 REFLECTOR_LABEL = "route-reflector.dev/reflector"
 OWNER_LABEL = "route-reflector.dev/owner"
 SELECTOR_LIMIT = 1024  # Calico's CRD: nodeSelector/peerSelector maxLength
@@ -52,7 +55,10 @@ def render_selector(peers: PeerSet, settings: Settings) -> str:
         key, value = settings.reflector_label
         return f"{key} == {_quote(value)}"
     if isinstance(peers, Clients):
-        return f"{GROUP_LABEL} == {_quote(label_value(peers.group))}"
+        value = _quote(label_value(peers.group))
+        if peers.retiring:
+            return f"{GROUP_LABEL} == {value} || {PREVIOUS_GROUP_LABEL} == {value}"
+        return f"{GROUP_LABEL} == {value}"
     tokens = ", ".join(_quote(reflector_token(name)) for name in peers.names)
     return f"{REFLECTOR_LABEL} in {{{tokens}}}"
 

@@ -13,6 +13,7 @@ import msgspec
 
 from hooks.calico import (
     GROUP_LABEL,
+    PREVIOUS_GROUP_LABEL,
     REFLECTOR_LABEL,
     label_value,
     name_part,
@@ -222,7 +223,8 @@ def decide_topology(
     session_children = settings.datastore != "etcdv3" and NODESTATUS_KEY in (request.children or {})
     sessions = read_sessions(request) if session_children else Sessions(False, frozenset())
     by_name = {node.name: node for node in nodes}
-    plan = apply_transitions(target, previous, by_name, sessions, settings, now)
+    labelled_groups = {n.labels[GROUP_LABEL] for n in nodes if GROUP_LABEL in n.labels}
+    plan = apply_transitions(target, previous, by_name, sessions, settings, now, labelled_groups)
     return TopologyDecision(
         settings=settings,
         plan=plan,
@@ -350,6 +352,7 @@ def plan_status(plan: Plan) -> dict[str, Any]:
         "groups": [
             {"name": g.name, "zone": g.zone, "reflectors": list(g.reflectors)}
             | ({"rack": g.rack} if g.rack is not None else {})
+            | ({"retiringSince": g.retiring_since} if g.retiring_since else {})
             for g in plan.groups
         ],
     }
@@ -526,7 +529,7 @@ def node_sync(request: NodeSyncRequest, environ: Environ) -> NodeSyncResponse:
     """The labels and annotations one Node should carry, by the plan in the topology's status."""
     node = request.object.to_info()
     known_labels, known_annotations = read_managed_record(node.annotations.get(MANAGED_ANNOTATION))
-    known_labels |= {REFLECTOR_LABEL, GROUP_LABEL}
+    known_labels |= {REFLECTOR_LABEL, GROUP_LABEL, PREVIOUS_GROUP_LABEL}
     known_annotations.add(CLUSTER_ID_ANNOTATION)
     topologies = decode_topologies(request.related)
     if not topologies:
@@ -554,11 +557,21 @@ def node_sync(request: NodeSyncRequest, environ: Environ) -> NodeSyncResponse:
         if settings.datastore != "etcdv3":
             desired_annotations[CLUSTER_ID_ANNOTATION] = reflector.clusterID
     else:
-        groups = [Group(g.name, g.zone, tuple(g.reflectors), g.rack or None) for g in status.groups]
+        groups = [
+            Group(g.name, g.zone, tuple(g.reflectors), g.rack or None)
+            for g in status.groups
+            if not g.retiringSince
+        ]
+        retiring = {label_value(g.name) for g in status.groups if g.retiringSince}
         rack = node.labels.get(settings.rack_label, "") if settings.rack_label else ""
         group = group_for(node.name, zone_of(node, settings), rack, groups)
         if group is not None:
             desired_labels[GROUP_LABEL] = label_value(group.name)
+        # A client leaving a retiring group keeps it as its previous group until it retires.
+        for held in (node.labels.get(GROUP_LABEL), node.labels.get(PREVIOUS_GROUP_LABEL)):
+            if held in retiring and held != desired_labels.get(GROUP_LABEL):
+                desired_labels[PREVIOUS_GROUP_LABEL] = held
+                break
     labels, annotations = node_changes(
         desired_labels, desired_annotations, known_labels, known_annotations
     )

@@ -61,6 +61,7 @@ class Group:
     zone: str
     reflectors: tuple[str, ...]
     rack: str | None = None
+    retiring_since: str = ""  # set while a group that left the plan keeps its moving clients
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +95,10 @@ class Reflectors:
 
 @dataclass(frozen=True, slots=True)
 class Clients:
+    """Nodes labelled with the group; a retiring group also keeps those that just left it."""
+
     group: str
+    retiring: bool = False
 
 
 PeerSet = AllReflectors | Reflectors | Clients

@@ -3,10 +3,11 @@ sessions are Established; failed RRs go at once; guards keep the last good plan 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from hooks.calico import label_value
 from hooks.config import Settings
 from hooks.model import (
     Clients,
@@ -52,43 +53,21 @@ def apply_transitions(
     sessions: Sessions,
     settings: Settings,
     now: datetime,
+    labelled_groups: Set[str] = frozenset(),
 ) -> Plan:
-    """The plan to apply now on the way to `target`.
+    """The plan to apply now on the way to `target`; `labelled_groups` are the client group
+    labels nodes carry now.
 
     A new RR is Pending until its sessions are Established (or, with no session state at all,
     `waitSeconds` have passed). An RR that left the target without failing stays, Draining, in
     the groups it served until nothing is Pending; then at most one per zone is released per step,
-    never two from one group, and never the last Active RR of a group.
+    never two from one group, and never the last Active RR of a group. A group that left the plan
+    retires: its clients move to their new group while keeping the old one's sessions (the
+    previous-group label) until the new sessions are up.
     """
     before = {rr.node: rr for rr in previous.routeReflectors}
-    wait = timedelta(seconds=settings.wait_seconds)
-    resync: float | None = None
-
-    def is_up(node: str, since: str) -> tuple[bool, float | None]:
-        if sessions.observed:
-            return node in sessions.established, SESSION_POLL_SECONDS
-        started = parse_stamp(since) or now
-        left = (started + wait - now).total_seconds()
-        return left <= 0, max(left, 1.0) if left > 0 else None
-
-    reflectors: list[RouteReflector] = []
-    for rr in target.reflectors:
-        old = before.get(rr.node)
-        if old is not None and old.state in (ReflectorState.ACTIVE, ReflectorState.DRAINING):
-            reflectors.append(replace(rr, state=ReflectorState.ACTIVE, since=""))
-            continue
-        since = (
-            old.since
-            if old is not None and old.state == ReflectorState.PENDING and old.since
-            else stamp(now)
-        )
-        up, again = is_up(rr.node, since)
-        if up:
-            reflectors.append(replace(rr, state=ReflectorState.ACTIVE, since=""))
-        else:
-            reflectors.append(replace(rr, state=ReflectorState.PENDING, since=since))
-            resync = min(resync or again or SESSION_POLL_SECONDS, again or SESSION_POLL_SECONDS)
-
+    clock = _Clock(now, sessions, settings)
+    reflectors = [clock.entering(rr, before.get(rr.node)) for rr in target.reflectors]
     planned = {rr.node for rr in reflectors}
     leaving = [
         old
@@ -97,6 +76,10 @@ def apply_transitions(
     ]
     pending = any(rr.state == ReflectorState.PENDING for rr in reflectors)
     groups = {g.name: g for g in target.groups}
+    retiring, shrinking = _retiring_groups(
+        previous, groups, planned | {old.node for old in leaving}, labelled_groups, clock
+    )
+    in_retiring = {node for g in retiring.values() for node in g.reflectors}
     before_groups = {g.name: set(g.reflectors) for g in previous.groups}
     active = {rr.node for rr in reflectors if rr.state == ReflectorState.ACTIVE}
     released_zones: set[str] = set()
@@ -111,6 +94,8 @@ def apply_transitions(
         zone = old.serves or old.zone
         can_go = (
             not pending
+            and not shrinking
+            and old.node not in in_retiring
             and zone not in released_zones
             and not touched_groups.intersection(served)
             and all(active.intersection(groups[name].reflectors) for name in served)
@@ -140,12 +125,11 @@ def apply_transitions(
                 groups[name] = replace(
                     group, reflectors=tuple(sorted((*group.reflectors, old.node)))
                 )
-    if draining or pending:
-        resync = resync or SESSION_POLL_SECONDS
-    if not draining and not pending and not before.keys() - planned:
-        return replace(
-            target, reflectors=tuple(sorted(reflectors, key=lambda r: r.node)), resync_after=resync
-        )
+    if (draining or retiring) and clock.resync is None:
+        clock.again(SESSION_POLL_SECONDS)
+    reflectors.sort(key=lambda r: r.node)
+    if not draining and not retiring and not before.keys() - planned:
+        return replace(target, reflectors=tuple(reflectors), resync_after=clock.resync)
 
     roles = {rr.node: rr.role for rr in reflectors}
     peerings = []
@@ -157,26 +141,115 @@ def apply_transitions(
             nodes_side = _with_draining(nodes_side, draining, roles)
             peers_side = _with_draining(peers_side, draining, roles)
         peerings.append(Peering(peering.name, nodes_side, peers_side))
-    problems = list(target.problems)
-    if draining:
-        waiting = [rr.node for rr in reflectors if rr.state == ReflectorState.PENDING]
-        problems.append(
-            Condition(
-                "Progressing",
-                "True",
-                "TransitionPending",
-                f"{len(draining)} RR(s) draining ({', '.join(d.node for d in draining)})"
-                + (f" until {', '.join(waiting)} establish BGP sessions" if waiting else ""),
-            )
+    for name, group in sorted(retiring.items()):
+        peerings.append(
+            Peering(f"clients-{name}", Clients(name, retiring=True), Reflectors(group.reflectors))
         )
+    problems = list(target.problems)
+    if draining or retiring:
+        waiting = [rr.node for rr in reflectors if rr.state == ReflectorState.PENDING]
+        parts = []
+        if draining:
+            parts.append(f"{len(draining)} RR(s) draining ({', '.join(d.node for d in draining)})")
+        if retiring:
+            parts.append(
+                f"group(s) {', '.join(sorted(retiring))} retiring while their clients move"
+            )
+        message = "; ".join(parts) + (
+            f" until {', '.join(waiting)} establish BGP sessions" if waiting else ""
+        )
+        problems.append(Condition("Progressing", "True", "TransitionPending", message))
     return replace(
         target,
-        reflectors=tuple(sorted(reflectors, key=lambda r: r.node)),
-        groups=tuple(sorted(groups.values(), key=lambda g: g.name)),
+        reflectors=tuple(reflectors),
+        groups=tuple(sorted([*groups.values(), *retiring.values()], key=lambda g: g.name)),
         peerings=tuple(peerings),
         problems=tuple(problems),
-        resync_after=resync,
+        resync_after=clock.resync,
     )
+
+
+RETIRE_SECONDS = 30.0
+
+
+class _Clock:
+    """Time and session state for one sync; collects the earliest resync that is needed."""
+
+    def __init__(self, now: datetime, sessions: Sessions, settings: Settings) -> None:
+        self.now = now
+        self.sessions = sessions
+        self.wait = timedelta(seconds=settings.wait_seconds)
+        self.retire = timedelta(seconds=max(settings.wait_seconds, RETIRE_SECONDS))
+        self.resync: float | None = None
+
+    def again(self, seconds: float) -> None:
+        self.resync = seconds if self.resync is None else min(self.resync, seconds)
+
+    def left(self, since: str, span: timedelta) -> float:
+        started = parse_stamp(since) or self.now
+        return (started + span - self.now).total_seconds()
+
+    def entering(self, rr: RouteReflector, old: ReflectorWire | None) -> RouteReflector:
+        """Active when it was already an RR or its sessions are up, else Pending since when."""
+        if old is not None and old.state in (ReflectorState.ACTIVE, ReflectorState.DRAINING):
+            return replace(rr, state=ReflectorState.ACTIVE, since="")
+        pending_before = old is not None and old.state == ReflectorState.PENDING and old.since
+        since = old.since if old is not None and pending_before else stamp(self.now)
+        if self.sessions.observed:
+            if rr.node in self.sessions.established:
+                return replace(rr, state=ReflectorState.ACTIVE, since="")
+            self.again(SESSION_POLL_SECONDS)
+            return replace(rr, state=ReflectorState.PENDING, since=since)
+        left = self.left(since, self.wait)
+        if left <= 0:
+            return replace(rr, state=ReflectorState.ACTIVE, since="")
+        self.again(max(left, 1.0))
+        return replace(rr, state=ReflectorState.PENDING, since=since)
+
+    def retired(self, since: str, planned: set[str], clients_left: bool) -> bool:
+        """A retiring group shrinks once no node is labelled with it any more (its clients moved)
+        and every RR's sessions (those to the moved clients too) are Established; with no session
+        state, once its clients had `max(waitSeconds, 30 s)` to move."""
+        if not clients_left:
+            self.again(SESSION_POLL_SECONDS)
+            return False
+        if self.sessions.observed:
+            if planned <= self.sessions.established:
+                return True
+            self.again(SESSION_POLL_SECONDS)
+            return False
+        left = self.left(since, self.retire)
+        if left > 0:
+            self.again(max(left, 1.0))
+            return False
+        return True
+
+
+def _retiring_groups(
+    previous: TopologyStatusWire,
+    groups: Mapping[str, Group],
+    alive: set[str],
+    labelled_groups: Set[str],
+    clock: _Clock,
+) -> tuple[dict[str, Group], bool]:
+    """Groups of the last plan that this one dropped, kept (with their RRs still alive) while
+    their clients move, then shrunk one RR a step; True when one shrank this step."""
+    planned = {node for g in groups.values() for node in g.reflectors}
+    kept: dict[str, Group] = {}
+    shrunk = False
+    for old in previous.groups:
+        if old.name in groups:
+            continue
+        members = tuple(m for m in old.reflectors if m in alive)
+        since = old.retiringSince or stamp(clock.now)
+        if members and clock.retired(since, planned, label_value(old.name) not in labelled_groups):
+            # One RR a step, so a moved client never loses two at once; RRs leaving first.
+            gone = min(members, key=lambda m: (m in planned, m))
+            members = tuple(m for m in members if m != gone)
+            shrunk = True
+        if members:
+            kept[old.name] = Group(old.name, old.zone, members, old.rack or None, since)
+    return kept, shrunk
 
 
 def _with_draining(

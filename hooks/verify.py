@@ -471,9 +471,10 @@ def _session_stats(graph: _Graph) -> _SessionStats:
 #
 # A path's future depends on where it sits, how it arrived (originated, from a client, from a
 # non-client) and the set of cluster IDs in its CLUSTER_LIST; BIRD's "not back to the sender" is
-# already implied by ORIGINATOR_ID and CLUSTER_LIST checks.  A path arriving the same way with a
-# subset of cluster IDs can do everything the superset path can, so each RR keeps only the
-# minimal (mode, cluster set) pairs: exact for reachability, and small.
+# already implied by ORIGINATOR_ID and CLUSTER_LIST checks.  A path that arrived at least as
+# favourably (originated > from a client > from a non-client) with a subset of the cluster IDs can
+# do everything the other can, so each RR keeps only the undominated (mode, cluster set) pairs:
+# exact for reachability, and small.
 
 _FROM_NON_CLIENT: Final = 0
 _FROM_CLIENT: Final = 1
@@ -484,6 +485,11 @@ _ORIGINATED: Final = 2
 class _Spread:
     learned: frozenset[int]  # core RRs that accept at least one path
     delivers: frozenset[int]  # core RRs that pass a path on to their non-RR clients
+    relays: frozenset[int]  # core RRs whose offers were accepted by another RR
+
+    def without(self, failed: frozenset[int]) -> _Spread:
+        """The same spread with `failed` RRs gone, valid when none of them relayed."""
+        return _Spread(self.learned - failed, self.delivers - failed, self.relays)
 
 
 @dataclass(frozen=True)
@@ -520,7 +526,7 @@ class _Core:
         for c, client_class in enumerate(self.classes):
             for i in client_class.members:
                 self.class_of[i] = c
-        # sessions between non-RR nodes: only the direct one delivers (nothing is relayed)
+        # a session between two non-RR nodes carries only their own two routes
         self.direct: dict[int, frozenset[int]] = {}
         self.direct_pairs: dict[tuple[int, int], int] = {}
         if not graph.mesh:
@@ -536,15 +542,16 @@ class _Core:
         """Propagate one route: from core RR `origin`, or from a non-RR node peering `entry`."""
         bits, peers = self.bits, self.peers
         states: dict[int, list[tuple[int, int]]] = {}
-        learned: set[int] = set()
+        floor: dict[int, int] = {}  # the best mode held with an empty cluster set: a quick veto
+        relays: set[int] = set()
         queue: deque[tuple[int, int, int]] = deque()
         if origin is not None:
             states[origin] = [(_ORIGINATED, 0)]
             queue.append((origin, _ORIGINATED, 0))
         else:
             for r in sorted(entry & alive):
-                learned.add(r)
                 states[r] = [(_FROM_CLIENT, 0)]
+                floor[r] = _FROM_CLIENT
                 queue.append((r, _FROM_CLIENT, 0))
         while queue:
             r, mode, clusters = queue.popleft()
@@ -562,24 +569,35 @@ class _Core:
                     continue  # BIRD: never send on a client session a path holding our ID
                 if client and sent & bits[q]:
                     continue  # BIRD: drop on a client session a path holding our ID
-                learned.add(q)
                 new_mode = _FROM_CLIENT if client else _FROM_NON_CLIENT
+                if floor.get(q, -1) >= new_mode:
+                    continue
                 held = states.get(q)
                 if held is None:
-                    states[q] = [(new_mode, sent)]
-                    queue.append((q, new_mode, sent))
+                    held = states[q] = []
+                elif any(m >= new_mode and s | sent == sent for m, s in held):
                     continue
-                if any(m >= new_mode and s | sent == sent for m, s in held):
-                    continue
-                held[:] = [(m, s) for m, s in held if not (new_mode >= m and s | sent == s)]
+                else:
+                    held[:] = [(m, s) for m, s in held if not (new_mode >= m and s | sent == s)]
                 held.append((new_mode, sent))
+                relays.add(r)
+                if not sent:
+                    floor[q] = new_mode
                 queue.append((q, new_mode, sent))
         delivers = frozenset(
             r
             for r, held in states.items()
             if any(m == _ORIGINATED or not s & bits[r] for m, s in held)
         )
-        return _Spread(frozenset(learned), delivers)
+        # every RR that ever accepted a path still holds one: only dominated paths are dropped
+        return _Spread(frozenset(states.keys() - {origin}), delivers, frozenset(relays))
+
+    @functools.cached_property
+    def intact(self) -> tuple[dict[int, _Spread], tuple[_Spread, ...]]:
+        """Spreads with every RR up, per origin RR and per client class."""
+        alive = frozenset(range(len(self.nodes)))
+        by_reflector = {o: self.spread(alive, o, frozenset()) for o in alive}
+        return by_reflector, tuple(self.spread(alive, None, c.reflectors) for c in self.classes)
 
 
 @dataclass(frozen=True)
@@ -593,48 +611,74 @@ _Key = tuple[bool, int]  # (is an RR, core index or class index)
 
 def _evaluate(core: _Core, failed: frozenset[int], max_examples: int) -> _Outcome:
     """Count the ordered pairs (a, b) of surviving nodes where a has no route to b."""
+    # Losing RRs that relayed nothing for an origin changes nothing else for it (removing a node
+    # never adds a path), so most spreads of a failure scenario are the intact ones, trimmed.
     alive = frozenset(k for k in range(len(core.nodes)) if k not in failed)
-    by_reflector = {o: core.spread(alive, o, frozenset()) for o in sorted(alive)}
+    intact_reflector, intact_class = core.intact
+    by_reflector: dict[int, _Spread] = {}
+    for o in sorted(alive):
+        spread = intact_reflector[o]
+        hit = spread.relays & failed
+        by_reflector[o] = core.spread(alive, o, frozenset()) if hit else spread.without(failed)
     by_entry: dict[frozenset[int], _Spread] = {}
     by_class: list[_Spread] = []
-    for client_class in core.classes:
+    for client_class, spread in zip(core.classes, intact_class, strict=True):
+        if not spread.relays & failed:
+            by_class.append(spread.without(failed))
+            continue
         entry = client_class.reflectors - failed
         if entry not in by_entry:
             by_entry[entry] = core.spread(alive, None, entry)
         by_class.append(by_entry[entry])
 
-    failing: dict[_Key, list[_Key]] = {}  # learner → origins it misses
+    # one bit per origin (alive RRs, then client classes); per RR, the origins it learns and
+    # the origins it delivers to its clients: a learner misses what none of its RRs deliver
+    origins: list[_Key] = [(True, o) for o in sorted(alive)]
+    origins += [(False, c) for c in range(len(core.classes))]
+    spreads = [by_reflector[o] for o in sorted(alive)] + by_class
+    learns = dict.fromkeys(alive, 0)
+    delivers = dict.fromkeys(alive, 0)
+    for bit, spread in enumerate(spreads):
+        for r in spread.learned:
+            learns[r] |= 1 << bit
+        for r in spread.delivers:
+            delivers[r] |= 1 << bit
+    everyone = (1 << len(origins)) - 1
+
+    failing: dict[_Key, list[_Key]] = {}  # learner → the origins it has no route to
     unreachable = 0
-    for learner in sorted(alive):
-        for origin in sorted(alive):
-            if origin != learner and learner not in by_reflector[origin].learned:
-                failing.setdefault((True, learner), []).append((True, origin))
-                unreachable += 1
-        for c, spread in enumerate(by_class):
-            if learner not in spread.learned:
-                failing.setdefault((True, learner), []).append((False, c))
-                unreachable += len(core.classes[c].members)
+    for bit, learner in enumerate(sorted(alive)):
+        for origin in _bits(everyone & ~learns[learner] & ~(1 << bit), origins):
+            failing.setdefault((True, learner), []).append(origin)
+            unreachable += len(_members(core, origin))
     for c, client_class in enumerate(core.classes):
-        entry = client_class.reflectors - failed
         size = len(client_class.members)
-        for origin in sorted(alive):
-            if not entry & by_reflector[origin].delivers:
-                failing.setdefault((False, c), []).append((True, origin))
-                unreachable += size
-        if core.graph.mesh:
-            continue  # every pair of non-RR nodes has a direct mesh session
-        for d, spread in enumerate(by_class):
-            if not entry & spread.delivers:
+        got = 0
+        for r in client_class.reflectors - failed:
+            got |= delivers[r]
+        for origin in _bits(everyone & ~got, origins):
+            if origin[0]:
+                missing = size
+            elif core.graph.mesh:
+                continue  # every pair of non-RR nodes has a direct mesh session
+            else:
+                d = origin[1]
                 missing = size * len(core.classes[d].members) - core.direct_pairs.get((c, d), 0)
-                if c == d:
-                    missing -= size
-                if missing:
-                    failing.setdefault((False, c), []).append((False, d))
-                    unreachable += missing
+                missing -= size if c == d else 0
+            if missing:
+                failing.setdefault((False, c), []).append(origin)
+                unreachable += missing
     examples = (
         tuple(itertools.islice(_failing_pairs(core, failing), max_examples)) if unreachable else ()
     )
     return _Outcome(unreachable, examples)
+
+
+def _bits(mask: int, keys: list[_Key]) -> Iterator[_Key]:
+    while mask:
+        low = mask & -mask
+        yield keys[low.bit_length() - 1]
+        mask ^= low
 
 
 def _members(core: _Core, key: _Key) -> tuple[int, ...]:

@@ -130,6 +130,7 @@ class GroupWire(msgspec.Struct, omit_defaults=True):
     zone: str = ""
     reflectors: list[str] = []
     rack: str = ""
+    retiringSince: str = ""
 
 
 class ZoneStatusWire(msgspec.Struct):
