@@ -20,11 +20,13 @@ from starlette.routing import Route
 from hooks import controllers, wire
 from hooks.controllers import Applied, TopologyDecision
 from hooks.metrics import Metrics
+from hooks.model import Condition
 
 log = logging.getLogger("hooks")
 DEFAULT_MAX_BODY = 512 * 1024 * 1024
 Clock = Callable[[], datetime]
 Applier = Callable[[TopologyDecision], Applied]
+MeshSwitcher = Callable[[TopologyDecision], Condition]
 
 
 class TooLarge(Exception):
@@ -62,6 +64,7 @@ def create_app(
     environ: Mapping[str, str] | None = None,
     clock: Clock = _utcnow,
     applier: Applier | None = None,
+    mesh_switch: MeshSwitcher | None = None,
 ) -> Starlette:
     """The hook service. `environ` defaults to the process environment, read once here."""
     env = dict(os.environ if environ is None else environ)
@@ -70,18 +73,25 @@ def create_app(
     last_plans: dict[str, tuple[str, ...]] = {}
     if applier is None:
         applier = _etcd_applier(env)
+    if mesh_switch is None:
+        mesh_switch = _mesh_switch(env)
+    switch_mesh = mesh_switch
 
     def topology_sync(body: bytes) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode(body, wire.TopologySyncRequest)
         decision = controllers.decide_topology(request, env, clock())
         applied = None
+        settings = decision.settings
+        if decision.applies and settings is not None and settings.datastore == "etcdv3":
+            applied = applier(decision)
+        mesh = None
         if (
             decision.applies
-            and decision.settings is not None
-            and decision.settings.datastore == "etcdv3"
+            and settings is not None
+            and settings.node_to_node_mesh == "DisableWhenReady"
         ):
-            applied = applier(decision)
-        response = controllers.render_topology(decision, applied)
+            mesh = switch_mesh(decision)
+        response = controllers.render_topology(decision, applied, mesh)
         fields: dict[str, Any] = {"parent": decision.owner}
         if decision.plan is not None:
             rrs = tuple(rr.node for rr in decision.plan.reflectors)
@@ -229,3 +239,36 @@ def _etcd_applier(env: Mapping[str, str]) -> Applier:
         )
 
     return apply
+
+
+def _mesh_switch(env: Mapping[str, str]) -> MeshSwitcher:
+    """Turn the node-to-node mesh off once the decision proves the RRs carry every session.
+
+    A failure is reported as a condition, never as a non-200: BGPPeer updates must go on."""
+    state: dict[str, Any] = {}
+
+    def switch(decision: TopologyDecision) -> Condition:
+        if not decision.mesh_can_go:
+            return Condition(
+                "NodeToNodeMesh",
+                "True",
+                "WaitingForReflectors",
+                "the mesh stays on until every RR is Active with Established BGP sessions",
+            )
+        from hooks.datastores.kubernetes import MeshSwitch, MeshSwitchError
+
+        try:
+            if "switch" not in state:
+                state["switch"] = MeshSwitch.from_environ(env)
+            state["switch"].disable()
+        except MeshSwitchError as error:
+            log.warning(json.dumps({"mesh_switch": "failed", "error": str(error)}))
+            return Condition("NodeToNodeMesh", "True", "SwitchFailed", str(error))
+        return Condition(
+            "NodeToNodeMesh",
+            "False",
+            "Disabled",
+            "node-to-node mesh is off in BGPConfiguration default; the RRs carry every route",
+        )
+
+    return switch

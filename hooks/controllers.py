@@ -463,7 +463,7 @@ class Applied:
 
 
 def render_topology(
-    decision: TopologyDecision, applied: Applied | None = None
+    decision: TopologyDecision, applied: Applied | None = None, mesh: Condition | None = None
 ) -> TopologySyncResponse:
     previous_conditions = decision.previous.conditions
     if decision.failure is not None or decision.plan is None:
@@ -505,9 +505,8 @@ def render_topology(
         if decision.session_children:
             children += render_node_statuses(plan, decision.owner)
     status["bgpPeers"] = len(render_bgp_peers(plan, settings, decision.owner))
-    status["conditions"] = _conditions(
-        _plan_conditions(decision), previous_conditions, decision.now
-    )
+    wanted = _plan_conditions(decision) + ([mesh] if mesh is not None else [])
+    status["conditions"] = _conditions(wanted, previous_conditions, decision.now)
     return TopologySyncResponse(
         status=status, children=children, resyncAfterSeconds=plan.resync_after
     )

@@ -194,3 +194,58 @@ def test_settings_come_from_the_environment_and_the_service_account(tmp_path: Pa
 
     bare = MeshSwitch.from_environ({}, tmp_path / "absent")
     assert bare == MeshSwitch(DEFAULT_ENDPOINT, None, None, True)
+
+
+# --- the service: switches the mesh off only when the decision proves it safe --------------------
+
+
+def _service_request(converged: bool) -> bytes:
+    from scenario import Scenario, zoned_nodes
+
+    spec = {
+        "zoneLabel": "topology.kubernetes.io/zone",
+        "min": 2,
+        "nodeToNodeMesh": "DisableWhenReady",
+    }
+    scenario = Scenario(spec, zoned_nodes({"a": 6, "b": 6}))
+    if converged:
+        scenario.run_until_still()
+    return scenario.topology_request()
+
+
+def _post(server: kmock.RawHandler, body: bytes) -> dict[str, object]:
+    import warnings
+
+    from starlette.exceptions import StarletteDeprecationWarning
+
+    from hooks.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", StarletteDeprecationWarning)
+        from starlette.testclient import TestClient
+
+    [srv] = server.servers
+    app = create_app(environ={"K8S_API_ENDPOINT": f"http://{srv.host}:{srv.port}"})
+    with TestClient(app) as client:
+        answer = client.post("/topology/sync", content=body)
+    assert answer.status_code == 200, answer.text
+    conditions = answer.json()["status"]["conditions"]
+    return next(c for c in conditions if c["type"] == "NodeToNodeMesh")
+
+
+@pytest.mark.asyncio
+async def test_the_service_keeps_the_mesh_while_reflectors_are_not_established(
+    k8s: kmock.KubernetesEmulator,
+) -> None:
+    condition = await asyncio.to_thread(_post, k8s, _service_request(converged=False))
+    assert (condition["status"], condition["reason"]) == ("True", "WaitingForReflectors")
+    assert writes(k8s) == []
+
+
+@pytest.mark.asyncio
+async def test_the_service_turns_the_mesh_off_once_every_reflector_is_established(
+    k8s: kmock.KubernetesEmulator,
+) -> None:
+    condition = await asyncio.to_thread(_post, k8s, _service_request(converged=True))
+    assert (condition["status"], condition["reason"]) == ("False", "Disabled")
+    assert stored(k8s)["spec"] == {"nodeToNodeMeshEnabled": False}
