@@ -367,10 +367,27 @@ def _carried(decision: TopologyDecision) -> dict[str, str]:
     return {node: ids.get(node, "") if etcd else cid for node, cid in decision.labelled.items()}
 
 
+def _fragile_groups(plan: Plan) -> list[Condition]:
+    """A group with one RR cuts its clients off when that RR fails: the topology cannot be
+    verified failure tolerant (too few eligible nodes, or min below 2)."""
+    single = [g.name for g in plan.groups if len(g.reflectors) < 2 and not g.retiring_since]
+    if not single:
+        return []
+    return [
+        Condition(
+            "Degraded",
+            "True",
+            "TopologyUnverified",
+            f"group(s) {', '.join(single)} have a single route reflector: its failure would cut"
+            " their clients off (raise min, or make more nodes eligible)",
+        )
+    ]
+
+
 def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
     plan = decision.plan
     assert plan is not None
-    degraded = [c for c in plan.problems if c.type == "Degraded"]
+    degraded = [c for c in plan.problems if c.type == "Degraded"] + _fragile_groups(plan)
     conditions = degraded[:1] or [Condition("Degraded", "False", "AsExpected", "no problem found")]
     if decision.settings_paused:
         conditions.append(
