@@ -408,15 +408,21 @@ def _build_graph(nodes: Iterable[SimNode], peerings: list[_Peering], mesh: bool)
             raise ValueError(f"duplicate node name {node.name!r}")
         index[node.name] = position
     adjacency: list[set[int]] = [set() for _ in ordered]
+    matched: dict[Selector, list[int]] = {}
+
+    def matching(selector: Selector) -> list[int]:
+        if selector not in matched:
+            matched[selector] = [i for i, n in enumerate(ordered) if selector.matches(n.labels)]
+        return matched[selector]
+
     for peering in peerings:
         if peering.node is not None:
             local = [index[peering.node]] if peering.node in index else []
         elif peering.node_selector is None:
             local = list(range(len(ordered)))
         else:
-            selector = peering.node_selector
-            local = [i for i, node in enumerate(ordered) if selector.matches(node.labels)]
-        remote = [i for i, node in enumerate(ordered) if peering.peer_selector.matches(node.labels)]
+            local = matching(peering.node_selector)
+        remote = matching(peering.peer_selector)
         for i in local:  # one BGPPeer makes the session from both ends
             adjacency[i].update(remote)
         for j in remote:
@@ -486,10 +492,6 @@ class _Spread:
     learned: frozenset[int]  # core RRs that accept at least one path
     delivers: frozenset[int]  # core RRs that pass a path on to their non-RR clients
     relays: frozenset[int]  # core RRs whose offers were accepted by another RR
-
-    def without(self, failed: frozenset[int]) -> _Spread:
-        """The same spread with `failed` RRs gone, valid when none of them relayed."""
-        return _Spread(self.learned - failed, self.delivers - failed, self.relays)
 
 
 @dataclass(frozen=True)
@@ -593,11 +595,28 @@ class _Core:
         return _Spread(frozenset(states.keys() - {origin}), delivers, frozenset(relays))
 
     @functools.cached_property
-    def intact(self) -> tuple[dict[int, _Spread], tuple[_Spread, ...]]:
-        """Spreads with every RR up, per origin RR and per client class."""
+    def origins(self) -> tuple[_Key, ...]:
+        """Every origin, one bit each: the RRs by core index, then the client classes."""
+        reflectors = [(True, k) for k in range(len(self.nodes))]
+        return (*reflectors, *((False, c) for c in range(len(self.classes))))
+
+    @functools.cached_property
+    def intact(self) -> tuple[tuple[_Spread, ...], list[int], list[int]]:
+        """With every RR up: the spread per origin, and per RR the origins it learns, delivers."""
         alive = frozenset(range(len(self.nodes)))
-        by_reflector = {o: self.spread(alive, o, frozenset()) for o in alive}
-        return by_reflector, tuple(self.spread(alive, None, c.reflectors) for c in self.classes)
+        spreads = tuple(
+            self.spread(alive, index, frozenset())
+            if reflector
+            else self.spread(alive, None, self.classes[index].reflectors)
+            for reflector, index in self.origins
+        )
+        learns, delivers = [0] * len(self.nodes), [0] * len(self.nodes)
+        for bit, spread in enumerate(spreads):
+            for r in spread.learned:
+                learns[r] |= 1 << bit
+            for r in spread.delivers:
+                delivers[r] |= 1 << bit
+        return spreads, learns, delivers
 
 
 @dataclass(frozen=True)
@@ -612,43 +631,36 @@ _Key = tuple[bool, int]  # (is an RR, core index or class index)
 def _evaluate(core: _Core, failed: frozenset[int], max_examples: int) -> _Outcome:
     """Count the ordered pairs (a, b) of surviving nodes where a has no route to b."""
     # Losing RRs that relayed nothing for an origin changes nothing else for it (removing a node
-    # never adds a path), so most spreads of a failure scenario are the intact ones, trimmed.
+    # never adds a path), so only the spreads that the failed RRs relayed are run again; they
+    # can only shrink.  Per RR, a bit per origin it learns and per origin it delivers to clients.
     alive = frozenset(k for k in range(len(core.nodes)) if k not in failed)
-    intact_reflector, intact_class = core.intact
-    by_reflector: dict[int, _Spread] = {}
-    for o in sorted(alive):
-        spread = intact_reflector[o]
-        hit = spread.relays & failed
-        by_reflector[o] = core.spread(alive, o, frozenset()) if hit else spread.without(failed)
-    by_entry: dict[frozenset[int], _Spread] = {}
-    by_class: list[_Spread] = []
-    for client_class, spread in zip(core.classes, intact_class, strict=True):
-        if not spread.relays & failed:
-            by_class.append(spread.without(failed))
+    intact, intact_learns, intact_delivers = core.intact
+    learns, delivers = list(intact_learns), list(intact_delivers)
+    rerun: dict[frozenset[int], _Spread] = {}
+    for bit, (reflector, index) in enumerate(core.origins):
+        before = intact[bit]
+        if not before.relays & failed or (reflector and index in failed):
             continue
-        entry = client_class.reflectors - failed
-        if entry not in by_entry:
-            by_entry[entry] = core.spread(alive, None, entry)
-        by_class.append(by_entry[entry])
-
-    # one bit per origin (alive RRs, then client classes); per RR, the origins it learns and
-    # the origins it delivers to its clients: a learner misses what none of its RRs deliver
-    origins: list[_Key] = [(True, o) for o in sorted(alive)]
-    origins += [(False, c) for c in range(len(core.classes))]
-    spreads = [by_reflector[o] for o in sorted(alive)] + by_class
-    learns = dict.fromkeys(alive, 0)
-    delivers = dict.fromkeys(alive, 0)
-    for bit, spread in enumerate(spreads):
-        for r in spread.learned:
-            learns[r] |= 1 << bit
-        for r in spread.delivers:
-            delivers[r] |= 1 << bit
-    everyone = (1 << len(origins)) - 1
+        if reflector:
+            after = core.spread(alive, index, frozenset())
+        else:
+            entry = core.classes[index].reflectors - failed
+            if entry not in rerun:
+                rerun[entry] = core.spread(alive, None, entry)
+            after = rerun[entry]
+        for r in before.learned - after.learned:
+            learns[r] &= ~(1 << bit)
+        for r in before.delivers - after.delivers:
+            delivers[r] &= ~(1 << bit)
+    everyone = (1 << len(core.origins)) - 1
+    for k in failed:
+        everyone &= ~(1 << k)
+    origins = core.origins
 
     failing: dict[_Key, list[_Key]] = {}  # learner → the origins it has no route to
     unreachable = 0
-    for bit, learner in enumerate(sorted(alive)):
-        for origin in _bits(everyone & ~learns[learner] & ~(1 << bit), origins):
+    for learner in sorted(alive):
+        for origin in _bits(everyone & ~learns[learner] & ~(1 << learner), origins):
             failing.setdefault((True, learner), []).append(origin)
             unreachable += len(_members(core, origin))
     for c, client_class in enumerate(core.classes):
@@ -674,7 +686,7 @@ def _evaluate(core: _Core, failed: frozenset[int], max_examples: int) -> _Outcom
     return _Outcome(unreachable, examples)
 
 
-def _bits(mask: int, keys: list[_Key]) -> Iterator[_Key]:
+def _bits(mask: int, keys: tuple[_Key, ...]) -> Iterator[_Key]:
     while mask:
         low = mask & -mask
         yield keys[low.bit_length() - 1]
