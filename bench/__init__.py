@@ -1,0 +1,1 @@
+"""Benchmarks of the hooks on realistic clusters: latency, memory, BGPPeers and churn."""

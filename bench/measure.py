@@ -1,0 +1,253 @@
+"""Timing and memory: the hooks in-process and over HTTP, the references, a child for peak RSS."""
+
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from hooks import controllers, wire
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Samples:
+    seconds: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def p95(self) -> float:
+        ordered = sorted(self.seconds)
+        return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "n": len(self.seconds),
+            "median_ms": round(self.median * 1e3, 4),
+            "p95_ms": round(self.p95 * 1e3, 4),
+            "min_ms": round(min(self.seconds) * 1e3, 4),
+        }
+
+
+def timed(call: Callable[[], object], repeats: int, budget: float, collect: bool = True) -> Samples:
+    """Up to `repeats` timings of `call`, fewer when they would take over `budget` seconds (at
+    least one; two when the first took under half the budget). Garbage from one call is
+    collected before the next so calls do not pay for each other."""
+    samples: list[float] = []
+    spent = 0.0
+    while len(samples) < repeats:
+        if collect:
+            gc.collect()
+        started = time.perf_counter()
+        result = call()
+        elapsed = time.perf_counter() - started
+        del result
+        samples.append(elapsed)
+        spent += elapsed
+        if spent + elapsed > budget and not (len(samples) == 1 and elapsed < budget / 2):
+            break
+    if collect:
+        gc.collect()
+    return Samples(tuple(samples))
+
+
+def topology_sync_call(body: bytes, environ: Mapping[str, str], now: datetime) -> bytes:
+    """What the /topology/sync route does with a body: decode, decide and render, encode."""
+    request = wire.decode(body, wire.TopologySyncRequest)
+    return wire.encode(controllers.topology_sync(request, environ, now))
+
+
+def node_sync_call(body: bytes, environ: Mapping[str, str]) -> bytes:
+    """What the /node/sync route does with a body."""
+    request = wire.decode(body, wire.NodeSyncRequest)
+    return wire.encode(controllers.node_sync(request, environ))
+
+
+def floor_call(body: bytes) -> int:
+    """The floor: one pass over the bytes, as cheap as reading a body can be."""
+    return body.count(b'"')
+
+
+def orjson_call(body: bytes) -> object:
+    return orjson.loads(body)
+
+
+def per_call(call: Callable[[], object], count: int) -> Samples:
+    """`count` timings of a fast call (no collection between: these are microseconds)."""
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return Samples(tuple(samples))
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+
+def proc_status(pid: int | str = "self") -> dict[str, int]:
+    """VmRSS and VmHWM in bytes from /proc."""
+    found = {}
+    with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                found[key] = int(value.split()[0]) * 1024
+    return found
+
+
+def reset_peak(pid: int) -> bool:
+    """Reset a process's VmHWM (Linux clear_refs); False where the kernel refuses."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+    except OSError:
+        return False
+    return True
+
+
+_CHILD = r"""
+import gc, json, os, resource, sys, time
+from bench.generate import Generator, NOW, steady_state
+from bench.measure import proc_status, reset_peak, topology_sync_call
+warm = steady_state([Generator(1).node(i) for i in range(3)], sys.argv[2])
+topology_sync_call(warm.topology_body(), {}, NOW)  # imports and caches, as a running server has
+del warm
+gc.collect()
+idle = proc_status()["VmRSS"]
+with open(sys.argv[1], "rb") as handle:
+    body = handle.read()
+loaded = proc_status()["VmRSS"]
+reset = reset_peak(os.getpid())
+started = time.perf_counter()
+answer = topology_sync_call(body, {}, NOW)
+elapsed = time.perf_counter() - started
+print(json.dumps({"idle": idle, "loaded": loaded, "peak": proc_status()["VmHWM"],
+                  "reset": reset, "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                  * 1024, "seconds": elapsed, "answer": len(answer)}))
+"""
+
+
+def peak_rss(body: bytes, topology: str) -> dict[str, Any]:
+    """Peak RSS of one topology sync, in a fresh interpreter that loads `body` from a file.
+
+    The peak is the child's VmHWM, reset after the body is loaded where the kernel allows:
+    ru_maxrss is no use here, since Linux carries the parent's high-water mark over exec
+    when subprocess spawns with vfork (it is reported as `ru_maxrss` all the same)."""
+    with tempfile.NamedTemporaryFile(prefix="bench-body-", suffix=".json") as handle:
+        handle.write(body)
+        handle.flush()
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, handle.name, topology],
+            cwd=ROOT,
+            env=_clean_env(),
+            capture_output=True,
+            check=True,
+            text=True,
+        )
+    found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    size = len(body)
+    found["body"] = size
+    found["sync_delta"] = found["peak"] - found["loaded"]
+    found["above_idle"] = found["peak"] - found["idle"]
+    found["sync_delta_x_body"] = round(found["sync_delta"] / size, 3)
+    found["above_idle_x_body"] = round(found["above_idle"] / size, 3)
+    return found
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+
+
+def _clean_env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("ROUTE_REFLECTOR_", "DATASTORE", "K8S_", "ETCD_"))
+    }
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if "PYTHONPATH" in env else "")
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class Server:
+    """`python -m hooks serve` on a free loopback port, as deployed (uvicorn, INFO logs)."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hooks",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=_clean_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=600)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError("python -m hooks serve exited at start")
+            try:
+                if self.client.get("/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError("python -m hooks serve did not answer /healthz in 30 s")
+            time.sleep(0.05)
+
+    def post(self, path: str, body: bytes) -> bytes:
+        answer = self.client.post(path, content=body, headers={"content-type": "application/json"})
+        if answer.status_code != 200:
+            raise RuntimeError(f"{path}: HTTP {answer.status_code}: {answer.text[:300]}")
+        return answer.content
+
+    def memory(self) -> dict[str, int]:
+        return proc_status(self.process.pid)
+
+    def reset_peak(self) -> bool:
+        return reset_peak(self.process.pid)
+
+    def close(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

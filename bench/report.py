@@ -1,0 +1,361 @@
+"""Targets (PASS/MISS), the tables, bench/results.json and bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+Row = dict[str, Any]
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def exponent(t1: float, t2: float, n1: int, n2: int) -> float:
+    return math.log(t2 / t1) / math.log(n2 / n1)
+
+
+def _find(rows: Sequence[Row], size: int, topology: str) -> Row | None:
+    return next((r for r in rows if r["n"] == size and r["topology"] == topology), None)
+
+
+def targets(rows: Sequence[Row], plans: dict[str, Any], churn: dict[str, Any]) -> list[Row]:
+    """Each target per topology: PASS, MISS, or SKIP when the run did not measure it."""
+    found: list[Row] = []
+    topologies = sorted({r["topology"] for r in rows}, key=_order)
+
+    def add(
+        name: str, topology: str, value: float | None, limit: float, ok: bool | None, note: str = ""
+    ) -> None:
+        verdict = "SKIP" if ok is None else "PASS" if ok else "MISS"
+        found.append(
+            {
+                "target": name,
+                "topology": topology,
+                "value": value,
+                "limit": limit,
+                "verdict": verdict,
+                "note": note,
+            }
+        )
+
+    for size in (5_000, 20_000):
+        for topology in topologies:
+            row = _find(rows, size, topology)
+            sync = row.get("sync") if row else None
+            if sync is None:
+                note = (row or {}).get("skipped", "size not run")
+                add(f"topology sync {size:,} ≤ 4× floor", topology, None, 4, None, note)
+                add(f"topology sync {size:,} ≤ 0.15× orjson", topology, None, 0.15, None, note)
+                continue
+            x_floor, x_orjson = row["x_floor"], row["x_orjson"]
+            add(f"topology sync {size:,} ≤ 4× floor", topology, x_floor, 4, x_floor <= 4)
+            add(
+                f"topology sync {size:,} ≤ 0.15× orjson", topology, x_orjson, 0.15, x_orjson <= 0.15
+            )
+    for topology in topologies:
+        row = _find(rows, 20_000, topology)
+        node = row.get("node_sync") if row else None
+        value = node["median_ms"] if node else None
+        note = "" if node else (row or {}).get("skipped", "size not run")
+        add(
+            "node sync median at 20,000 < 1 ms",
+            topology,
+            value,
+            1.0,
+            None if value is None else value < 1.0,
+            note,
+        )
+    for topology in topologies:
+        row = _find(rows, 20_000, topology)
+        rss = row.get("rss") if row else None
+        value = rss["above_idle_x_body"] if rss else None
+        note = "" if rss else (row or {}).get("skipped", "size not run")
+        add(
+            "peak RSS at 20,000 ≤ 4× body above idle",
+            topology,
+            value,
+            4,
+            None if value is None else value <= 4,
+            note,
+        )
+    for topology in topologies:
+        small, big = _find(rows, 5_000, topology), _find(rows, 20_000, topology)
+        if small and big and small.get("sync") and big.get("sync"):
+            ratio = big["sync"]["median_ms"] / small["sync"]["median_ms"]
+            add("20k/5k sync time ≤ 4.4", topology, round(ratio, 2), 4.4, ratio <= 4.4)
+        else:
+            predicted = (big or {}).get("predicted_s")
+            note = (big or {}).get("skipped", "size not run")
+            if predicted and small and small.get("sync"):
+                ratio = predicted * 1e3 / small["sync"]["median_ms"]
+                add(
+                    "20k/5k sync time ≤ 4.4",
+                    topology,
+                    round(ratio, 2),
+                    4.4,
+                    False,
+                    f"predicted from the measured exponent; {note}",
+                )
+            else:
+                add("20k/5k sync time ≤ 4.4", topology, None, 4.4, None, note)
+    multi = plans.get("multi")
+    add(
+        "BGPPeers in multi at 5,000 < 100",
+        "multi",
+        multi["bgp_peers"] if multi else None,
+        100,
+        None if not multi else multi["bgp_peers"] < 100,
+        "" if multi else "not run",
+    )
+    for topology in topologies:
+        event = churn.get(topology, {}).get("node joins")
+        value = event["hooks"]["labels_changed"] if event else None
+        add(
+            "node joining changes labels on ≤ 1 node",
+            topology,
+            value,
+            1,
+            None if value is None else value <= 1,
+            "" if event else "not run",
+        )
+    return found
+
+
+def _order(topology: str) -> int:
+    order = ("simple", "multi", "quorum", "hierarchy")
+    return order.index(topology) if topology in order else len(order)
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 1:
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def _mb(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1e6:,.1f}"
+
+
+def _x(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    rows = result["rows"]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"{m['date']} · {m['nproc']} CPUs, {m['cpu']} · Python {m['python']} · "
+        f"`python -m bench{' ' + result['args'] if result['args'] else ''}`",
+        "",
+        "Nodes are generated like an EKS cluster's (10-15 KB of JSON each, 3 zones, racks of 40);"
+        " bodies are the steady state (nodes labelled, topology status and BGPPeers observed)."
+        " In-process = decode + sync + encode on the body, as the route does. floor = one pass"
+        " over the bytes (`body.count(b'\"')`); orjson = `orjson.loads(body)`, GC on; ×floor and"
+        " ×orjson = sync median / reference median. exp = log(t2/t1)/log(n2/n1) from the previous"
+        " size. Node sync: a client node's request (its Node + the topology with status).",
+        "",
+        "## Hook latency (ms)",
+        "",
+    ]
+    header = [
+        "nodes",
+        "topology",
+        "body MB",
+        "floor",
+        "orjson",
+        "sync med",
+        "sync p95",
+        "×floor",
+        "×orjson",
+        "exp",
+        "HTTP med",
+        "HTTP p95",
+        "node sync med",
+        "node p95",
+        "node HTTP med",
+    ]
+    body = []
+    for r in rows:
+        sync = r.get("sync")
+        if sync is None:
+            body.append(
+                [
+                    f"{r['n']:,}",
+                    r["topology"],
+                    _mb(r.get("body_bytes")),
+                    "-",
+                    "-",
+                    f"skipped ({r.get('skipped', '')})",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                ]
+            )
+            continue
+        http, node, node_http = r.get("http"), r.get("node_sync"), r.get("node_http")
+        body.append(
+            [
+                f"{r['n']:,}",
+                r["topology"],
+                _mb(r["body_bytes"]),
+                _ms(r["floor"]["median_ms"]),
+                _ms(r["orjson"]["median_ms"]),
+                _ms(sync["median_ms"]),
+                _ms(sync["p95_ms"]),
+                _x(r["x_floor"]),
+                _x(r["x_orjson"], 3),
+                _x(r.get("exponent")),
+                _ms(http["median_ms"]) if http else "-",
+                _ms(http["p95_ms"]) if http else "-",
+                _ms(node["median_ms"]) if node else "-",
+                _ms(node["p95_ms"]) if node else "-",
+                _ms(node_http["median_ms"]) if node_http else "-",
+            ]
+        )
+    lines += _table(header, body)
+    lines += ["", "## Memory of one topology sync (fresh process)", ""]
+    header = [
+        "nodes",
+        "topology",
+        "body MB",
+        "idle RSS MB",
+        "peak MB",
+        "peak − idle MB",
+        "×body",
+        "sync Δ MB",
+        "×body",
+        "server peak − idle MB",
+    ]
+    body = []
+    for r in rows:
+        rss = r.get("rss")
+        if not rss:
+            continue
+        server = r.get("server_peak_above_idle")
+        body.append(
+            [
+                f"{r['n']:,}",
+                r["topology"],
+                _mb(rss["body"]),
+                _mb(rss["idle"]),
+                _mb(rss["peak"]),
+                _mb(rss["above_idle"]),
+                _x(rss["above_idle_x_body"]),
+                _mb(rss["sync_delta"]),
+                _x(rss["sync_delta_x_body"]),
+                _mb(server),
+            ]
+        )
+    lines += _table(header, body)
+    idle = result.get("server_idle_rss")
+    if idle:
+        lines += ["", f"Idle RSS of `python -m hooks serve`: {idle / 1e6:.1f} MB."]
+    plans = result.get("plans", {})
+    if plans:
+        lines += ["", f"## Plans at {result.get('plan_size', 5000):,} nodes", ""]
+        header = [
+            "topology",
+            "RRs",
+            "groups",
+            "BGPPeers",
+            "sessions/RR max",
+            "clients/RR max",
+            "sessions/client max",
+            "routes (verify)",
+        ]
+        body = []
+        for topology in sorted(plans, key=_order):
+            p = plans[topology]
+            verified = p.get("verify")
+            body.append(
+                [
+                    topology,
+                    str(p["reflectors"]),
+                    str(p["groups"]),
+                    str(p["bgp_peers"]),
+                    str(p["sessions_per_rr_max"]),
+                    str(p["clients_per_rr_max"]),
+                    str(p["sessions_per_client_max"]),
+                    "-" if not verified else "OK" if verified["reachable"] else "BROKEN",
+                ]
+            )
+        lines += _table(header, body)
+    churn = result.get("churn", {})
+    if churn:
+        lines += [
+            "",
+            f"## Churn per event at {result.get('plan_size', 5000):,} nodes",
+            "",
+            "labels = nodes whose labels or cluster ID change; lost = clients that lose one of"
+            " their RRs. hooks = what the hooks do (current RRs kept, status read back);"
+            " scratch = the same code with no status and no labels (a plan from scratch).",
+            "",
+        ]
+        events = ["node joins", "RR deleted", "RR cordoned", "zone of 200 joins"]
+        header = ["topology"] + [f"{e}: {k}" for e in events for k in ("labels", "lost")]
+        body = []
+        for topology in sorted(churn, key=_order):
+            cells = [topology]
+            for event in events:
+                found = churn[topology].get(event)
+                for key in ("labels_changed", "clients_lost_rr"):
+                    cells.append(
+                        "-" if not found else f"{found['hooks'][key]} / {found['scratch'][key]}"
+                    )
+            body.append(cells)
+        lines += ["Cells: hooks / scratch.", "", *_table(header, body)]
+    lines += ["", "## Targets", ""]
+    body = [
+        [
+            t["verdict"],
+            t["target"],
+            t["topology"],
+            "-" if t["value"] is None else str(t["value"]),
+            str(t["limit"]),
+            t["note"],
+        ]
+        for t in result["targets"]
+    ]
+    lines += _table(["", "target", "topology", "value", "limit", "note"], body)
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,108 @@
+"""The benchmark's generator: realistic nodes, deterministic, and requests the hooks can read."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from bench.generate import (
+    RACK_LABEL,
+    ZONE_LABEL,
+    ZONES,
+    Generator,
+    SteadyState,
+    steady_state,
+    topology_object,
+    topology_sync_body,
+)
+from hooks import wire
+
+COUNT = 50
+
+
+@pytest.fixture(scope="module")
+def nodes() -> list[dict[str, object]]:
+    return list(Generator(seed=7).nodes(COUNT))
+
+
+@pytest.fixture(scope="module")
+def state(nodes: list[dict[str, object]]) -> SteadyState:
+    return steady_state(nodes, "multi")
+
+
+def test_a_node_is_10_to_15_kb_of_json(nodes: list[dict[str, object]]) -> None:
+    sizes = [len(orjson.dumps(node)) for node in nodes]
+    assert min(sizes) >= 10_000
+    assert max(sizes) <= 15_000
+
+
+def test_a_node_looks_like_a_cloud_node(nodes: list[dict[str, object]]) -> None:
+    node = nodes[0]
+    meta = node["metadata"]
+    assert isinstance(meta, dict)
+    assert len(meta["managedFields"]) >= 4
+    assert "csi.volume.kubernetes.io/nodeid" in meta["annotations"]
+    assert "projectcalico.org/IPv4Address" in meta["annotations"]
+    for key in (
+        ZONE_LABEL,
+        RACK_LABEL,
+        "node.kubernetes.io/instance-type",
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/region",
+    ):
+        assert key in meta["labels"]
+    status = node["status"]
+    assert isinstance(status, dict)
+    assert len(status["conditions"]) == 5
+    assert all("lastHeartbeatTime" in c for c in status["conditions"])
+    assert len(status["images"]) >= 30
+
+
+def test_names_are_unique_and_zones_are_three(nodes: list[dict[str, object]]) -> None:
+    names = [n["metadata"]["name"] for n in nodes]  # type: ignore[index]
+    assert len(set(names)) == COUNT
+    assert {n["metadata"]["labels"][ZONE_LABEL] for n in nodes} == set(ZONES)  # type: ignore[index]
+
+
+def test_the_same_seed_gives_the_same_bytes(nodes: list[dict[str, object]]) -> None:
+    again = Generator(seed=7)
+    assert [orjson.dumps(again.node(i)) for i in (0, 17, 49)] == [
+        orjson.dumps(nodes[i]) for i in (0, 17, 49)
+    ]
+    assert orjson.dumps(Generator(seed=8).node(17)) != orjson.dumps(nodes[17])
+
+
+def test_the_topology_sync_body_decodes_into_the_request_type(
+    nodes: list[dict[str, object]],
+) -> None:
+    body = topology_sync_body(nodes, topology_object("simple"))
+    request = wire.decode(body, wire.TopologySyncRequest)
+    assert isinstance(request, wire.TopologySyncRequest)
+    assert request.parent.metadata.name == "default"
+    decoded = wire.decode_nodes(request.related)
+    assert len(decoded) == COUNT
+    assert all(isinstance(n, wire.NodeWire) for n in decoded)
+    assert len(wire.decode_topologies(request.related)) == 1
+
+
+def test_the_steady_state_carries_a_status_and_labelled_nodes(state: SteadyState) -> None:
+    request = wire.decode(state.topology_body(), wire.TopologySyncRequest)
+    status = request.parent.read_status()
+    assert status.topology == "multi"
+    assert [rr.node for rr in status.routeReflectors] == state.reflectors
+    assert state.reflectors
+    assert wire.BGPPEER_KEY in (request.children or {})
+    labelled = {
+        n.metadata.name
+        for n in wire.decode_nodes(request.related)
+        if n.metadata.annotations and n.metadata.annotations.cluster_id
+    }
+    assert labelled == set(state.reflectors)
+
+
+def test_the_node_sync_body_decodes_with_the_topology_status(state: SteadyState) -> None:
+    request = wire.decode(state.node_body(3), wire.NodeSyncRequest)
+    assert isinstance(request, wire.NodeSyncRequest)
+    assert request.object.metadata.name == state.nodes[3]["metadata"]["name"]
+    (topology,) = wire.decode_topologies(request.related)
+    assert [rr.node for rr in topology.read_status().routeReflectors] == state.reflectors
