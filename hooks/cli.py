@@ -30,11 +30,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _read_input(path: str) -> Any:
-    if path == "-":
-        text = sys.stdin.read()
-    else:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise PlanInputError(f"cannot read {path}: {error}") from None
     try:
         return (
             yaml.safe_load(text) if not text.lstrip().startswith(("{", "[")) else json.loads(text)
@@ -63,8 +66,57 @@ def _plan(args: argparse.Namespace) -> int:
 
         print(render_html(result))
     else:
+        result.extra["verify"] = result.verify()
         print(format_table(result))
     return 0
+
+
+def _joined(document: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """`plan -o json` joined with its input NodeList (an `items` key): nodes with the planned
+    label changes applied, and the BGPPeers. None when the document is a plain NodeList."""
+    if not isinstance(document, dict) or "bgpPeers" not in document:
+        return None
+    items, changes, peers = document.get("items"), document.get("nodes"), document["bgpPeers"]
+    if not isinstance(items, list) or not isinstance(changes, dict) or not isinstance(peers, list):
+        raise PlanInputError(
+            "a plan to verify needs `bgpPeers`, `nodes` (plan -o json) and `items` (the NodeList"
+            " it was made from), e.g. jq -s '.[0] + {items: .[1].items}' plan.json nodes.json"
+        )
+    nodes = []
+    for item in items:
+        meta = dict(item.get("metadata", {})) if isinstance(item, dict) else {}
+        change = changes.get(meta.get("name"), {})
+        for kind in ("labels", "annotations"):
+            merged = dict(meta.get(kind) or {})
+            for key, value in (change.get(kind) or {}).items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            meta[kind] = merged
+        nodes.append({**item, "metadata": meta})
+    return nodes, peers
+
+
+def _verify(args: argparse.Namespace) -> int:
+    document = _read_input(args.file)
+    joined = _joined(document)
+    if joined is None:
+        topology = _read_input(args.topology) if args.topology else None
+        result = run_plan(document, topology, dict(os.environ), datetime.now(UTC))
+        nodes, peers = result.nodes, result.bgp_peers
+    else:
+        nodes, peers = joined
+    from hooks.verify import format_report, nodes_from_objects, verify
+
+    try:
+        report = verify(nodes_from_objects(nodes), peers, mesh=args.mesh, pairs=args.pairs)
+    except ValueError as error:
+        raise PlanInputError(f"{args.file}: {error}") from None
+    print(
+        json.dumps(report.to_dict(), indent=2) if args.output == "json" else format_report(report)
+    )
+    return 0 if report.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,6 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan.add_argument("--topology", help="a RouteReflectorTopology (YAML or JSON)")
     plan.add_argument("--output", "-o", choices=("table", "json", "yaml", "html"), default="table")
     plan.set_defaults(run=_plan)
+    check = commands.add_parser("verify", help="prove a plan routes, and survives RR failures")
+    check.add_argument("file", help="a NodeList (planned first), or plan -o json joined with it")
+    check.add_argument("--topology", help="a RouteReflectorTopology, when FILE is a NodeList")
+    check.add_argument("--pairs", action="store_true", help="also every pair of RRs failing")
+    check.add_argument("--mesh", action="store_true", help="the node-to-node mesh is still on")
+    check.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    check.set_defaults(run=_verify)
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from hooks import controllers, wire
+from hooks.verify import VerifyReport, nodes_from_objects, verify
 
 MAX_ROUNDS = 10
 
@@ -28,6 +29,18 @@ class PlanResult:
     topology: dict[str, Any]
     rounds: int
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def verify(
+        self, *, failures: bool = True, pairs: bool = False, mesh: bool = False
+    ) -> VerifyReport:
+        """Simulate BGP route propagation over the planned nodes and BGPPeers."""
+        return verify(
+            nodes_from_objects(self.nodes),
+            self.bgp_peers,
+            mesh=mesh,
+            failures=failures,
+            pairs=pairs,
+        )
 
     def as_json(self) -> dict[str, Any]:
         return {"status": self.status, "bgpPeers": self.bgp_peers, "nodes": self.changes}
@@ -220,6 +233,15 @@ def format_table(result: PlanResult) -> str:
         lines.append(
             "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])) + "  " + row[-1]
         )
-    for key, value in result.extra.items():
-        lines.append(f"{key}: {value}")
+    report = result.extra.get("verify")
+    if isinstance(report, VerifyReport):
+        tolerant = {True: "yes", False: "NO", None: "not checked"}[report.single_failure_ok]
+        lines.append(
+            f"BGPPeers {report.bgp_peers}; sessions per RR max {report.sessions_per_rr_max};"
+            f" clients per RR max {report.clients_per_rr_max}, mean {report.clients_per_rr_mean}"
+        )
+        lines.append(
+            f"verify: {'OK' if report.ok else 'FAILED'} (every node reaches every other:"
+            f" {'yes' if report.reachable else 'NO'}; survives any single RR failure: {tolerant})"
+        )
     return "\n".join(lines)
