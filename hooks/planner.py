@@ -136,11 +136,10 @@ def run_plan(
         moved = new_children != children or response.status != status
         children, status = new_children, response.status
         topology["status"] = status
-        related = {
-            wire.TOPOLOGY_KEY: msgspec.Raw(
-                msgspec.json.encode({topology["metadata"]["name"]: topology})
-            )
-        }
+        parent = dict(topology, status=msgspec.Raw(msgspec.json.encode(status)))
+        related = wire.Related(
+            topologies={topology["metadata"]["name"]: msgspec.convert(parent, wire.TopologyWire)}
+        )
         for node in nodes:
             node_request = wire.NodeSyncRequest(
                 object=msgspec.convert(node, wire.NodeWire), related=related
@@ -172,10 +171,9 @@ def run_plan(
 
 
 def _raw_related(request: dict[str, Any]) -> dict[str, Any]:
-    """The request as the wire types expect: `related` maps hold raw JSON, decoded lazily."""
+    """The request as the wire types expect: children and the parent's status stay raw JSON."""
     encode = msgspec.json.encode
     out = dict(request)
-    out["related"] = {key: msgspec.Raw(encode(value)) for key, value in request["related"].items()}
     out["children"] = {
         key: {n: msgspec.Raw(encode(v)) for n, v in value.items()}
         for key, value in request["children"].items()
@@ -183,6 +181,12 @@ def _raw_related(request: dict[str, Any]) -> dict[str, Any]:
     parent = dict(request["parent"])
     parent["status"] = msgspec.Raw(encode(parent.get("status")))
     out["parent"] = parent
+    related = dict(request["related"])
+    related[wire.TOPOLOGY_KEY] = {
+        name: dict(t, status=msgspec.Raw(encode(t.get("status"))))
+        for name, t in related.get(wire.TOPOLOGY_KEY, {}).items()
+    }
+    out["related"] = related
     return out
 
 
