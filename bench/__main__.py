@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plans": plans,
         "churn": churn,
     }
-    result["targets"] = targets(rows, plans, churn)
+    result["targets"] = targets(rows, plans, churn, args.plan_size)
     result["seconds"] = round(time.perf_counter() - started, 1)
     text = markdown(result)
     print(text)

@@ -720,15 +720,12 @@ def sync_once(
 
 
 def label_nodes(nodes: Sequence[Json], parent: Json, environ: Mapping[str, str]) -> list[Json]:
-    """Every node with the node hook's answer for it applied."""
-    related = msgspec.Raw(orjson.dumps({parent["metadata"]["name"]: parent}))
+    """Every node with the node hook's answer for it applied (requests go through the bytes, as
+    the route reads them, so the wire types stay the hooks' own business)."""
     out = []
     for node in nodes:
-        request = wire.NodeSyncRequest(
-            object=msgspec.convert(slim(node), wire.NodeWire),
-            related={wire.TOPOLOGY_KEY: related},
-        )
-        answer = controllers.node_sync(request, environ)
+        body = node_sync_body(slim(node), parent)
+        answer = controllers.node_sync(wire.decode(body, wire.NodeSyncRequest), environ)
         out.append(apply_changes(node, answer.labels, answer.annotations))
     return out
 

@@ -161,9 +161,11 @@ def peak_rss(body: bytes, topology: str) -> dict[str, Any]:
             cwd=ROOT,
             env=_clean_env(),
             capture_output=True,
-            check=True,
+            check=False,
             text=True,
         )
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "?"}
     found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     size = len(body)
     found["body"] = size

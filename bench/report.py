@@ -5,12 +5,31 @@ from __future__ import annotations
 import math
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 Row = dict[str, Any]
+
+
+def revision() -> dict[str, Any]:
+    """The commit measured, and whether hooks/ had uncommitted changes then."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "hooks_modified": bool(git("status", "--porcelain", "hooks")),
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -30,6 +49,7 @@ def machine() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **revision(),
     }
 
 
@@ -41,7 +61,9 @@ def _find(rows: Sequence[Row], size: int, topology: str) -> Row | None:
     return next((r for r in rows if r["n"] == size and r["topology"] == topology), None)
 
 
-def targets(rows: Sequence[Row], plans: dict[str, Any], churn: dict[str, Any]) -> list[Row]:
+def targets(
+    rows: Sequence[Row], plans: dict[str, Any], churn: dict[str, Any], plan_size: int = 5_000
+) -> list[Row]:
     """Each target per topology: PASS, MISS, or SKIP when the run did not measure it."""
     found: list[Row] = []
     topologies = sorted({r["topology"] for r in rows}, key=_order)
@@ -91,8 +113,8 @@ def targets(rows: Sequence[Row], plans: dict[str, Any], churn: dict[str, Any]) -
     for topology in topologies:
         row = _find(rows, 20_000, topology)
         rss = row.get("rss") if row else None
-        value = rss["above_idle_x_body"] if rss else None
-        note = "" if rss else (row or {}).get("skipped", "size not run")
+        value = rss.get("above_idle_x_body") if rss else None
+        note = (rss or {}).get("error") or ("" if rss else (row or {}).get("skipped", "not run"))
         add(
             "peak RSS at 20,000 ≤ 4× body above idle",
             topology,
@@ -123,7 +145,7 @@ def targets(rows: Sequence[Row], plans: dict[str, Any], churn: dict[str, Any]) -
                 add("20k/5k sync time ≤ 4.4", topology, None, 4.4, None, note)
     multi = plans.get("multi")
     add(
-        "BGPPeers in multi at 5,000 < 100",
+        f"BGPPeers in multi at {plan_size:,} < 100",
         "multi",
         multi["bgp_peers"] if multi else None,
         100,
@@ -134,7 +156,7 @@ def targets(rows: Sequence[Row], plans: dict[str, Any], churn: dict[str, Any]) -
         event = churn.get(topology, {}).get("node joins")
         value = event["hooks"]["labels_changed"] if event else None
         add(
-            "node joining changes labels on ≤ 1 node",
+            f"node joining ({plan_size:,}) changes labels on ≤ 1 node",
             topology,
             value,
             1,
@@ -180,7 +202,8 @@ def markdown(result: dict[str, Any]) -> str:
         "# Benchmarks",
         "",
         f"{m['date']} · {m['nproc']} CPUs, {m['cpu']} · Python {m['python']} · "
-        f"`python -m bench{' ' + result['args'] if result['args'] else ''}`",
+        f"`python -m bench{' ' + result['args'] if result['args'] else ''}` · commit"
+        f" {m['commit'][:10]}{' + uncommitted hooks/ changes' if m['hooks_modified'] else ''}",
         "",
         "Nodes are generated like an EKS cluster's (10-15 KB of JSON each, 3 zones, racks of 40);"
         " bodies are the steady state (nodes labelled, topology status and BGPPeers observed)."
@@ -270,7 +293,7 @@ def markdown(result: dict[str, Any]) -> str:
     body = []
     for r in rows:
         rss = r.get("rss")
-        if not rss:
+        if not rss or "error" in rss:
             continue
         server = r.get("server_peak_above_idle")
         body.append(
