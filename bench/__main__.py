@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from bench.measure import (
     Samples,
     Server,
     floor_call,
+    interleaved,
     node_sync_call,
     orjson_call,
     peak_rss,
@@ -90,12 +92,21 @@ def measure_row(
     gc.freeze()  # the generated cluster is not the service's heap: keep it out of collections
 
     budget, repeats = args.budget, args.repeats
-    row["floor"] = timed(lambda: floor_call(body), repeats, budget, collect=False).as_json()
-    sync = timed(lambda: topology_sync_call(body, ENVIRON, NOW), repeats, budget)
-    row["sync"] = sync.as_json()
-    row["orjson"] = timed(lambda: orjson_call(body), repeats, budget).as_json()
-    row["x_floor"] = round(sync.median / (row["floor"]["median_ms"] / 1e3), 2)
-    row["x_orjson"] = round(sync.median / (row["orjson"]["median_ms"] / 1e3), 4)
+    row["load_before"] = round(os.getloadavg()[0], 2)
+    found = interleaved(
+        {
+            "floor": lambda: floor_call(body),
+            "sync": lambda: topology_sync_call(body, ENVIRON, NOW),
+            "orjson": lambda: orjson_call(body),
+        },
+        repeats,
+        budget,
+    )
+    sync = found["sync"]
+    for name, samples in found.items():
+        row[name] = samples.as_json()
+    row["x_floor"] = round(sync.median / found["floor"].median, 2)
+    row["x_orjson"] = round(sync.median / found["orjson"].median, 4)
 
     calls = [lambda b=b: node_sync_call(b, ENVIRON) for b in node_bodies]
     for call in calls:
@@ -115,6 +126,7 @@ def measure_row(
         row["node_http"] = _cycle(posts, args.node_calls // 2).as_json()
     if not args.no_rss:
         row["rss"] = peak_rss(body, topology)
+    row["load_after"] = round(os.getloadavg()[0], 2)
     gc.unfreeze()
     return row
 

@@ -70,6 +70,27 @@ def timed(call: Callable[[], object], repeats: int, budget: float, collect: bool
     return Samples(tuple(samples))
 
 
+def interleaved(
+    calls: Mapping[str, Callable[[], object]], repeats: int, budget: float
+) -> dict[str, Samples]:
+    """Timings of several calls taken in turns (a, b, c, a, b, c, ...), so that a machine busy
+    with something else slows each of them alike and their ratios hold. Each call stops at
+    `repeats`, or when its next timing would take it over `budget` seconds (one at least)."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            taken = samples[name]
+            if taken and sum(taken) + taken[-1] > budget:
+                continue
+            gc.collect()
+            started = time.perf_counter()
+            result = call()
+            taken.append(time.perf_counter() - started)
+            del result
+    gc.collect()
+    return {name: Samples(tuple(taken)) for name, taken in samples.items()}
+
+
 def topology_sync_call(body: bytes, environ: Mapping[str, str], now: datetime) -> bytes:
     """What the /topology/sync route does with a body: decode, decide and render, encode."""
     request = wire.decode(body, wire.TopologySyncRequest)

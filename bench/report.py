@@ -210,7 +210,9 @@ def markdown(result: dict[str, Any]) -> str:
         " In-process = decode + sync + encode on the body, as the route does. floor = one pass"
         " over the bytes (`body.count(b'\"')`); orjson = `orjson.loads(body)`, GC on; ×floor and"
         " ×orjson = sync median / reference median. exp = log(t2/t1)/log(n2/n1) from the previous"
-        " size. Node sync: a client node's request (its Node + the topology with status).",
+        " size. Node sync: a client node's request (its Node + the topology with status)."
+        " load = 1-minute load average when the row started (2 CPUs: above ~1.5, other work"
+        " was competing; the ratios are timed in turns and hold better than absolute times).",
         "",
         "## Hook latency (ms)",
         "",
@@ -231,6 +233,7 @@ def markdown(result: dict[str, Any]) -> str:
         "node sync med",
         "node p95",
         "node HTTP med",
+        "load",
     ]
     body = []
     for r in rows:
@@ -244,15 +247,7 @@ def markdown(result: dict[str, Any]) -> str:
                     "-",
                     "-",
                     f"skipped ({r.get('skipped', '')})",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
-                    "-",
+                    *["-"] * 10,
                 ]
             )
             continue
@@ -274,6 +269,7 @@ def markdown(result: dict[str, Any]) -> str:
                 _ms(node["median_ms"]) if node else "-",
                 _ms(node["p95_ms"]) if node else "-",
                 _ms(node_http["median_ms"]) if node_http else "-",
+                str(r.get("load_before", "-")),
             ]
         )
     lines += _table(header, body)
