@@ -1,0 +1,354 @@
+"""Routing invariants of every topology over random clusters, after convergence: every node
+reaches every other, still does after any single RR failure (multi with 3 peers: any two), the
+same input in another order gives the same bytes, a joining node moves nobody else, and a lost
+RR moves only the clients of its groups, none of them losing more than that one RR."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+from golden import NOW, call_hook, topology, topology_sync_request
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from scenario import Scenario
+from strategies import INCOMPATIBLE, KINDS, PREFERRED, ZONE, make_node, specs
+
+from hooks.calico import GROUP_LABEL, PREVIOUS_GROUP_LABEL, label_value
+from hooks.planner import PlanResult, run_plan
+
+Json = dict[str, Any]
+TOPOLOGIES = ("simple", "multi", "quorum", "hierarchy")
+RACK = "topology.example.com/rack"
+# A group with a single RR (or an RR short anywhere) makes failure tolerance impossible; the
+# status says so with one of these Degraded reasons, and only then may a failure break routing.
+UNVERIFIABLE = frozenset({"TopologyUnverified", "InsufficientEligibleNodes"})
+SMALL = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+TINY = settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+# --- strategies --------------------------------------------------------------------------------
+
+
+@st.composite
+def racked_clusters(draw: st.DrawFn, max_nodes: int = 300) -> list[Json]:
+    """Like `clusters()`, but sized evenly up to `max_nodes` (hypothesis keeps lists short),
+    with racks inside each zone: some racks hold fewer than two eligible nodes, and some
+    nodes carry no rack label at all."""
+    zones = [f"zone-{chr(ord('a') + i)}" for i in range(draw(st.integers(1, 5), label="zones"))]
+    count = draw(st.one_of(st.integers(1, 12), st.integers(12, max_nodes)), label="count")
+    racks = draw(st.integers(1, 6), label="racks per zone")
+    rows = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(zones),
+                st.sampled_from(KINDS),
+                st.integers(0, 50),
+                st.integers(-1, racks - 1),
+            ),
+            min_size=count,
+            max_size=count,
+        ),
+        label="nodes",
+    )
+    nodes = []
+    for i, (zone, kind, hours, rack) in enumerate(rows):
+        node = make_node(f"node-{i:03d}", zone, kind, hours)
+        if rack >= 0:
+            node["metadata"]["labels"][RACK] = f"{zone}-r{rack}"
+        nodes.append(node)
+    return nodes
+
+
+@st.composite
+def topology_specs(draw: st.DrawFn, kind: str, peers: int | None = None) -> Json:
+    """`specs()` for any topology: multi draws peersPerNode, hierarchy names the rack label."""
+    spec: Json = draw(specs()) | {"topology": kind}
+    # More RRs than `specs()` draws, so clusters of 4 and 5 (quorum) and big groups occur.
+    spec["min"] = draw(st.integers(0, 5))
+    spec["max"] = draw(st.integers(max(spec["min"], 1), 8))
+    if kind == "multi":
+        spec["peersPerNode"] = peers if peers is not None else draw(st.integers(1, 4))
+    if kind == "hierarchy":
+        spec["rackLabel"] = RACK
+    return spec
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def node_list(nodes: list[Json]) -> Json:
+    return {"apiVersion": "v1", "kind": "List", "items": copy.deepcopy(nodes)}
+
+
+def plan(nodes: list[Json], spec: Json) -> PlanResult:
+    return run_plan(node_list(nodes), topology(spec), {}, NOW)
+
+
+def degraded_reasons(status: Json) -> set[str]:
+    return {
+        c["reason"]
+        for c in status.get("conditions", [])
+        if c["type"] == "Degraded" and c["status"] == "True"
+    }
+
+
+def failure_tolerant_by_design(status: Json) -> bool:
+    """The precondition of the failure checks: every group has at least two RRs, i.e. the
+    status reports neither TopologyUnverified nor InsufficientEligibleNodes."""
+    if degraded_reasons(status) & UNVERIFIABLE:
+        return False
+    small = [g["name"] for g in status.get("groups", []) if len(g["reflectors"]) < 2]
+    assert not small, f"groups {small} have one RR but the status does not say Degraded"
+    return True
+
+
+def rr_counts(status: Json) -> tuple[Counter[str], Counter[str]]:
+    """RRs located in each zone, and RRs serving each zone (or rack)."""
+    located = Counter({z["name"]: z["expected"] for z in status.get("zones", [])})
+    serving = Counter(rr.get("serves") or rr["zone"] for rr in status.get("routeReflectors", []))
+    return +located, serving
+
+
+def labels_of(nodes: list[Json]) -> dict[str, dict[str, str]]:
+    return {n["metadata"]["name"]: dict(n["metadata"].get("labels", {})) for n in nodes}
+
+
+def client_reflectors(labels: dict[str, str], status: Json) -> set[str]:
+    """The RRs a client peers with: its group's, plus its previous group's while it moves."""
+    groups = {label_value(g["name"]): g["reflectors"] for g in status.get("groups", [])}
+    found: set[str] = set()
+    for key in (GROUP_LABEL, PREVIOUS_GROUP_LABEL):
+        if key in labels:
+            found.update(groups.get(labels[key], ()))
+    return found
+
+
+def check_routing(result: PlanResult, *, pairs: bool = False) -> None:
+    """(1) reachability whenever some RR is planned; (2) any single RR failure, and (3) any
+    pair with `pairs`, when the status promises failure tolerance."""
+    status = result.status
+    report = result.verify(failures=True, pairs=pairs)
+    if not status["routeReflectors"]:
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "NoReflectors", ready
+        return
+    assert report.reachable, report.unreachable_examples
+    if failure_tolerant_by_design(status):
+        assert report.single_failure_ok, report.single_failure_examples
+        if pairs:
+            assert report.pair_failure_ok, report.pair_failure_examples
+
+
+# --- (1) reachability and (2) any single RR failure --------------------------------------------
+
+
+@pytest.mark.parametrize("kind", TOPOLOGIES)
+@SMALL
+@given(data=st.data())
+def test_every_node_reaches_every_other_and_survives_any_single_rr_failure(
+    kind: str, data: st.DataObject
+) -> None:
+    spec = data.draw(topology_specs(kind), label="spec")
+    nodes = data.draw(racked_clusters(), label="nodes")
+    check_routing(plan(nodes, spec))
+
+
+# --- (3) multi with three peers per client: any two RRs ----------------------------------------
+
+
+@TINY
+@given(spec=topology_specs("multi", peers=3), nodes=racked_clusters(max_nodes=150))
+def test_multi_with_three_peers_survives_any_two_rr_failures(spec: Json, nodes: list[Json]) -> None:
+    result = plan(nodes, spec)
+    status = result.status
+    zones = {rr["zone"] for rr in status["routeReflectors"]}
+    # Precondition: every group has >= 2 RRs (as above), and >= 3 RRs in >= 2 zones.
+    assume(failure_tolerant_by_design(status))
+    assume(len(status["routeReflectors"]) >= 3 and len(zones) >= 2)
+    assert all(len(g["reflectors"]) == 3 for g in status["groups"]), status["groups"]
+    check_routing(result, pairs=True)
+
+
+# --- (1)-(3) on larger clusters, as plain tests ------------------------------------------------
+
+
+def big_cluster(
+    count: int, zones: int, racks: int, seed: int, unusual: float = 0.05
+) -> list[Json]:
+    """`count` nodes over `zones` zones and `racks` racks per zone; some unusual."""
+    rng = random.Random(seed)
+    nodes = []
+    for i in range(count):
+        zone = f"zone-{chr(ord('a') + i % zones)}"
+        kind = rng.choice(KINDS[12:]) if rng.random() < unusual else "plain"
+        node = make_node(f"node-{i:04d}", zone, kind, rng.randint(0, 500))
+        if rng.random() < 0.95:
+            node["metadata"]["labels"][RACK] = f"{zone}-r{rng.randrange(racks)}"
+        nodes.append(node)
+    return nodes
+
+
+BIG_SPEC: Json = {
+    "zoneLabel": ZONE,
+    "min": 2,
+    "max": 6,
+    "ratio": 0.01,
+    "incompatibleLabels": [INCOMPATIBLE],
+    "preferredLabels": [f"{PREFERRED}=preferred"],
+    "rackLabel": RACK,
+}
+
+
+@pytest.mark.parametrize("kind", TOPOLOGIES)
+def test_two_thousand_nodes_in_three_zones_route_and_survive_any_single_rr_failure(
+    kind: str,
+) -> None:
+    result = plan(big_cluster(2000, 3, 6, seed=7), BIG_SPEC | {"topology": kind})
+    assert result.status["routeReflectors"]
+    assert failure_tolerant_by_design(result.status), result.status["conditions"]
+    check_routing(result, pairs=kind == "multi")
+
+
+@pytest.mark.parametrize("per_zone", [3, 4, 5, 6, 7, 8])
+def test_quorum_clusters_of_every_size_survive_any_single_rr_failure(per_zone: int) -> None:
+    """One zone with `per_zone` RRs: clusters of 3 to 5 (and 6 = 3+3, 7 = 4+3, 8 = 4+4)."""
+    spec = {"topology": "quorum", "zoneLabel": ZONE, "min": per_zone, "max": per_zone}
+    result = plan(big_cluster(60, 1, 1, seed=per_zone, unusual=0), spec)
+    cluster_of = {rr["node"]: rr["clusterID"] for rr in result.status["routeReflectors"]}
+    sizes = Counter(cluster_of.values())
+    assert sum(sizes.values()) == per_zone
+    for group in result.status["groups"]:
+        k = sizes[cluster_of[group["reflectors"][0]]]
+        assert 2 * len(group["reflectors"]) - k > 1, (group, k)
+    check_routing(result)
+
+
+# --- (4) shuffled input, same bytes ------------------------------------------------------------
+
+
+def shuffled(items: list[Json], rng: random.Random) -> list[Json]:
+    out = copy.deepcopy(items)
+    rng.shuffle(out)
+    return out
+
+
+@pytest.mark.parametrize("kind", TOPOLOGIES)
+@TINY
+@given(data=st.data(), rng=st.randoms(use_true_random=False))
+def test_shuffled_input_gives_the_same_topology_sync_and_plan_bytes(
+    kind: str, data: st.DataObject, rng: random.Random
+) -> None:
+    spec = data.draw(topology_specs(kind), label="spec")
+    nodes = data.draw(racked_clusters(max_nodes=150), label="nodes")
+
+    def sync(nodes: list[Json], status: Json | None = None, peers: list[Json] = []) -> bytes:  # noqa: B006 - never mutated
+        return call_hook(
+            "topology-sync", json.dumps(topology_sync_request(spec, nodes, status, peers)).encode()
+        )
+
+    assert sync(shuffled(nodes, rng)) == sync(nodes)
+    result = plan(nodes, spec)
+    again = plan(shuffled(nodes, rng), spec)
+    assert json.dumps(again.as_json()) == json.dumps(result.as_json())
+    # From the converged state: status lists and observed children in another order too.
+    status = copy.deepcopy(result.status)
+    for key in ("routeReflectors", "groups", "zones", "conditions"):
+        rng.shuffle(status.get(key, []))
+    converged = sync(result.nodes, result.status, result.bgp_peers)
+    assert sync(shuffled(result.nodes, rng), status, shuffled(result.bgp_peers, rng)) == converged
+
+
+# --- (5) a joining node moves nobody else ------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", TOPOLOGIES)
+@SMALL
+@given(data=st.data())
+def test_a_node_joining_without_changing_any_rr_count_changes_only_its_own_labels(
+    kind: str, data: st.DataObject
+) -> None:
+    spec = data.draw(topology_specs(kind), label="spec")
+    nodes = data.draw(racked_clusters(max_nodes=150), label="nodes")
+    converged = plan(nodes, spec)
+    zone = data.draw(st.sampled_from(["zone-a", "zone-b", "zone-c", "zone-z"]), label="zone")
+    joining = make_node(
+        data.draw(st.sampled_from(["node-new", "a-new", "node-000a"]), label="name"),
+        zone,
+        data.draw(st.sampled_from(KINDS), label="kind"),
+        data.draw(st.integers(0, 60), label="hours"),
+    )
+    rack = data.draw(st.sampled_from([None, "r0", "r1", "r9"]), label="rack")
+    if rack is not None:
+        joining["metadata"]["labels"][RACK] = f"{zone}-{rack}"
+    name = joining["metadata"]["name"]
+    after = run_plan(node_list([*converged.nodes, joining]), converged.topology, {}, NOW)
+    # Precondition: no zone (nor rack) gains or loses an RR.
+    assume(rr_counts(after.status) == rr_counts(converged.status))
+    moved = sorted(set(after.changes) - {name})
+    assert not moved, {n: after.changes[n] for n in moved[:5]}
+
+
+# --- (6) a lost RR moves only the clients of its groups, each losing only that RR -------------
+
+
+def with_addresses(nodes: list[Json]) -> list[Json]:
+    """Nodes as the Scenario's fake calico-node reads them (an InternalIP each)."""
+    out = copy.deepcopy(nodes)
+    for index, node in enumerate(out):
+        node["status"]["addresses"] = [
+            {"type": "InternalIP", "address": f"10.0.{index // 256}.{index % 256}"}
+        ]
+    return out
+
+
+@pytest.mark.parametrize("kind", TOPOLOGIES)
+@TINY
+@given(data=st.data())
+def test_removing_an_rr_changes_only_the_labels_of_clients_of_its_groups(
+    kind: str, data: st.DataObject
+) -> None:
+    spec = data.draw(topology_specs(kind), label="spec")
+    nodes = data.draw(racked_clusters(max_nodes=60), label="nodes")
+    # Converge first (unchecked: with no RR yet and the mesh off nothing routes), then check.
+    cluster = Scenario(spec, with_addresses(nodes), check=False)
+    cluster.run_until_still()
+    before_status = copy.deepcopy(cluster.status or {})
+    assume(before_status.get("routeReflectors"))
+    cluster.check = True
+    gone = data.draw(
+        st.sampled_from([rr["node"] for rr in before_status["routeReflectors"]]), label="gone"
+    )
+    before = labels_of(list(cluster.node_map.values()))
+    cluster.remove(gone)
+    cluster.step()  # also checks reachability and that no client loses two RRs at once
+    after_status = cluster.status or {}
+    demand = {z["name"]: z["demand"] for z in before_status["zones"]}
+    # Precondition: the node's absence changes no zone's demand (its RR is replaced, if it can).
+    assume({z["name"]: z["demand"] for z in after_status["zones"]} == demand)
+    after = labels_of(list(cluster.node_map.values()))
+    its_groups = {
+        label_value(g["name"]) for g in before_status["groups"] if gone in g["reflectors"]
+    }
+    new_rrs = {rr["node"] for rr in after_status["routeReflectors"]} - {
+        rr["node"] for rr in before_status["routeReflectors"]
+    }
+    for name, labels in after.items():
+        if labels == before[name] or name in new_rrs:  # a replacement RR gets its RR labels
+            continue
+        assert before[name].get(GROUP_LABEL) in its_groups, (
+            f"{name} was in {before[name].get(GROUP_LABEL)} (not a group of {gone}) and changed:"
+            f" {before[name]} -> {labels}"
+        )
+    rrs_after = {rr["node"] for rr in after_status["routeReflectors"]}
+    for name, labels in after.items():
+        if name in rrs_after or GROUP_LABEL not in before[name]:
+            continue
+        lost = client_reflectors(before[name], before_status) - client_reflectors(
+            labels, after_status
+        )
+        assert len(lost) <= 1, f"{name} lost {sorted(lost)} after {gone} went"
