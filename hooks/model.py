@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+import msgspec
+
 Topology = Literal["simple", "multi", "quorum", "hierarchy"]
 TOPOLOGIES: tuple[Topology, ...] = ("simple", "multi", "quorum", "hierarchy")
 Datastore = Literal["incluster", "kubernetes", "etcdv3"]
@@ -18,16 +20,17 @@ class ReflectorState(StrEnum):
     PENDING = "Pending"
 
 
-@dataclass(frozen=True, slots=True)
-class Taint:
+class Taint(msgspec.Struct, frozen=True, gc=False):
     key: str
     value: str
     effect: str
 
 
-@dataclass(frozen=True, slots=True)
-class NodeInfo:
-    """One Kubernetes Node, reduced to what the plan reads."""
+class NodeInfo(msgspec.Struct, frozen=True, gc=False):
+    """One Kubernetes Node, reduced to what the plan reads.
+
+    A frozen msgspec struct rather than a dataclass: 20,000 are built per topology sync, and a
+    frozen dataclass costs ten times as much to construct."""
 
     name: str
     labels: dict[str, str]

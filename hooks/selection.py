@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from hooks.config import Settings
@@ -122,24 +121,26 @@ def select_reflectors(
     wanted = {zone: demand(ready.get(zone, 0), settings) for zone in names}
     taken: dict[str, Choice] = {}
     placed = dict.fromkeys(names, 0)
-
-    def ranked(zone: str, serves: str, count: int) -> Iterable[NodeInfo]:
-        # Only the best `count` not yet taken can matter: a partial sort keeps this O(n).
-        pool = candidates.get(zone, [])
-        return heapq.nsmallest(
-            count + placed[zone],
-            pool,
-            key=lambda n: (
-                0 if current.get(n.name) == serves else 1 if n.name in current else 2,
-                not is_preferred(n, settings),
-                n.created,
-                n.name,
-            ),
+    prefer = settings.preferred_labels
+    # One sort per zone by the base rank; today's RRs are few and go first (serving the same
+    # zone first), so ranking never has to look at every candidate again.
+    order = {
+        zone: sorted(
+            pool, key=lambda n: (bool(prefer) and not is_preferred(n, settings), n.created, n.name)
         )
+        for zone, pool in candidates.items()
+    }
+    kept = {zone: [n for n in pool if n.name in current] for zone, pool in order.items()}
+
+    def ranked(zone: str, serves: str) -> Iterator[NodeInfo]:
+        mine = kept.get(zone, [])
+        yield from (n for n in mine if current[n.name] == serves)
+        yield from (n for n in mine if current[n.name] != serves)
+        yield from (n for n in order.get(zone, []) if n.name not in current)
 
     def take(zone: str, serves: str, count: int) -> int:
         got = 0
-        for node in ranked(zone, serves, count):
+        for node in ranked(zone, serves):
             if got == count:
                 break
             if node.name not in taken:

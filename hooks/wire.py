@@ -98,20 +98,25 @@ class NodeWire(msgspec.Struct):
 
     def to_info(self) -> NodeInfo:
         meta = self.metadata
-        spec = self.spec or NodeSpecWire()
+        spec = self.spec
         ready = False
-        for condition in (self.status.conditions or []) if self.status else []:
-            if condition.type == "Ready":
-                ready = condition.status == "True"
+        status = self.status
+        if status is not None and status.conditions:
+            for condition in status.conditions:
+                if condition.type == "Ready":
+                    ready = condition.status == "True"
+        taints: tuple[Taint, ...] = ()
+        if spec is not None and spec.taints:
+            taints = tuple(Taint(t.key, t.value, t.effect) for t in spec.taints)
         return NodeInfo(
-            name=meta.name,
-            labels=meta.labels or {},
-            annotations=meta.annotations.as_dict() if meta.annotations else {},
-            created=meta.creationTimestamp or "",
-            ready=ready,
-            deleting=meta.deletionTimestamp is not None,
-            unschedulable=spec.unschedulable,
-            taints=tuple(Taint(t.key, t.value, t.effect) for t in spec.taints or ()),
+            meta.name,
+            meta.labels or {},
+            meta.annotations.as_dict() if meta.annotations is not None else {},
+            meta.creationTimestamp or "",
+            ready,
+            meta.deletionTimestamp is not None,
+            spec.unschedulable if spec is not None else False,
+            taints,
         )
 
 

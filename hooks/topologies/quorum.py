@@ -4,7 +4,7 @@ one cluster, 2m - k > 1, so any two clients of a cluster still share an RR after
 RRs sharing a cluster ID never pass their clients' routes to each other (design §4): a client's
 route reaches another client of the same cluster only through an RR both peer with. Clusters are
 cut from the RRs serving each zone: as many clusters of 3 as fit, the remainder spread over them
-(k is 2 to 5), and m = k // 2 + 1 (k=2,3 → m=k; k=4 → 3; k=5 → 4). A cluster keeps its ID and its
+(k is 2 to 5), and m = (k + 1) // 2 + 1 (k=2,3 → m=k; k=4 → 3; k=5 → 4). A cluster keeps its ID and its
 members across syncs; only the clusters an RR left or joined change.
 """
 
@@ -34,7 +34,7 @@ CLUSTER_SIZE = 3
 
 def members_per_client(k: int) -> int:
     """Smallest m with 2m - k > 1 (every RR of a cluster of one or two)."""
-    return min(k, k // 2 + 1)
+    return min(k, (k + 1) // 2 + 1)
 
 
 def partition(members: Sequence[str], previous: dict[str, str]) -> list[list[str]]:
