@@ -443,3 +443,82 @@ if __name__ == "__main__":
         write_requests()
     else:
         raise SystemExit("usage: python tests/golden.py write-requests")
+
+
+# --- multi, quorum and hierarchy cases -------------------------------------------------------
+# Written once, like the rest, but on their own (`write_topology_requests()`, e.g.
+# `cd tests && python -c 'import golden; golden.write_topology_requests()'`), so writing them
+# never rewrites the older requests above.
+
+RACK = "topology.example.com/rack"
+SPEC_MULTI = {"topology": "multi", "zoneLabel": ZONE, "min": 2, "max": 4, "ratio": 0.2}
+# Zones of 10, 8 and 3 ready nodes demand 5, 4 and 3 RRs: one cluster each, k = 5, 4 and 3.
+SPEC_QUORUM = {"topology": "quorum", "zoneLabel": ZONE, "min": 3, "max": 5, "ratio": 0.5}
+SPEC_HIERARCHY = {
+    "topology": "hierarchy",
+    "zoneLabel": ZONE,
+    "rackLabel": RACK,
+    "min": 2,
+    "max": 4,
+    "ratio": 0.1,
+}
+
+
+def _multi_nodes() -> list[Json]:
+    """15 nodes in 3 zones; zone-c has one cordoned and one NotReady node."""
+    nodes = _zone("a", 6) + _zone("b", 5, 3) + _zone("c", 2, 5)
+    nodes.append(node("c-03", "zone-c", day=7, unschedulable=True))
+    nodes.append(node("c-04", "zone-c", day=8, ready="False"))
+    return nodes
+
+
+def _quorum_nodes() -> list[Json]:
+    return _zone("a", 10) + _zone("b", 8, 2) + _zone("c", 3, 4)
+
+
+def _hierarchy_nodes() -> list[Json]:
+    """Racks r1 (5 nodes, zone-a), r2 (4, zone-b), r3 (2, zone-c, one cordoned: fewer than two
+    eligible, so the spine serves it) and 3 nodes without a rack label, one per zone."""
+    nodes = [node(f"r1-{i:02d}", "zone-a", day=i, labels={RACK: "r1"}) for i in range(1, 6)]
+    nodes += [node(f"r2-{i:02d}", "zone-b", day=i + 1, labels={RACK: "r2"}) for i in range(1, 5)]
+    nodes.append(node("r3-01", "zone-c", day=2, labels={RACK: "r3"}))
+    nodes.append(node("r3-02", "zone-c", day=3, labels={RACK: "r3"}, unschedulable=True))
+    nodes += [node(f"edge-{z}", f"zone-{z}", day=9) for z in "abc"]
+    return nodes
+
+
+TOPOLOGY_CASES: dict[str, tuple[Json, Callable[[], list[Json]]]] = {
+    "multi": (SPEC_MULTI, _multi_nodes),
+    "quorum": (SPEC_QUORUM, _quorum_nodes),
+    "hierarchy": (SPEC_HIERARCHY, _hierarchy_nodes),
+}
+
+
+def topology_cases() -> dict[str, dict[str, Json]]:
+    """Per topology: a first topology sync, and node syncs of a client and an RR under the
+    converged plan."""
+    out: dict[str, dict[str, Json]] = {"topology-sync": {}, "node-sync": {}}
+    for kind, (spec, make) in TOPOLOGY_CASES.items():
+        case = {"multi": "three-zones", "quorum": "three-zones", "hierarchy": "three-racks"}[kind]
+        out["topology-sync"][f"{kind}-{case}"] = topology_sync_request(spec, make())
+        _, status, _ = _with_rrs(spec, make())
+        planned = topology(spec, status)
+        by_name = {n["metadata"]["name"]: n for n in make()}
+        rrs = [rr["node"] for rr in status["routeReflectors"]]
+        in_rack = [
+            name
+            for name, n in sorted(by_name.items())
+            if name not in rrs and RACK in n["metadata"]["labels"]
+        ]
+        client = in_rack[0] if kind == "hierarchy" else next(n for n in by_name if n not in rrs)
+        out["node-sync"][f"{kind}-client"] = node_sync_request(by_name[client], [planned])
+        out["node-sync"][f"{kind}-reflector"] = node_sync_request(by_name[rrs[0]], [planned])
+    return out
+
+
+def write_topology_requests() -> None:
+    for hook, by_case in topology_cases().items():
+        for case, request in by_case.items():
+            folder = FIXTURES / hook / case
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "request.json").write_text(canonical(request))
