@@ -177,9 +177,7 @@ def test_multi_with_three_peers_survives_any_two_rr_failures(spec: Json, nodes: 
 # --- (1)-(3) on larger clusters, as plain tests ------------------------------------------------
 
 
-def big_cluster(
-    count: int, zones: int, racks: int, seed: int, unusual: float = 0.05
-) -> list[Json]:
+def big_cluster(count: int, zones: int, racks: int, seed: int, unusual: float = 0.05) -> list[Json]:
     """`count` nodes over `zones` zones and `racks` racks per zone; some unusual."""
     rng = random.Random(seed)
     nodes = []
