@@ -115,12 +115,14 @@ def compare(
     after_nodes: Sequence[Json],
     after_peers: list[Json],
     joined: Mapping[str, Json],
+    old_adj: Mapping[str, set[str]] | None = None,
 ) -> dict[str, int]:
     """Nodes whose labels (or cluster ID) differ, and clients that lost one of their RRs."""
     old = {n["metadata"]["name"]: n for n in before.nodes} | dict(joined)
     changed = sum(1 for n in after_nodes if _ours(n) != _ours(old[n["metadata"]["name"]]))
     old_rrs, new_rrs = set(cluster_ids(before.nodes)), set(cluster_ids(after_nodes))
-    old_adj = sessions(before.nodes, before.bgp_peers)
+    if old_adj is None:
+        old_adj = sessions(before.nodes, before.bgp_peers)
     new_adj = sessions(after_nodes, after_peers)
     lost = 0
     for name, neighbours in new_adj.items():
@@ -167,14 +169,16 @@ def churn(
     """Per event: what the hooks change from `state` (kept RRs, status read back), against a
     plan from scratch (no status, nodes without our labels) on the same nodes."""
     results: dict[str, Any] = {}
+    old_adj = sessions(state.nodes, state.bgp_peers)  # the same "before" for every event
     for event, nodes, joined in _events(state, gen, count):
         kept = run_plan({"items": nodes}, state.topology, environ, NOW)
         scratch = run_plan(
             {"items": [strip_ours(n) for n in nodes]}, topology_object(topology), environ, NOW
         )
         results[event] = {
-            "hooks": compare(state, kept.nodes, kept.bgp_peers, joined) | {"rounds": kept.rounds},
-            "scratch": compare(state, scratch.nodes, scratch.bgp_peers, joined),
+            "hooks": compare(state, kept.nodes, kept.bgp_peers, joined, old_adj)
+            | {"rounds": kept.rounds},
+            "scratch": compare(state, scratch.nodes, scratch.bgp_peers, joined, old_adj),
         }
     return results
 
