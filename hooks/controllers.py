@@ -44,6 +44,7 @@ from hooks.wire import (
     TopologySyncResponse,
     decode_nodes,
     decode_topologies,
+    read_status,
 )
 
 Environ = Mapping[str, str]
@@ -333,7 +334,7 @@ def plan_status(plan: Plan) -> dict[str, Any]:
         "routeReflectors": [
             {"node": rr.node, "zone": rr.zone, "clusterID": rr.cluster_id, "state": str(rr.state)}
             | ({"role": rr.role} if rr.role else {})
-            | ({"serves": rr.serves} if rr.serves else {})
+            | ({"serves": rr.serves} if rr.serves is not None else {})
             | ({"since": rr.since} if rr.since else {})
             for rr in plan.reflectors
         ],
@@ -541,6 +542,32 @@ def topology_sync(
 NO_CHANGE = NodeSyncResponse(labels={}, annotations={})
 
 
+@dataclass(frozen=True)
+class _PlanView:
+    """What a node sync needs of the topology's status, parsed once per status: every Node is
+    synced against the same one."""
+
+    topology: str
+    reflectors: Mapping[str, str]  # RR node → its cluster ID
+    groups: tuple[Group, ...]  # the groups clients may join (retiring ones excluded)
+    retiring: frozenset[str]  # label values of retiring groups
+
+
+@lru_cache(maxsize=8)
+def _plan_view(raw: bytes) -> _PlanView:
+    status = read_status(raw)
+    return _PlanView(
+        topology=status.topology,
+        reflectors={rr.node: rr.clusterID for rr in status.routeReflectors},
+        groups=tuple(
+            Group(g.name, g.zone, tuple(g.reflectors), g.rack or None)
+            for g in status.groups
+            if not g.retiringSince
+        ),
+        retiring=frozenset(label_value(g.name) for g in status.groups if g.retiringSince),
+    )
+
+
 def node_sync(request: NodeSyncRequest, environ: Environ) -> NodeSyncResponse:
     """The labels and annotations one Node should carry, by the plan in the topology's status."""
     node = request.object.to_info()
@@ -559,33 +586,27 @@ def node_sync(request: NodeSyncRequest, environ: Environ) -> NodeSyncResponse:
         settings = settings_for(topology.spec, environ)
     except SpecError:
         return NO_CHANGE
-    status = topology.read_status()
-    if settings.paused or not status.topology:
+    view = _plan_view(bytes(topology.status))
+    if settings.paused or not view.topology:
         return NO_CHANGE
     key, value = settings.reflector_label
     known_labels.add(key)
     desired_labels: dict[str, str] = {}
     desired_annotations: dict[str, str] = {}
-    reflector = next((rr for rr in status.routeReflectors if rr.node == node.name), None)
-    if reflector is not None:
+    cluster_id = view.reflectors.get(node.name)
+    if cluster_id is not None:
         desired_labels[key] = value
         desired_labels[REFLECTOR_LABEL] = reflector_token(node.name)
         if settings.datastore != "etcdv3":
-            desired_annotations[CLUSTER_ID_ANNOTATION] = reflector.clusterID
+            desired_annotations[CLUSTER_ID_ANNOTATION] = cluster_id
     else:
-        groups = [
-            Group(g.name, g.zone, tuple(g.reflectors), g.rack or None)
-            for g in status.groups
-            if not g.retiringSince
-        ]
-        retiring = {label_value(g.name) for g in status.groups if g.retiringSince}
         rack = node.labels.get(settings.rack_label, "") if settings.rack_label else ""
-        group = group_for(node.name, zone_of(node, settings), rack, groups)
+        group = group_for(node.name, zone_of(node, settings), rack, view.groups)
         if group is not None:
             desired_labels[GROUP_LABEL] = label_value(group.name)
         # A client leaving a retiring group keeps it as its previous group until it retires.
         for held in (node.labels.get(GROUP_LABEL), node.labels.get(PREVIOUS_GROUP_LABEL)):
-            if held in retiring and held != desired_labels.get(GROUP_LABEL):
+            if held in view.retiring and held != desired_labels.get(GROUP_LABEL):
                 desired_labels[PREVIOUS_GROUP_LABEL] = held
                 break
     labels, annotations = node_changes(

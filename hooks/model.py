@@ -52,7 +52,9 @@ class RouteReflector:
     cluster_id: str
     state: ReflectorState = ReflectorState.ACTIVE
     role: str = ""  # hierarchy: "spine" or "rack"; empty elsewhere
-    serves: str = ""  # the zone (or, in hierarchy, rack) it serves when that is not its own zone
+    # The zone (hierarchy: the rack) it serves when that is not its own zone; None when it is.
+    # "" is a zone of its own (nodes without the zone label), so None is the only "not set".
+    serves: str | None = None
     since: str = ""  # when it entered its current state (Draining, Pending), for timeouts
 
 

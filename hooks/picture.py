@@ -69,7 +69,7 @@ class _Reflector:
     cluster_id: str
     state: str
     role: str
-    serves: str
+    serves: str | None
     clients: int
 
 
@@ -147,7 +147,7 @@ def _reflector(raw: Mapping[str, Any], groups: Iterable[_Group]) -> _Reflector:
         cluster_id=str(raw.get("clusterID", "")),
         state=str(raw.get("state", "Active")),
         role=str(raw.get("role", "")),
-        serves=str(raw.get("serves", "")),
+        serves=None if raw.get("serves") is None else str(raw["serves"]),
         clients=clients,
     )
 
@@ -162,7 +162,7 @@ def _colours(reflectors: Iterable[_Reflector]) -> dict[str, str]:
 
 
 def _drawing_order(rr: _Reflector) -> tuple[int, str, str]:
-    return (0 if rr.role == "spine" else 1, rr.serves, rr.node)
+    return (0 if rr.role == "spine" else 1, rr.serves or "", rr.node)
 
 
 def _zones(
@@ -340,7 +340,7 @@ def _caption(rr: _Reflector) -> str:
         words.append("spine")
     elif rr.role == "rack":
         words.append(f"rack {rr.serves}")
-    elif rr.serves:
+    elif rr.serves is not None:
         words.append(f"serves {_zone_label(rr.serves)}")
     if rr.state != "Active":
         words.append(rr.state)

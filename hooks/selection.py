@@ -103,8 +103,9 @@ def select_reflectors(
 ) -> Selection:
     """Choose RRs per zone. `current` maps today's RRs to the zone each serves.
 
-    Current RRs that are still eligible are kept (serving the same zone first), then the
-    best-ranked candidates are added: preferred labels, oldest, name. Same input, same output.
+    Current RRs that are still eligible are kept (serving the same zone), then the best-ranked
+    candidates are added: preferred labels, oldest, name; an RR serving another zone only as a
+    last resort. Same input, same output.
     """
     by_zone: dict[str, list[NodeInfo]] = {}
     ready: dict[str, int] = {}
@@ -134,9 +135,11 @@ def select_reflectors(
 
     def ranked(zone: str, serves: str) -> Iterator[NodeInfo]:
         mine = kept.get(zone, [])
+        # An RR serving another zone comes last: taking it over would change its cluster ID
+        # (a session reset) and leave the zone it served short in the same step.
         yield from (n for n in mine if current[n.name] == serves)
-        yield from (n for n in mine if current[n.name] != serves)
         yield from (n for n in order.get(zone, []) if n.name not in current)
+        yield from (n for n in mine if current[n.name] != serves)
 
     def take(zone: str, serves: str, count: int) -> int:
         got = 0

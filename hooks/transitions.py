@@ -91,7 +91,7 @@ def apply_transitions(
             for name, members in before_groups.items()
             if old.node in members and name in groups
         ]
-        zone = old.serves or old.zone
+        zone = old.served()
         can_go = (
             not pending
             and not shrinking

@@ -126,8 +126,12 @@ class ReflectorWire(msgspec.Struct, omit_defaults=True):
     clusterID: str = ""
     state: str = "Active"
     role: str = ""
-    serves: str = ""
+    serves: str | None = None
     since: str = ""
+
+    def served(self) -> str:
+        """The zone (hierarchy: rack) this RR serves."""
+        return self.serves if self.serves is not None else self.zone
 
 
 class GroupWire(msgspec.Struct, omit_defaults=True):
@@ -170,13 +174,17 @@ class TopologyWire(msgspec.Struct):
     status: msgspec.Raw = msgspec.field(default_factory=lambda: msgspec.Raw(b"null"))
 
     def read_status(self) -> TopologyStatusWire:
-        """The previous status; one that does not parse (edited by hand) counts as none."""
-        if bytes(self.status) == b"null":
-            return TopologyStatusWire()
-        try:
-            return msgspec.json.decode(self.status, type=TopologyStatusWire)
-        except msgspec.ValidationError:
-            return TopologyStatusWire()
+        return read_status(bytes(self.status))
+
+
+def read_status(raw: bytes) -> TopologyStatusWire:
+    """A topology's status; one that does not parse (edited by hand) counts as none."""
+    if raw == b"null":
+        return TopologyStatusWire()
+    try:
+        return msgspec.json.decode(raw, type=TopologyStatusWire)
+    except msgspec.ValidationError:
+        return TopologyStatusWire()
 
 
 class CustomizeRequest(msgspec.Struct):
@@ -228,7 +236,7 @@ class CustomizeResponse(msgspec.Struct, forbid_unknown_fields=True):
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
 
 
-def decode(body: bytes, kind: type[T]) -> T:
+def decode(body: bytes | bytearray, kind: type[T]) -> T:
     """Decode a request body, or raise BadRequest naming the field that is wrong."""
     try:
         return msgspec.json.decode(body, type=kind)

@@ -32,11 +32,11 @@ class Previous:
 
     def served_zone(self, node: str) -> str | None:
         rr = self.reflectors.get(node)
-        return (rr.serves or rr.zone) if rr else None
+        return rr.served() if rr else None
 
     def serving(self, nodes: Iterable[NodeInfo], settings: Settings) -> dict[str, str]:
         """Today's RRs → the zone each serves; labelled nodes not in status serve their own."""
-        current = {node: rr.serves or rr.zone for node, rr in self.reflectors.items()}
+        current = {node: rr.served() for node, rr in self.reflectors.items()}
         for node in nodes:
             if node.name in self.labelled and node.name not in current:
                 current[node.name] = zone_of(node, settings)
@@ -50,8 +50,8 @@ class Previous:
         return rr.clusterID if rr and rr.clusterID else self.labelled.get(node)
 
 
-def served_elsewhere(choice: Choice) -> str:
-    return choice.serves if choice.serves != choice.zone else ""
+def served_elsewhere(choice: Choice) -> str | None:
+    return choice.serves if choice.serves != choice.zone else None
 
 
 def labelled_reflectors(nodes: Iterable[NodeInfo], settings: Settings) -> dict[str, str]:

@@ -29,7 +29,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     eligible = [n for n in nodes if ineligibility(n, settings) is None]
     was = {name: (rr.role, rr.serves) for name, rr in previous.reflectors.items()}
 
-    def rank(node: NodeInfo, role: str, serves: str) -> tuple[int, bool, str, str]:
+    def rank(node: NodeInfo, role: str, serves: str | None) -> tuple[int, bool, str, str]:
         before = was.get(node.name)
         return (
             0 if before == (role, serves) else 1 if node.name in previous.labelled else 2,
@@ -49,7 +49,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         if rack:
             racks.setdefault(rack, []).append(node)
     choices: list[Choice] = []
-    roles: dict[str, tuple[str, str]] = {}
+    roles: dict[str, tuple[str, str | None]] = {}
     for rack in sorted(racks):
         if rack not in ready_racks or len(racks[rack]) < RACK_REFLECTORS:
             continue
@@ -62,12 +62,12 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     spine_count = max(RACK_REFLECTORS, settings.min)
     spare = [n for n in eligible if n.name not in roles]
     by_zone: dict[str, list[NodeInfo]] = {}
-    for node in sorted(spare, key=lambda n: rank(n, "spine", "")):
+    for node in sorted(spare, key=lambda n: rank(n, "spine", None)):
         by_zone.setdefault(zone_of(node, settings), []).append(node)
     # Current spine RRs first, then round-robin over zones so the spine survives a zone loss.
     ordered = sorted(
         (
-            (rank(n, "spine", "")[0] > 0, i, zone, n)
+            (rank(n, "spine", None)[0] > 0, i, zone, n)
             for zone, ns in by_zone.items()
             for i, n in enumerate(ns)
         ),
@@ -75,7 +75,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     )
     for _, _, zone, node in ordered[:spine_count]:
         choices.append(Choice(node.name, zone, SPINE))
-        roles[node.name] = ("spine", "")
+        roles[node.name] = ("spine", None)
     shortfall = max(0, spine_count - len(ordered))
 
     keys = sorted({f"rack:{serves}" for _, (role, serves) in roles.items() if role == "rack"})
@@ -93,25 +93,19 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
             c.zone,
             ids[SPINE if c.serves == SPINE else f"rack:{c.serves}"],
             role="spine" if c.serves == SPINE else "rack",
-            serves="" if c.serves == SPINE else c.serves,
+            serves=None if c.serves == SPINE else c.serves,
         )
         for c in choices
     )
     spine = tuple(rr.node for rr in reflectors if rr.role == "spine")
     rack_rrs = tuple(rr.node for rr in reflectors if rr.role == "rack")
-    groups = [
-        Group(
-            rack_group(rack),
-            zone_of_rack,
-            tuple(rr.node for rr in reflectors if rr.serves == rack),
-            rack,
-        )
-        for rack, zone_of_rack in sorted(
-            {(rr.serves, rr.zone) for rr in reflectors if rr.role == "rack"},
-            key=lambda item: item[0],
-        )
-    ]
-    groups = list({g.rack: g for g in groups}.values())
+    members: dict[str, list[str]] = {}
+    home: dict[str, str] = {}
+    for rr in reflectors:
+        if rr.role == "rack" and rr.serves is not None:
+            members.setdefault(rr.serves, []).append(rr.node)
+            home.setdefault(rr.serves, rr.zone)
+    groups = [Group(rack_group(r), home[r], tuple(members[r]), r) for r in sorted(members)]
     if spine:
         groups.insert(0, Group(SPINE, "", spine, None))
     peerings: list[Peering] = []
@@ -124,12 +118,13 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     ]
 
     counts: dict[str, list[int]] = {}
+    eligible_names = {n.name for n in eligible}
     for node in nodes:
         zone = zone_of(node, settings)
         row = counts.setdefault(zone, [0, 0, 0, 0])
         row[0] += 1
         row[1] += node.ready and not node.deleting
-        row[2] += node in eligible
+        row[2] += node.name in eligible_names
     for choice in choices:
         counts[choice.zone][3] += 1
     selection = Selection(

@@ -4,14 +4,17 @@ one cluster, 2m - k > 1, so any two clients of a cluster still share an RR after
 RRs sharing a cluster ID never pass their clients' routes to each other (design §4): a client's
 route reaches another client of the same cluster only through an RR both peer with. Clusters are
 cut from the RRs serving each zone: as many clusters of 3 as fit, the remainder spread over them
-(k is 2 to 5), and m = (k + 1) // 2 + 1 (k=2,3 → m=k; k=4 → 3; k=5 → 4). A cluster keeps its ID and its
-members across syncs; only the clusters an RR left or joined change.
+(k is 2 to 5), and m = (k + 1) // 2 + 1 (k=2,3 → m=k; k=4 → 3; k=5 → 4). A cluster keeps
+its ID, its members and its group names across syncs; only the clusters an RR left or joined
+change.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Sequence
-from itertools import combinations
+from math import comb
 
 from hooks.config import Settings
 from hooks.model import (
@@ -25,7 +28,13 @@ from hooks.model import (
     RouteReflector,
 )
 from hooks.selection import select_reflectors
-from hooks.topologies import Previous, assign_cluster_ids, reflector_sort, served_elsewhere
+from hooks.topologies import (
+    Previous,
+    assign_cluster_ids,
+    reflector_sort,
+    rendezvous_top,
+    served_elsewhere,
+)
 from hooks.topologies.common import selection_problems, zone_summaries
 from hooks.topologies.simple import group_name
 
@@ -62,6 +71,38 @@ def partition(members: Sequence[str], previous: dict[str, str]) -> list[list[str
     return [sorted(c) for c in clusters if c]
 
 
+def _ordinals(clusters: list[tuple[str, list[str]]], previous: Previous) -> list[int]:
+    """A number per cluster, unique in its zone and kept from the last plan (read back from the
+    group names its members were in), so a cluster whose ID changes keeps its group names."""
+    before: dict[str, int] = {}
+    for group in previous.groups:
+        found = re.fullmatch(re.escape(group_name(group.zone)) + r"-q(\d+)-\d+", group.name)
+        if found:
+            for member in group.reflectors:
+                before.setdefault(member, int(found.group(1)))
+    ordinals: list[int | None] = []
+    used: dict[str, set[int]] = {}
+    for zone, members in clusters:
+        votes = Counter(before[m] for m in members if m in before)
+        taken = used.setdefault(zone, set())
+        mine = next(
+            (o for o, _ in sorted(votes.items(), key=lambda v: (-v[1], v[0])) if o not in taken),
+            None,
+        )
+        if mine is not None:
+            taken.add(mine)
+        ordinals.append(mine)
+    result = []
+    for (zone, _), mine in zip(clusters, ordinals, strict=True):
+        if mine is None:
+            mine = next(
+                o for o in range(1, len(clusters) + len(used[zone]) + 2) if o not in used[zone]
+            )
+            used[zone].add(mine)
+        result.append(mine)
+    return result
+
+
 def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> Plan:
     selection = select_reflectors(nodes, settings, previous.serving(nodes, settings))
     serving: dict[str, list[str]] = {}
@@ -89,12 +130,14 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         for c in selection.choices
     )
     groups: list[Group] = []
-    for (zone, members), key in zip(clusters, keys, strict=True):
-        index = settings.cluster_id.index_of(ids[key])
-        subsets = list(combinations(members, members_per_client(len(members))))
-        for number, subset in enumerate(subsets, start=1):
-            name = f"{group_name(zone)}-c{(index or 0) + 1}"
-            groups.append(Group(f"{name}-{number}" if len(subsets) > 1 else name, zone, subset))
+    ordinals = _ordinals(clusters, previous)
+    for (zone, members), ordinal in zip(clusters, ordinals, strict=True):
+        size = members_per_client(len(members))
+        for slot in range(1, comb(len(members), size) + 1):
+            # Any two m-subsets of a k-cluster share 2m - k RRs, so a slot need not be a distinct
+            # subset: filled by rendezvous hashing, a replaced member changes only its own slots.
+            name = f"{group_name(zone)}-q{ordinal}-{slot}"
+            groups.append(Group(name, zone, tuple(sorted(rendezvous_top(name, members, size)))))
     groups.sort(key=lambda g: g.name)
     peerings = [Peering("mesh", AllReflectors(), AllReflectors())] if reflectors else []
     peerings += [
