@@ -5,7 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hooks.config import Settings
-from hooks.model import Condition, NodeInfo, ZoneSummary
+from hooks.model import (
+    AllReflectors,
+    Clients,
+    Condition,
+    Group,
+    NodeInfo,
+    Peering,
+    Plan,
+    Reflectors,
+    RouteReflector,
+    Topology,
+    ZoneSummary,
+)
 from hooks.selection import Selection, zone_of
 from hooks.topologies import Previous
 
@@ -46,4 +58,38 @@ def selection_problems(selection: Selection) -> tuple[Condition, ...]:
             f"{selection.shortfall} route reflector(s) demanded but no eligible node is left"
             f" in any zone (zones short of their own: {', '.join(short)})",
         ),
+    )
+
+
+def client_peerings(groups: Sequence[Group]) -> list[Peering]:
+    """One BGPPeer per group: its clients (by label) with its RRs."""
+    return [Peering(f"clients-{g.name}", Clients(g.name), Reflectors(g.reflectors)) for g in groups]
+
+
+def serving_zones(selection: Selection) -> dict[str, list[str]]:
+    """The zone each chosen RR serves → those RRs, in node-name order."""
+    serving: dict[str, list[str]] = {}
+    for choice in selection.choices:
+        serving.setdefault(choice.serves, []).append(choice.node)
+    return serving
+
+
+def meshed_plan(
+    topology: Topology,
+    reflectors: tuple[RouteReflector, ...],
+    groups: Sequence[Group],
+    selection: Selection,
+    nodes: Sequence[NodeInfo],
+    settings: Settings,
+    previous: Previous,
+) -> Plan:
+    """A plan whose RRs are fully meshed (simple, multi, quorum) and whose clients peer by group."""
+    peerings = [Peering("mesh", AllReflectors(), AllReflectors())] if reflectors else []
+    return Plan(
+        topology=topology,
+        reflectors=reflectors,
+        groups=tuple(sorted(groups, key=lambda g: g.name)),
+        zones=zone_summaries(selection, nodes, settings, previous),
+        peerings=tuple(peerings + client_peerings(groups)),
+        problems=selection_problems(selection),
     )

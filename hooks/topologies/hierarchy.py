@@ -12,10 +12,10 @@ import heapq
 from collections.abc import Sequence
 
 from hooks.config import Settings
-from hooks.model import Clients, Group, NodeInfo, Peering, Plan, Reflectors, RouteReflector
+from hooks.model import Group, NodeInfo, Peering, Plan, Reflectors, RouteReflector
 from hooks.selection import Choice, Selection, ZoneCount, ineligibility, is_preferred, zone_of
 from hooks.topologies import Previous, assign_cluster_ids, reflector_sort
-from hooks.topologies.common import selection_problems, zone_summaries
+from hooks.topologies.common import client_peerings, selection_problems, zone_summaries
 
 RACK_REFLECTORS = 2
 SPINE = "spine"
@@ -113,9 +113,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         peerings.append(Peering("spine-mesh", Reflectors(spine), Reflectors(spine)))
         if rack_rrs:
             peerings.append(Peering("racks-to-spine", Reflectors(rack_rrs), Reflectors(spine)))
-    peerings += [
-        Peering(f"clients-{g.name}", Clients(g.name), Reflectors(g.reflectors)) for g in groups
-    ]
+    peerings += client_peerings(groups)
 
     counts: dict[str, list[int]] = {}
     eligible_names = {n.name for n in eligible}

@@ -12,13 +12,9 @@ from collections.abc import Sequence
 
 from hooks.config import Settings
 from hooks.model import (
-    AllReflectors,
-    Clients,
     Group,
     NodeInfo,
-    Peering,
     Plan,
-    Reflectors,
     RouteReflector,
 )
 from hooks.selection import select_reflectors
@@ -29,7 +25,7 @@ from hooks.topologies import (
     rendezvous_top,
     served_elsewhere,
 )
-from hooks.topologies.common import selection_problems, zone_summaries
+from hooks.topologies.common import meshed_plan, serving_zones
 from hooks.topologies.simple import group_name
 
 
@@ -46,9 +42,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         RouteReflector(c.node, c.zone, ids[c.node], serves=served_elsewhere(c))
         for c in selection.choices
     )
-    serving: dict[str, list[str]] = {}
-    for choice in selection.choices:
-        serving.setdefault(choice.serves, []).append(choice.node)
+    serving = serving_zones(selection)
     demand = {zone.name: zone.demand for zone in selection.zones}
     groups: list[Group] = []
     size = settings.peers_per_node
@@ -64,15 +58,4 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
                     name, [n for n in own if n not in first], size - 1 - len(rest)
                 )
             groups.append(Group(name, zone, tuple(sorted(first + rest))))
-    peerings = [Peering("mesh", AllReflectors(), AllReflectors())] if reflectors else []
-    peerings += [
-        Peering(f"clients-{g.name}", Clients(g.name), Reflectors(g.reflectors)) for g in groups
-    ]
-    return Plan(
-        topology="multi",
-        reflectors=reflectors,
-        groups=tuple(groups),
-        zones=zone_summaries(selection, nodes, settings, previous),
-        peerings=tuple(peerings),
-        problems=selection_problems(selection),
-    )
+    return meshed_plan("multi", reflectors, groups, selection, nodes, settings, previous)

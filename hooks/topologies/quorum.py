@@ -18,13 +18,9 @@ from math import comb
 
 from hooks.config import Settings
 from hooks.model import (
-    AllReflectors,
-    Clients,
     Group,
     NodeInfo,
-    Peering,
     Plan,
-    Reflectors,
     RouteReflector,
 )
 from hooks.selection import select_reflectors
@@ -35,7 +31,7 @@ from hooks.topologies import (
     rendezvous_top,
     served_elsewhere,
 )
-from hooks.topologies.common import selection_problems, zone_summaries
+from hooks.topologies.common import meshed_plan, serving_zones
 from hooks.topologies.simple import group_name
 
 CLUSTER_SIZE = 3
@@ -105,9 +101,7 @@ def _ordinals(clusters: list[tuple[str, list[str]]], previous: Previous) -> list
 
 def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> Plan:
     selection = select_reflectors(nodes, settings, previous.serving(nodes, settings))
-    serving: dict[str, list[str]] = {}
-    for choice in selection.choices:
-        serving.setdefault(choice.serves, []).append(choice.node)
+    serving = serving_zones(selection)
     old_ids = {c.node: previous.cluster_id(c.node) or "" for c in selection.choices}
     clusters: list[tuple[str, list[str]]] = []
     for zone in sorted(serving):
@@ -138,16 +132,4 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
             # subset: filled by rendezvous hashing, a replaced member changes only its own slots.
             name = f"{group_name(zone)}-q{ordinal}-{slot}"
             groups.append(Group(name, zone, tuple(sorted(rendezvous_top(name, members, size)))))
-    groups.sort(key=lambda g: g.name)
-    peerings = [Peering("mesh", AllReflectors(), AllReflectors())] if reflectors else []
-    peerings += [
-        Peering(f"clients-{g.name}", Clients(g.name), Reflectors(g.reflectors)) for g in groups
-    ]
-    return Plan(
-        topology="quorum",
-        reflectors=reflectors,
-        groups=tuple(groups),
-        zones=zone_summaries(selection, nodes, settings, previous),
-        peerings=tuple(peerings),
-        problems=selection_problems(selection),
-    )
+    return meshed_plan("quorum", reflectors, groups, selection, nodes, settings, previous)

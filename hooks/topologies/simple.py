@@ -5,19 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hooks.config import Settings
-from hooks.model import (
-    AllReflectors,
-    Clients,
-    Group,
-    NodeInfo,
-    Peering,
-    Plan,
-    Reflectors,
-    RouteReflector,
-)
+from hooks.model import Group, NodeInfo, Plan, RouteReflector
 from hooks.selection import select_reflectors
 from hooks.topologies import Previous, assign_cluster_ids, reflector_sort, served_elsewhere
-from hooks.topologies.common import selection_problems, zone_summaries
+from hooks.topologies.common import meshed_plan, serving_zones
 
 
 def group_name(zone: str) -> str:
@@ -41,25 +32,6 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         )
         for choice in selection.choices
     )
-    groups = tuple(
-        Group(
-            group_name(zone),
-            zone,
-            tuple(choice.node for choice in selection.choices if choice.serves == zone),
-        )
-        for zone in zones
-    )
-    peerings: list[Peering] = []
-    if reflectors:
-        peerings.append(Peering("mesh", AllReflectors(), AllReflectors()))
-    peerings += [
-        Peering(f"clients-{g.name}", Clients(g.name), Reflectors(g.reflectors)) for g in groups
-    ]
-    return Plan(
-        topology="simple",
-        reflectors=reflectors,
-        groups=groups,
-        zones=zone_summaries(selection, nodes, settings, previous),
-        peerings=tuple(peerings),
-        problems=selection_problems(selection),
-    )
+    serving = serving_zones(selection)
+    groups = [Group(group_name(zone), zone, tuple(serving[zone])) for zone in zones]
+    return meshed_plan("simple", reflectors, groups, selection, nodes, settings, previous)
