@@ -6,7 +6,9 @@ is ~50 MB, and skipping what we never look at (managedFields, images) is what ke
 
 from __future__ import annotations
 
+import gc
 import re
+import threading
 from typing import Any, TypeVar
 
 import msgspec
@@ -236,10 +238,41 @@ class CustomizeResponse(msgspec.Struct, forbid_unknown_fields=True):
 _PATH = re.compile(r"at `\$\.?([^`]*)`")
 
 
+class _GarbageCollectorPause:
+    """Pause the cyclic garbage collector while a request is decoded.
+
+    Decoding 20,000 Nodes builds ~10^6 containers; the collector then runs full passes over them
+    although none can be in a cycle (plain dicts, lists and structs, freed by reference count):
+    at 20,000 nodes that is 600 ms of decoding instead of 330 ms. Nested and concurrent pauses
+    count, so the collector comes back when the last one ends (if it was on to begin with)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._depth == 0:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._was_enabled:
+                gc.enable()
+
+
+_NO_GC = _GarbageCollectorPause()
+
+
 def decode(body: bytes | bytearray, kind: type[T]) -> T:
     """Decode a request body, or raise BadRequest naming the field that is wrong."""
     try:
-        return msgspec.json.decode(body, type=kind)
+        with _NO_GC:
+            return msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as error:
         text = str(error)
         found = _PATH.search(text)
