@@ -92,9 +92,11 @@ def interleaved(
 
 
 def topology_sync_call(body: bytes, environ: Mapping[str, str], now: datetime) -> bytes:
-    """What the /topology/sync route does with a body: decode, decide and render, encode."""
-    request = wire.decode(body, wire.TopologySyncRequest)
-    return wire.encode(controllers.topology_sync(request, environ, now))
+    """What the /topology/sync route does with a body: decode, decide and render, encode, with
+    the cyclic collector paused as the route pauses it."""
+    with wire.collector_paused:
+        request = wire.decode(body, wire.TopologySyncRequest)
+        return wire.encode(controllers.topology_sync(request, environ, now))
 
 
 def node_sync_call(body: bytes, environ: Mapping[str, str]) -> bytes:

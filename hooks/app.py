@@ -76,6 +76,14 @@ async def read_body(request: Request, limit: int) -> bytearray:
     return buffer
 
 
+def _paused(
+    handler: Callable[[Body], tuple[bytes, dict[str, Any]]], body: Body
+) -> tuple[bytes, dict[str, Any]]:
+    """Run a large sync with the cyclic collector paused (see wire.collector_paused)."""
+    with wire.collector_paused:
+        return handler(body)
+
+
 def create_app(
     environ: Mapping[str, str] | None = None,
     clock: Clock = _utcnow,
@@ -151,7 +159,7 @@ def create_app(
                 body = await read_body(request, limit)
                 metrics.request_bytes.labels(name).observe(len(body))
                 answer, fields = (
-                    await run_in_threadpool(handler, body) if threaded else handler(body)
+                    await run_in_threadpool(_paused, handler, body) if threaded else handler(body)
                 )
                 return Response(answer, media_type="application/json")
             except TooLarge as error:

@@ -29,14 +29,14 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     eligible = [n for n in nodes if ineligibility(n, settings) is None]
     was = {name: (rr.role, rr.serves) for name, rr in previous.reflectors.items()}
 
-    def rank(node: NodeInfo, role: str, serves: str | None) -> tuple[int, bool, str, str]:
+    prefer = bool(settings.preferred_labels)
+    base = {n.name: (prefer and not is_preferred(n, settings), n.created, n.name) for n in eligible}
+
+    def rank(node: NodeInfo, role: str, serves: str | None) -> tuple[int, tuple[bool, str, str]]:
+        """Same role before, then labelled as an RR now, then preferred, oldest, name."""
         before = was.get(node.name)
-        return (
-            0 if before == (role, serves) else 1 if node.name in previous.labelled else 2,
-            not is_preferred(node, settings),
-            node.created,
-            node.name,
-        )
+        tier = 0 if before == (role, serves) else 1 if node.name in previous.labelled else 2
+        return tier, base[node.name]
 
     racks: dict[str, list[NodeInfo]] = {}
     ready_racks: set[str] = set()
@@ -61,13 +61,14 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
 
     spine_count = max(RACK_REFLECTORS, settings.min)
     spare = [n for n in eligible if n.name not in roles]
+    spine_rank = {n.name: rank(n, "spine", None) for n in spare}
     by_zone: dict[str, list[NodeInfo]] = {}
-    for node in sorted(spare, key=lambda n: rank(n, "spine", None)):
+    for node in sorted(spare, key=lambda n: spine_rank[n.name]):
         by_zone.setdefault(zone_of(node, settings), []).append(node)
     # Current spine RRs first, then round-robin over zones so the spine survives a zone loss.
     ordered = sorted(
         (
-            (rank(n, "spine", None)[0] > 0, i, zone, n)
+            (spine_rank[n.name][0] > 0, i, zone, n)
             for zone, ns in by_zone.items()
             for i, n in enumerate(ns)
         ),
