@@ -37,12 +37,13 @@ browser:
 	   (apt-get update -qq >/dev/null && apt-get install -y -qq chromium fonts-dejavu-core >/dev/null)); \
 	else echo "WARNING: no $(CHROMIUM) and not root: the browser test will be skipped"; fi
 
-test: venv browser
+test: venv browser lint
 	@if [ ! -x $(CHROMIUM) ]; then export RR_SKIP_BROWSER=1; fi; \
 	$(BIN)/python -m pytest -p no:cacheprovider --cov --cov-report=term:skip-covered
 
 lint: venv
 	$(BIN)/ruff check hooks tests bench
+	$(BIN)/ruff format --check hooks tests bench
 	$(BIN)/mypy
 
 bench: venv

@@ -13,7 +13,7 @@ def test_decoding_pauses_the_collector_and_restores_it() -> None:
     seen: list[bool] = []
     original = wire.msgspec.json.decode
 
-    def spy(body: bytes, type: object) -> object:  # noqa: A002 - msgspec's own keyword
+    def spy(body: bytes, type: object) -> object:
         seen.append(gc.isenabled())
         return original(body, type=type)
 
