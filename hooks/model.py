@@ -9,9 +9,7 @@ from typing import Literal
 import msgspec
 
 Topology = Literal["simple", "multi", "quorum", "hierarchy"]
-TOPOLOGIES: tuple[Topology, ...] = ("simple", "multi", "quorum", "hierarchy")
 Datastore = Literal["incluster", "kubernetes", "etcdv3"]
-DATASTORES: tuple[Datastore, ...] = ("incluster", "kubernetes", "etcdv3")
 
 
 class ReflectorState(StrEnum):
@@ -40,9 +38,6 @@ class NodeInfo(msgspec.Struct, frozen=True, gc=False):
     deleting: bool
     unschedulable: bool
     taints: tuple[Taint, ...] = ()
-
-    def label(self, key: str) -> str | None:
-        return self.labels.get(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +124,3 @@ class Plan:
     peerings: tuple[Peering, ...] = ()
     problems: tuple[Condition, ...] = field(default=())
     resync_after: float | None = None
-
-    def reflector(self, node: str) -> RouteReflector | None:
-        for rr in self.reflectors:
-            if rr.node == node:
-                return rr
-        return None

@@ -294,6 +294,3 @@ def guard_tripped(
             f" {settings.guard.maxMissingFraction:.0%} gone or NotReady at once"
         )
     return None
-
-
-__all__ = ["Group", "Sessions", "apply_transitions", "guard_tripped"]
