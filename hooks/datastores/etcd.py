@@ -19,6 +19,8 @@ import requests
 from etcd3gw import exceptions as etcd3gw_exceptions
 from etcd3gw.client import Etcd3Client
 
+from hooks.calico import OWNER_LABEL
+
 __all__ = [
     "NODES_PREFIX",
     "OWNER_LABEL",
@@ -37,7 +39,6 @@ _T = TypeVar("_T")
 
 PEERS_PREFIX: Final = "/calico/resources/v3/projectcalico.org/bgppeers/"
 NODES_PREFIX: Final = "/calico/resources/v3/projectcalico.org/nodes/"
-OWNER_LABEL: Final = "route-reflector.dev/owner"
 CLUSTER_ID_FIELD: Final = "routeReflectorClusterID"
 DEFAULT_ENDPOINT: Final = "http://127.0.0.1:2379"
 _CLUSTER_ID_BYTES: Final = b'"routeReflectorClusterID"'
