@@ -26,11 +26,31 @@ def rack_group(rack: str) -> str:
 
 
 def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> Plan:
-    eligible = [n for n in nodes if ineligibility(n, settings) is None]
     was = {name: (rr.role, rr.serves) for name, rr in previous.reflectors.items()}
-
     prefer = bool(settings.preferred_labels)
-    base = {n.name: (prefer and not is_preferred(n, settings), n.created, n.name) for n in eligible}
+    # One pass over the nodes: zone counts, racks with a ready node, eligible nodes per rack.
+    counts: dict[str, list[int]] = {}
+    zone: dict[str, str] = {}
+    racks: dict[str, list[NodeInfo]] = {}
+    rackless: list[NodeInfo] = []
+    ready_racks: set[str] = set()
+    base: dict[str, tuple[bool, str, str]] = {}
+    for node in nodes:
+        home = zone[node.name] = zone_of(node, settings)
+        rack = node.labels.get(settings.rack_label, "")
+        row = counts.setdefault(home, [0, 0, 0, 0])
+        row[0] += 1
+        if node.ready and not node.deleting:
+            row[1] += 1
+            if rack:
+                ready_racks.add(rack)
+        if ineligibility(node, settings) is None:
+            row[2] += 1
+            base[node.name] = (prefer and not is_preferred(node, settings), node.created, node.name)
+            if rack:
+                racks.setdefault(rack, []).append(node)
+            else:
+                rackless.append(node)
 
     def rank(node: NodeInfo, role: str, serves: str | None) -> tuple[int, tuple[bool, str, str]]:
         """Same role before, then labelled as an RR now, then preferred, oldest, name."""
@@ -38,44 +58,40 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         tier = 0 if before == (role, serves) else 1 if node.name in previous.labelled else 2
         return tier, base[node.name]
 
-    racks: dict[str, list[NodeInfo]] = {}
-    ready_racks: set[str] = set()
-    for node in nodes:
-        rack = node.labels.get(settings.rack_label, "")
-        if rack and node.ready and not node.deleting:
-            ready_racks.add(rack)
-    for node in eligible:
-        rack = node.labels.get(settings.rack_label, "")
-        if rack:
-            racks.setdefault(rack, []).append(node)
     choices: list[Choice] = []
     roles: dict[str, tuple[str, str | None]] = {}
+    spare: dict[str, list[NodeInfo]] = {}
+    for node in rackless:
+        spare.setdefault(zone[node.name], []).append(node)
     for rack in sorted(racks):
-        if rack not in ready_racks or len(racks[rack]) < RACK_REFLECTORS:
-            continue
-        for node in heapq.nsmallest(
-            RACK_REFLECTORS, racks[rack], key=lambda n: rank(n, "rack", rack)
-        ):
-            choices.append(Choice(node.name, zone_of(node, settings), rack))
+        chosen: list[NodeInfo] = []
+        if rack in ready_racks and len(racks[rack]) >= RACK_REFLECTORS:
+            chosen = heapq.nsmallest(
+                RACK_REFLECTORS, racks[rack], key=lambda n: rank(n, "rack", rack)
+            )
+        for node in chosen:
+            choices.append(Choice(node.name, zone[node.name], rack))
             roles[node.name] = ("rack", rack)
+        for node in racks[rack]:
+            if node.name not in roles:
+                spare.setdefault(zone[node.name], []).append(node)
 
+    # The spine: current spine RRs first, then round-robin over zones (the best of each zone,
+    # then the second best...) so the spine survives a zone loss; only the top few of a zone
+    # can be taken, so only those are ranked.
     spine_count = max(RACK_REFLECTORS, settings.min)
-    spare = [n for n in eligible if n.name not in roles]
-    spine_rank = {n.name: rank(n, "spine", None) for n in spare}
-    by_zone: dict[str, list[NodeInfo]] = {}
-    for node in sorted(spare, key=lambda n: spine_rank[n.name]):
-        by_zone.setdefault(zone_of(node, settings), []).append(node)
-    # Current spine RRs first, then round-robin over zones so the spine survives a zone loss.
     ordered = sorted(
         (
-            (spine_rank[n.name][0] > 0, i, zone, n)
-            for zone, ns in by_zone.items()
-            for i, n in enumerate(ns)
+            (rank(n, "spine", None)[0] > 0, i, home, n)
+            for home, pool in spare.items()
+            for i, n in enumerate(
+                heapq.nsmallest(spine_count, pool, key=lambda n: rank(n, "spine", None))
+            )
         ),
         key=lambda item: (item[0], item[1], item[2]),
     )
-    for _, _, zone, node in ordered[:spine_count]:
-        choices.append(Choice(node.name, zone, SPINE))
+    for _, _, home, node in ordered[:spine_count]:
+        choices.append(Choice(node.name, home, SPINE))
         roles[node.name] = ("spine", None)
     shortfall = max(0, spine_count - len(ordered))
 
@@ -101,12 +117,12 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     spine = tuple(rr.node for rr in reflectors if rr.role == "spine")
     rack_rrs = tuple(rr.node for rr in reflectors if rr.role == "rack")
     members: dict[str, list[str]] = {}
-    home: dict[str, str] = {}
+    rack_zone: dict[str, str] = {}
     for rr in reflectors:
         if rr.role == "rack" and rr.serves is not None:
             members.setdefault(rr.serves, []).append(rr.node)
-            home.setdefault(rr.serves, rr.zone)
-    groups = [Group(rack_group(r), home[r], tuple(members[r]), r) for r in sorted(members)]
+            rack_zone.setdefault(rr.serves, rr.zone)
+    groups = [Group(rack_group(r), rack_zone[r], tuple(members[r]), r) for r in sorted(members)]
     if spine:
         groups.insert(0, Group(SPINE, "", spine, None))
     peerings: list[Peering] = []
@@ -116,14 +132,6 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
             peerings.append(Peering("racks-to-spine", Reflectors(rack_rrs), Reflectors(spine)))
     peerings += client_peerings(groups)
 
-    counts: dict[str, list[int]] = {}
-    eligible_names = {n.name for n in eligible}
-    for node in nodes:
-        zone = zone_of(node, settings)
-        row = counts.setdefault(zone, [0, 0, 0, 0])
-        row[0] += 1
-        row[1] += node.ready and not node.deleting
-        row[2] += node.name in eligible_names
     for choice in choices:
         counts[choice.zone][3] += 1
     selection = Selection(
