@@ -381,3 +381,18 @@ def test_a_spill_over_rr_keeps_serving_its_zone_when_its_home_zone_loses_its_rr(
     cluster.step()
     after = {rr["node"]: rr for rr in (cluster.status or {})["routeReflectors"]}
     assert after["node-001"] == before["node-001"], after
+
+
+def test_hierarchy_without_nodes_for_a_spine_meshes_its_rack_reflectors() -> None:
+    """Every eligible node is a rack RR (two racks of two): no spine can be built, so the rack
+    RRs must mesh or the racks cannot reach each other."""
+    nodes = []
+    for index, rack in enumerate(["r1", "r1", "r2", "r2"]):
+        node = make_node(f"node-{index:03d}", "zone-a", "plain", index)
+        node["metadata"]["labels"][RACK] = rack
+        nodes.append(node)
+    result = plan(nodes, {"topology": "hierarchy", "rackLabel": RACK, "min": 0, "max": 1})
+    assert {rr["role"] for rr in result.status["routeReflectors"]} == {"rack"}
+    assert any(p["metadata"]["name"].endswith("-rr-racks-mesh") for p in result.bgp_peers)
+    report = result.verify(failures=False)
+    assert report.reachable, report.unreachable_examples

@@ -3,7 +3,7 @@ rack RRs peer with every spine RR, spine RRs mesh, clients peer with both RRs of
 
 A rack with fewer than two eligible nodes (or nodes without the rack label) is served by the
 spine directly: its clients peer with every spine RR. The spine has max(2, min) RRs, spread over
-zones, taken from nodes that are not rack RRs.
+zones, taken from nodes that are not rack RRs; with no node left for it, the rack RRs mesh.
 """
 
 from __future__ import annotations
@@ -130,6 +130,10 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         peerings.append(Peering("spine-mesh", Reflectors(spine), Reflectors(spine)))
         if rack_rrs:
             peerings.append(Peering("racks-to-spine", Reflectors(rack_rrs), Reflectors(spine)))
+    elif rack_rrs:
+        # No node left for a spine (every eligible node is a rack RR): the rack RRs mesh, as the
+        # RRs of `multi` do, or the racks could not reach each other.
+        peerings.append(Peering("racks-mesh", Reflectors(rack_rrs), Reflectors(rack_rrs)))
     peerings += client_peerings(groups)
 
     for choice in choices:
