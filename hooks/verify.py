@@ -6,6 +6,7 @@ import functools
 import heapq
 import itertools
 import re
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
@@ -39,11 +40,13 @@ class SelectorError(ValueError):
         self.reason = reason
 
 
-class _Expr:
+class _Expr(ABC):
+    """A parsed selector expression."""
+
     __slots__ = ()
 
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def matches(self, labels: Mapping[str, str]) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
