@@ -134,7 +134,7 @@ def create_app(
     def node_sync(body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode(body, wire.NodeSyncRequest)
         response = controllers.node_sync(request, env)
-        changes = {k: v for k, v in response.labels.items()} | response.annotations
+        changes = response.labels | response.annotations
         return wire.encode(response), {
             "parent": request.object.metadata.name,
             "changes": len(changes),

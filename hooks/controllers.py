@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import msgspec
@@ -120,6 +120,13 @@ class TopologyDecision:
     session_children: bool = False  # the controller owns CalicoNodeStatus children
     sessions: Sessions = field(default_factory=lambda: Sessions(False, frozenset()))
     resync_after: float | None = None
+
+    @cached_property
+    def bgp_peers(self) -> list[dict[str, Any]]:
+        """The plan's BGPPeers, rendered once (children in KDD, etcd keys in etcd mode)."""
+        if self.plan is None or self.settings is None:
+            return []
+        return render_bgp_peers(self.plan, self.settings, self.owner)
 
     @property
     def mesh_can_go(self) -> bool:
@@ -499,6 +506,7 @@ def render_topology(
     settings = decision.settings
     assert settings is not None
     plan = decision.plan
+    peers = decision.bgp_peers
     status = plan_status(plan)
     if settings.datastore == "etcdv3" and not settings.paused:
         children: list[dict[str, Any]] = []
@@ -519,10 +527,10 @@ def render_topology(
     elif settings.paused:
         children = list(decision.echo)
     else:
-        children = render_bgp_peers(plan, settings, decision.owner)
+        children = list(peers)
         if decision.session_children:
             children += render_node_statuses(plan, decision.owner)
-    status["bgpPeers"] = len(render_bgp_peers(plan, settings, decision.owner))
+    status["bgpPeers"] = len(peers)
     wanted = _plan_conditions(decision) + ([mesh] if mesh is not None else [])
     status["conditions"] = _conditions(wanted, previous_conditions, decision.now)
     return TopologySyncResponse(

@@ -128,7 +128,7 @@ def run_plan(
             },
         }
         try:
-            decoded = msgspec.convert(_raw_related(request), wire.TopologySyncRequest)
+            decoded = msgspec.convert(_wire_shaped(request), wire.TopologySyncRequest)
         except msgspec.ValidationError as error:
             raise PlanInputError(f"nodes: {error}") from None
         response = controllers.render_topology(controllers.decide_topology(decoded, environ, now))
@@ -170,7 +170,7 @@ def run_plan(
     )
 
 
-def _raw_related(request: dict[str, Any]) -> dict[str, Any]:
+def _wire_shaped(request: dict[str, Any]) -> dict[str, Any]:
     """The request as the wire types expect: children and the parent's status stay raw JSON."""
     encode = msgspec.json.encode
     out = dict(request)

@@ -19,15 +19,19 @@ def etcd_binary() -> str:
         pytest.fail(str(missing), pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def etcd_server(etcd_binary: str) -> Iterator[EtcdServer]:
-    """One plain-HTTP etcd for the whole session."""
-    server = EtcdServer(etcd_binary)
+def running(server: EtcdServer) -> Iterator[EtcdServer]:
+    """Start `server`, hand it to the test, and always stop it and remove its data."""
     try:
         server.start()
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def etcd_server(etcd_binary: str) -> Iterator[EtcdServer]:
+    """One plain-HTTP etcd for the whole session."""
+    yield from running(EtcdServer(etcd_binary))
 
 
 @pytest.fixture
@@ -40,22 +44,14 @@ def etcd(etcd_server: EtcdServer) -> EtcdServer:
 @pytest.fixture
 def private_etcd(etcd_binary: str) -> Iterator[EtcdServer]:
     """An etcd of the test's own, which it may stop and restart."""
-    server = EtcdServer(etcd_binary)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.close()
+    yield from running(EtcdServer(etcd_binary))
 
 
 @pytest.fixture(scope="session")
 def tls_etcd(etcd_binary: str) -> Iterator[EtcdServer]:
     """An etcd serving HTTPS that demands a client certificate signed by its CA."""
     certs = Path(tempfile.mkdtemp(prefix="rr-etcd-tls-"))
-    server = EtcdServer(etcd_binary, tls=make_tls_files(certs))
     try:
-        server.start()
-        yield server
+        yield from running(EtcdServer(etcd_binary, tls=make_tls_files(certs)))
     finally:
-        server.close()
         shutil.rmtree(certs, ignore_errors=True)

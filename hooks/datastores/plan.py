@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hooks.calico import label_value, render_bgp_peers
+from hooks.calico import label_value
 from hooks.controllers import TopologyDecision
 from hooks.datastores.etcd import DesiredState
 
@@ -14,8 +14,7 @@ def desired_state(decision: TopologyDecision) -> DesiredState:
     if plan is None or settings is None:
         raise ValueError("a decision without a plan has nothing to apply")
     peers = tuple(
-        {"name": peer["metadata"]["name"], "spec": peer["spec"]}
-        for peer in render_bgp_peers(plan, settings, decision.owner)
+        {"name": peer["metadata"]["name"], "spec": peer["spec"]} for peer in decision.bgp_peers
     )
     cluster_ids: dict[str, str | None] = {rr.node: None for rr in decision.previous.routeReflectors}
     cluster_ids.update({rr.node: rr.cluster_id for rr in plan.reflectors})
