@@ -25,17 +25,26 @@ $(STAMP): pyproject.toml
 run: venv
 	$(BIN)/python -m hooks serve --host $(HOST) --port $(PORT)
 
-# The topology-picture test renders in Debian's Chromium: installed here when missing and we are
-# root (CI is); elsewhere that one test is skipped with a warning, never silently.
+# System packages some tests use (a real part, not a fake): installed with apt-get when missing and
+# we are root (CI is), each saying first what it installs; elsewhere those tests are skipped with a
+# warning, never silently. Each need has a switch, VAR=1, that skips the install (and its tests
+# when the part is missing).
+#   $(call system-packages,<what for>,<switch>,<file it provides>,<Debian packages>)
+define system-packages
+	@if [ -e $(3) ]; then exit 0; fi; \
+	if [ "$${$(2):-}" = 1 ]; then echo "$(2)=1: not installing $(4) ($(1))"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian packages for $(1): $(4)"; \
+	  echo "  (apt-get install --no-install-recommends; set $(2)=1 to skip)"; \
+	  apt-get install -y -q --no-install-recommends $(4) || \
+	    { apt-get update -q && apt-get install -y -q --no-install-recommends $(4); }; \
+	else echo "WARNING: $(3) missing and not root: $(1) will be skipped (set $(2)=1 to skip it without this warning)"; fi
+endef
+
 CHROMIUM ?= /usr/bin/chromium
 
 browser:
-	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
-	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  echo "installing chromium (Debian) for the picture test"; \
-	  (apt-get install -y -qq chromium fonts-dejavu-core >/dev/null 2>&1 || \
-	   (apt-get update -qq >/dev/null && apt-get install -y -qq chromium fonts-dejavu-core >/dev/null)); \
-	else echo "WARNING: no $(CHROMIUM) and not root: the browser test will be skipped"; fi
+	$(call system-packages,the topology-picture test,RR_SKIP_BROWSER,$(CHROMIUM),chromium fonts-dejavu-core)
 
 test: venv browser lint
 	@if [ ! -x $(CHROMIUM) ]; then export RR_SKIP_BROWSER=1; fi; \

@@ -26,7 +26,7 @@ ZONE_LABEL = "topology.kubernetes.io/zone"
 RACK_LABEL = "example.com/rack"
 ZONES = ("eu-west-1a", "eu-west-1b", "<b>&")
 CHROMIUM = Path("/usr/bin/chromium")
-INSTALL = "apt-get install -y chromium"
+INSTALL = "apt-get install -y --no-install-recommends chromium fonts-dejavu-core"
 
 
 def node(name: str, zone: str, rack: str) -> dict[str, Any]:
