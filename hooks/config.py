@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -279,7 +280,20 @@ def _describe(error: ValidationError, prefix: str) -> SpecError:
     first = error.errors()[0]
     loc = ".".join(str(part) for part in first["loc"] if part != "function-after")
     field = f"{prefix}.{loc}" if loc else prefix
+    if first["type"] == "extra_forbidden" and len(first["loc"]) == 1:
+        return SpecError(field, _unknown_field(str(first["loc"][0])))
     return SpecError(field, _with_range(str(first["loc"][0]) if first["loc"] else "", first["msg"]))
+
+
+def _unknown_field(name: str) -> str:
+    """A typo such as `zonelabel` must not pass for a setting: say which one was meant."""
+    known = list(Spec.model_fields)
+    folded = {k.lower(): k for k in known}
+    guess = folded.get(name.lower()) or next(
+        iter(difflib.get_close_matches(name, known, n=1, cutoff=0.75)), None
+    )
+    hint = f"; did you mean {guess}?" if guess else f" (known: {', '.join(sorted(known))})"
+    return f"unknown setting{hint}"
 
 
 def _with_range(name: str, message: str) -> str:

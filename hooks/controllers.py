@@ -23,8 +23,8 @@ from hooks.calico import (
     render_bgp_peers,
 )
 from hooks.config import ENVIRONMENT, Settings, SpecError, load_settings
-from hooks.model import Condition, Group, Plan, ReflectorState
-from hooks.selection import zone_of
+from hooks.model import Condition, Group, NodeInfo, Plan, ReflectorState
+from hooks.selection import unmatched_labels, zone_of
 from hooks.topologies import PlanError, Previous, builder_for, group_for, labelled_reflectors
 from hooks.transitions import Sessions, apply_transitions, guard_tripped
 from hooks.wire import (
@@ -233,6 +233,9 @@ def decide_topology(
     by_name = {node.name: node for node in nodes}
     labelled_groups = {n.labels[GROUP_LABEL] for n in nodes if GROUP_LABEL in n.labels}
     plan = apply_transitions(target, previous, by_name, sessions, settings, now, labelled_groups)
+    unmatched = _unmatched_label_conditions(nodes, settings)
+    if unmatched:
+        plan = replace(plan, problems=(*unmatched, *plan.problems))
     return TopologyDecision(
         settings=settings,
         plan=plan,
@@ -242,6 +245,24 @@ def decide_topology(
         sessions=sessions,
         resync_after=plan.resync_after,
         **base,  # type: ignore[arg-type]
+    )
+
+
+_UNMATCHED_EFFECT = {
+    "zoneLabel": "every node is in one zone",
+    "rackLabel": "no node is in a rack, the spine RRs serve every node",
+}
+
+
+def _unmatched_label_conditions(nodes: list[NodeInfo], settings: Settings) -> tuple[Condition, ...]:
+    return tuple(
+        Condition(
+            "Degraded",
+            "True",
+            "LabelMatchesNoNode",
+            f"{name} {key!r} is on no node: {_UNMATCHED_EFFECT[name]} (a typo?)",
+        )
+        for name, key in unmatched_labels(nodes, settings)
     )
 
 
@@ -392,10 +413,15 @@ def _fragile_groups(plan: Plan) -> list[Condition]:
     ]
 
 
+def degraded_conditions(plan: Plan) -> list[Condition]:
+    """Every Degraded problem of a plan, the most telling first (status shows that one)."""
+    return [c for c in plan.problems if c.type == "Degraded"] + _fragile_groups(plan)
+
+
 def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
     plan = decision.plan
     assert plan is not None
-    degraded = [c for c in plan.problems if c.type == "Degraded"] + _fragile_groups(plan)
+    degraded = degraded_conditions(plan)
     conditions = degraded[:1] or [Condition("Degraded", "False", "AsExpected", "no problem found")]
     if decision.settings_paused:
         conditions.append(

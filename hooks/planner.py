@@ -14,6 +14,19 @@ from hooks import controllers, wire
 from hooks.verify import VerifyReport, nodes_from_objects, verify
 
 MAX_ROUNDS = 10
+# What `kubectl apply -k metacontroller/` installs (metacontroller/base/default-topology.yaml; a
+# test keeps the two equal), so a preview without --topology matches the deployment.
+SHIPPED_TOPOLOGY: dict[str, Any] = {
+    "apiVersion": wire.TOPOLOGY_API,
+    "kind": "RouteReflectorTopology",
+    "metadata": {"name": "default"},
+    "spec": {
+        "topology": "simple",
+        "zoneLabel": "topology.kubernetes.io/zone",
+        "nodeToNodeMesh": "Keep",
+    },
+}
+TOPOLOGY_FIELDS = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
 
 
 class PlanInputError(ValueError):
@@ -28,6 +41,7 @@ class PlanResult:
     nodes: list[dict[str, Any]]  # the nodes after the labels were applied
     topology: dict[str, Any]
     rounds: int
+    warnings: tuple[str, ...] = ()  # Degraded problems of the plan: it applies, but look
     extra: dict[str, Any] = field(default_factory=dict)
 
     def verify(
@@ -66,23 +80,35 @@ def _nodes_from(document: Any) -> list[dict[str, Any]]:
             "nodes: expected a NodeList (`kubectl get nodes -o json`) with `items`"
         )
     for index, item in enumerate(items):
-        name = item.get("metadata", {}).get("name") if isinstance(item, dict) else None
+        meta = item.get("metadata") if isinstance(item, dict) else None
+        name = meta.get("name") if isinstance(meta, dict) else None
         if not isinstance(name, str) or not name:
             raise PlanInputError(f"nodes: items[{index}] has no metadata.name")
+        kind = item.get("kind", "Node")
+        if kind != "Node":
+            raise PlanInputError(
+                f"nodes: items[{index}] ({name}) is a {kind}, not a Node"
+                " (use `kubectl get nodes -o json`)"
+            )
     return copy.deepcopy(items)
 
 
 def _topology_from(document: Any) -> dict[str, Any]:
+    """A RouteReflectorTopology, or its bare spec (`topology: multi`, `zoneLabel: …`)."""
     if document is None:
-        return {
-            "apiVersion": wire.TOPOLOGY_API,
-            "kind": "RouteReflectorTopology",
-            "metadata": {"name": "default"},
-            "spec": {},
-        }
-    if not isinstance(document, dict) or document.get("kind") != "RouteReflectorTopology":
-        raise PlanInputError("topology: expected a RouteReflectorTopology object")
-    topology = copy.deepcopy(document)
+        return copy.deepcopy(SHIPPED_TOPOLOGY)
+    if not isinstance(document, dict):
+        raise PlanInputError(
+            "topology: expected a RouteReflectorTopology object or its spec (a mapping)"
+        )
+    if "kind" not in document and not (document.keys() & TOPOLOGY_FIELDS):
+        document = {**SHIPPED_TOPOLOGY, "spec": document}
+    if document.get("kind") != "RouteReflectorTopology":
+        raise PlanInputError(
+            f"topology: expected a RouteReflectorTopology object or its spec,"
+            f" got kind {document.get('kind')!r}"
+        )
+    topology: dict[str, Any] = copy.deepcopy(document)
     topology.setdefault("metadata", {}).setdefault("name", "default")
     if not isinstance(topology.get("spec", {}), dict):
         raise PlanInputError("topology: spec must be an object")
@@ -116,6 +142,7 @@ def run_plan(
     children: dict[str, Any] = {}
     status: dict[str, Any] = {}
     rounds = 0
+    warnings: tuple[str, ...] = ()
     while rounds < max_rounds:
         rounds += 1
         by_name = {n["metadata"]["name"]: n for n in nodes}
@@ -131,7 +158,13 @@ def run_plan(
             decoded = msgspec.convert(_wire_shaped(request), wire.TopologySyncRequest)
         except msgspec.ValidationError as error:
             raise PlanInputError(f"nodes: {error}") from None
-        response = controllers.render_topology(controllers.decide_topology(decoded, environ, now))
+        decision = controllers.decide_topology(decoded, environ, now)
+        if decision.failure is not None or decision.plan is None:
+            failure = decision.failure
+            reason = f"{failure.reason}: {failure.message}" if failure else "no plan"
+            raise PlanInputError(f"topology {topology['metadata']['name']}: {reason}")
+        warnings = tuple(c.message for c in controllers.degraded_conditions(decision.plan))
+        response = controllers.render_topology(decision)
         new_children = {c["metadata"]["name"]: c for c in response.children}
         moved = new_children != children or response.status != status
         children, status = new_children, response.status
@@ -167,6 +200,7 @@ def run_plan(
         nodes,
         topology,
         rounds,
+        warnings,
     )
 
 

@@ -46,6 +46,19 @@ def ineligibility(node: NodeInfo, settings: Settings) -> str | None:
     return None
 
 
+def unmatched_labels(nodes: Sequence[NodeInfo], settings: Settings) -> tuple[tuple[str, str], ...]:
+    """(setting, label key) for each configured label the plan reads that no node carries: a typo
+    that would otherwise pass silently (every node in one zone, no rack RRs)."""
+    keys = [("zoneLabel", settings.zone_label)]
+    if settings.topology == "hierarchy":
+        keys.append(("rackLabel", settings.rack_label))
+    return tuple(
+        (name, key)
+        for name, key in keys
+        if key and nodes and not any(key in node.labels for node in nodes)
+    )
+
+
 def is_failed(node: NodeInfo | None) -> bool:
     """A failure (replace at once), as opposed to a node that merely stopped being eligible."""
     return node is None or node.deleting or not node.ready

@@ -9,7 +9,7 @@ import re
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Final
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "VerifyReport",
     "format_report",
     "nodes_from_objects",
+    "pair_failure_promised",
     "parse_selector",
     "verify",
 ]
@@ -739,14 +740,23 @@ class VerifyReport:
     pair_failure_ok: bool | None
     pair_failure_examples: tuple[str, ...]
     skipped_peers: tuple[str, ...]
+    # What the topology that made the plan promises (None: not known, every check counts).
+    topology: str | None = None
+    pair_failure_promised: bool | None = None
 
     @property
     def ok(self) -> bool:
-        """Every check that was asked for holds."""
+        """Every check that was asked for holds, pair failures only where they are promised."""
         return (
             self.reachable
             and self.single_failure_ok is not False
-            and self.pair_failure_ok is not False
+            and (self.pair_failure_ok is not False or self.pair_failure_promised is False)
+        )
+
+    def with_promises(self, topology: str, groups: Iterable[Mapping[str, Any]]) -> VerifyReport:
+        """This report judged by what `topology` promises for a plan with these status groups."""
+        return replace(
+            self, topology=topology, pair_failure_promised=pair_failure_promised(topology, groups)
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -755,6 +765,22 @@ class VerifyReport:
             value = getattr(self, field.name)
             result[field.name] = list(value) if isinstance(value, tuple) else value
         return result
+
+
+def pair_failure_promised(topology: str, groups: Iterable[Mapping[str, Any]]) -> bool:
+    """Every topology promises reachability and any single RR failure; only multi, with at least
+    three RRs in every group (peersPerNode >= 3), also promises any two RRs failing at once."""
+    sizes = [len(group.get("reflectors", ())) for group in groups]
+    return topology == "multi" and bool(sizes) and min(sizes) >= 3
+
+
+def promises_line(report: VerifyReport) -> str | None:
+    if report.topology is None:
+        return None
+    pairs = "any two RRs failing at once" if report.pair_failure_promised else None
+    promised = ["every node reaches every other", "any single RR failure", *filter(None, [pairs])]
+    line = f"{report.topology} promises: {'; '.join(promised)}"
+    return line if pairs else line + " (not RR pairs)"
 
 
 def _sweep(core: _Core, group_size: int, max_examples: int) -> tuple[bool, tuple[str, ...]]:
@@ -817,11 +843,17 @@ def verify(
     )
 
 
-def _check_line(title: str, ok: bool | None, examples: tuple[str, ...], checked: int) -> str:
+def _check_line(
+    title: str, ok: bool | None, examples: tuple[str, ...], checked: int, unpromised: str = ""
+) -> str:
     if ok is None:
         return f"{title}: not checked"
     if ok:
         return f"{title}: tolerated ({checked} checked)"
+    if unpromised:
+        return f"{title}: cuts nodes off (not promised by {unpromised}), e.g. " + "; ".join(
+            examples
+        )
     return f"{title}: BREAKS ROUTING, e.g. " + "; ".join(examples)
 
 
@@ -848,7 +880,11 @@ def format_report(report: VerifyReport) -> str:
             report.pair_failure_ok,
             report.pair_failure_examples,
             r * (r - 1) // 2,
+            report.topology or "" if report.pair_failure_promised is False else "",
         ),
     ]
+    promises = promises_line(report)
+    if promises is not None:
+        lines.insert(1, promises)
     lines.extend(f"skipped BGPPeer {line}" for line in report.skipped_peers)
     return "\n".join(lines)

@@ -14,6 +14,8 @@ import yaml
 from golden import as_reflector
 from strategies import make_node
 
+from hooks.planner import SHIPPED_TOPOLOGY
+
 ROOT = Path(__file__).resolve().parents[1]
 TOPOLOGY = """\
 apiVersion: route-reflector.dev/v1alpha1
@@ -36,12 +38,16 @@ def node_list() -> dict[str, Any]:
 
 
 def plan(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return run_cli("plan", *args, stdin=stdin)
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("ROUTE_REFLECTOR_", "DATASTORE"))
     }
     env["PYTHONPATH"] = str(ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "hooks", "plan", *args],
+        [sys.executable, "-m", "hooks", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -118,13 +124,85 @@ def test_dash_reads_the_nodes_from_standard_input(files: tuple[Path, Path]) -> N
     assert json.loads(from_stdin.stdout)["nodes"] == json.loads(from_file.stdout)["nodes"]
 
 
-def test_yaml_node_list_and_no_topology_use_the_defaults(tmp_path: Path) -> None:
+def test_without_a_topology_the_shipped_default_topology_is_planned(tmp_path: Path) -> None:
     nodes = tmp_path / "nodes.yaml"
     nodes.write_text(yaml.safe_dump(node_list()))
     done = plan(str(nodes), "-o", "json")
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)["status"]
-    assert status["zones"][0]["name"] == "" and status["reflectors"] == 3  # min 3, one zone
+    # What `kubectl apply -k metacontroller/` deploys: simple, zones by topology.kubernetes.io/zone.
+    assert status["topology"] == "simple"
+    assert [z["name"] for z in status["zones"]] == ["zone-a", "zone-b"]
+    assert status["reflectors"] == 6  # min 3 in each zone
+
+
+def test_the_cli_default_topology_is_the_shipped_manifest() -> None:
+    shipped = yaml.safe_load((ROOT / "metacontroller/base/default-topology.yaml").read_text())
+    assert shipped == SHIPPED_TOPOLOGY
+
+
+def test_a_bare_spec_is_read_as_the_topology(files: tuple[Path, Path], tmp_path: Path) -> None:
+    nodes, topology = files
+    bare = tmp_path / "spec.yaml"
+    bare.write_text(yaml.safe_dump(yaml.safe_load(TOPOLOGY)["spec"]))
+    from_object = plan(str(nodes), "--topology", str(topology), "-o", "json")
+    from_spec = plan(str(nodes), "--topology", str(bare), "-o", "json")
+    assert from_spec.returncode == 0, from_spec.stderr
+    assert untimed(json.loads(from_spec.stdout)) == untimed(json.loads(from_object.stdout))
+
+
+def untimed(plan: dict[str, Any]) -> dict[str, Any]:
+    """A plan without its conditions' lastTransitionTime (the clock of the run)."""
+    for condition in plan["status"]["conditions"]:
+        del condition["lastTransitionTime"]
+    return plan
+
+
+@pytest.mark.parametrize("command", ["plan", "verify"])
+def test_a_misspelt_setting_exits_2_with_only_the_error_naming_it(
+    files: tuple[Path, Path], command: str
+) -> None:
+    nodes, topology = files
+    topology.write_text(TOPOLOGY.replace("zoneLabel", "zonelabel"))
+    done = run_cli(command, str(nodes), "--topology", str(topology))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "error: topology default: InvalidSpec: spec.zonelabel: unknown setting;"
+        " did you mean zoneLabel?\n"
+    )
+
+
+def test_a_zone_label_no_node_carries_is_warned_about_and_set_as_a_condition(
+    files: tuple[Path, Path],
+) -> None:
+    nodes, topology = files
+    topology.write_text(TOPOLOGY.replace("topology.kubernetes.io/zone", "topology.k8s.io/zone"))
+    done = plan(str(nodes), "--topology", str(topology), "-o", "json")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (
+        "warning: zoneLabel 'topology.k8s.io/zone' is on no node: every node is in one zone"
+        " (a typo?)\n"
+    )
+    conditions = {c["type"]: c for c in json.loads(done.stdout)["status"]["conditions"]}
+    assert conditions["Degraded"]["status"] == "True"
+    assert conditions["Degraded"]["reason"] == "LabelMatchesNoNode"
+
+
+def test_a_rack_label_no_node_carries_is_warned_about_in_hierarchy(
+    files: tuple[Path, Path],
+) -> None:
+    nodes, topology = files
+    topology.write_text(TOPOLOGY + "  topology: hierarchy\n  rackLabel: example.com/rak\n")
+    done = plan(str(nodes), "--topology", str(topology))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("warning: rackLabel 'example.com/rak' is on no node: ")
+    assert "topology hierarchy:" in done.stdout
+
+
+def test_labels_every_node_carries_give_no_warning(files: tuple[Path, Path]) -> None:
+    nodes, topology = files
+    done = plan(str(nodes), "--topology", str(topology))
+    assert (done.returncode, done.stderr) == (0, "")
 
 
 @pytest.mark.parametrize(
@@ -135,8 +213,11 @@ def test_yaml_node_list_and_no_topology_use_the_defaults(tmp_path: Path) -> None
         ('{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}}', None),
         ('{"kind": "List", "items": [{"metadata": {}}]}', None),
         ("just a string", None),
+        ('{"kind": "List", "items": [{"kind": "Pod", "metadata": {"name": "web-1"}}]}', None),
         (None, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"),
         (None, "{broken"),
+        (None, ""),
+        (None, "[zoneLabel]"),
     ],
     ids=[
         "not-json",
@@ -144,8 +225,11 @@ def test_yaml_node_list_and_no_topology_use_the_defaults(tmp_path: Path) -> None
         "not-a-node-list",
         "node-without-name",
         "scalar",
+        "a-pod-in-the-list",
         "topology-of-another-kind",
         "topology-not-yaml",
+        "topology-empty",
+        "topology-a-list",
     ],
 )
 def test_bad_input_exits_2_with_a_one_line_error(

@@ -114,14 +114,64 @@ def test_json_output_is_the_report_with_its_verdict(
     assert report["unreachable_examples"] == [] and report["skipped_peers"] == []
 
 
-def test_without_a_topology_the_defaults_apply_in_yaml_too(
+def test_without_a_topology_the_shipped_default_applies_in_yaml_too(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     nodes = tmp_path / "nodes.yaml"
     nodes.write_text(yaml.safe_dump(node_list()))
     code, out, _ = run(capsys, "verify", str(nodes), "-o", "json")
     assert code == 0
-    assert json.loads(out)["reflectors"] == 3  # simple, one zone, min 3
+    assert json.loads(out)["reflectors"] == 9  # simple, by topology.kubernetes.io/zone, min 3
+
+
+def racked_files(tmp_path: Path) -> tuple[Path, Path]:
+    """24 nodes in 6 racks of 4 over 3 zones, and a hierarchy spec (the README's example)."""
+    nodes = []
+    for i in range(24):
+        node = make_node(f"n{i:02d}", f"zone-{'abc'[i % 3]}", "plain", i)
+        node["metadata"]["labels"]["example.com/rack"] = f"r{i // 4}"
+        nodes.append(node)
+    nodes_path = tmp_path / "racked.json"
+    nodes_path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+    spec = tmp_path / "hierarchy.yaml"
+    spec.write_text(f"topology: hierarchy\nzoneLabel: {ZONE}\nrackLabel: example.com/rack\n")
+    return nodes_path, spec
+
+
+def test_hierarchy_pair_failures_are_reported_as_not_promised_and_exit_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nodes, spec = racked_files(tmp_path)
+    code, out, err = run(capsys, "verify", str(nodes), "--topology", str(spec), "--pairs")
+    assert (code, err) == (0, ""), out
+    lines = out.splitlines()
+    assert lines[:2] == [
+        "verify: OK",
+        "hierarchy promises: every node reaches every other; any single RR failure (not RR pairs)",
+    ]
+    pair = next(line for line in lines if line.startswith("RR pair failure:"))
+    # Both RRs of a rack down cut that rack off: true, and not what hierarchy promises.
+    assert pair.startswith("RR pair failure: cuts nodes off (not promised by hierarchy), e.g. ")
+    code, out, _ = run(
+        capsys, "verify", str(nodes), "--topology", str(spec), "--pairs", "-o", "json"
+    )
+    report = json.loads(out)
+    assert (code, report["ok"], report["pair_failure_ok"]) == (0, True, False)
+    assert (report["topology"], report["pair_failure_promised"]) == ("hierarchy", False)
+
+
+def test_multi_with_three_rrs_per_group_promises_pairs_and_its_plan_says_so(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nodes, topology = files
+    joined = tmp_path / "joined.json"
+    joined.write_text(json.dumps(joined_plan(capsys, nodes, topology)))
+    code, out, _ = run(capsys, "verify", str(joined), "--pairs")
+    assert code == 0
+    assert out.splitlines()[1] == (
+        "multi promises: every node reaches every other; any single RR failure;"
+        " any two RRs failing at once"
+    )
 
 
 def test_a_plan_joined_with_its_node_list_is_verified(
