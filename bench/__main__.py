@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from bench import plan_input
 from bench import plans as plan_bench
 from bench.generate import NOW, SIZES, TOPOLOGIES, Generator, Json, slim, steady_state
 from bench.measure import (
@@ -174,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-http", action="store_true")
     parser.add_argument("--no-rss", action="store_true")
     parser.add_argument("--no-plans", action="store_true", help="skip BGPPeers/sessions/churn")
+    parser.add_argument(
+        "--plan-input-size",
+        type=int,
+        default=plan_input.DEFAULT_NODES,
+        help="nodes for `plan` on a JSON and a YAML file (0: skip)",
+    )
     parser.add_argument("--output", type=Path, default=HERE, help="where results go")
     args = parser.parse_args(argv)
     sizes = sorted(
@@ -184,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     topologies = [t for t in args.topologies.split(",") if t]
     started = time.perf_counter()
     gen = Generator(args.seed)
-    count = max([*sizes, 0 if args.no_plans else args.plan_size])
+    count = max([*sizes, 0 if args.no_plans else args.plan_size, args.plan_input_size])
     log(f"generating {count:,} nodes (seed {args.seed})")
     nodes = [gen.node(i) for i in range(count)]
     gc.collect()
@@ -249,6 +256,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f" churn {json.dumps(churn[topology])} ({time.perf_counter() - began:.0f}s)"
             )
 
+    inputs: dict[str, Any] = {}
+    if args.plan_input_size:
+        inputs = plan_input.measure(nodes[: args.plan_input_size])
+        log(f"  plan input: {json.dumps(inputs['rows'])}")
+
     result: dict[str, Any] = {
         "machine": machine(),
         "args": " ".join(sys.argv[1:] if argv is None else argv),
@@ -258,10 +270,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rows": rows,
         "plans": plans,
         "churn": churn,
+        "plan_input": inputs,
     }
     result["targets"] = targets(rows, plans, churn, args.plan_size)
     result["seconds"] = round(time.perf_counter() - started, 1)
     text = markdown(result)
+    if inputs:
+        text = text.rstrip("\n") + "\n\n" + "\n".join(plan_input.markdown(inputs)) + "\n"
     print(text)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(result, indent=2) + "\n")

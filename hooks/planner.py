@@ -79,10 +79,11 @@ def _nodes_from(document: Any) -> list[dict[str, Any]]:
         raise PlanInputError(
             "nodes: expected a NodeList (`kubectl get nodes -o json`) with `items`"
         )
+    nodes = []
     for index, item in enumerate(items):
         meta = item.get("metadata") if isinstance(item, dict) else None
         name = meta.get("name") if isinstance(meta, dict) else None
-        if not isinstance(name, str) or not name:
+        if not isinstance(meta, dict) or not isinstance(name, str) or not name:
             raise PlanInputError(f"nodes: items[{index}] has no metadata.name")
         kind = item.get("kind", "Node")
         if kind != "Node":
@@ -90,7 +91,16 @@ def _nodes_from(document: Any) -> list[dict[str, Any]]:
                 f"nodes: items[{index}] ({name}) is a {kind}, not a Node"
                 " (use `kubectl get nodes -o json`)"
             )
-    return copy.deepcopy(items)
+        # The plan changes only labels and annotations: copy those, share the rest (a deep
+        # copy of 2,000 nodes took longer than planning them).
+        copied = {**meta}
+        for key in ("labels", "annotations"):
+            value = meta.get(key) or {}
+            if not isinstance(value, dict):
+                raise PlanInputError(f"nodes: items[{index}].metadata.{key} is not a mapping")
+            copied[key] = dict(value)
+        nodes.append({**item, "metadata": copied})
+    return nodes
 
 
 def _topology_from(document: Any) -> dict[str, Any]:
@@ -138,7 +148,10 @@ def run_plan(
     """Topology sync, node sync for every node with the labels applied, again until still."""
     nodes = _nodes_from(nodes_document)
     topology = _topology_from(topology_document)
-    original = {n["metadata"]["name"]: copy.deepcopy(n["metadata"]) for n in nodes}
+    original = {
+        n["metadata"]["name"]: {k: dict(n["metadata"][k]) for k in ("labels", "annotations")}
+        for n in nodes
+    }
     children: dict[str, Any] = {}
     status: dict[str, Any] = {}
     rounds = 0

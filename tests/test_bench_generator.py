@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import orjson
 import pytest
 
+from bench import plan_input
 from bench.generate import (
     RACK_LABEL,
     ZONE_LABEL,
@@ -16,6 +20,7 @@ from bench.generate import (
     topology_sync_body,
 )
 from hooks import wire
+from hooks.cli import load_yaml
 
 COUNT = 50
 
@@ -106,3 +111,14 @@ def test_the_node_sync_body_decodes_with_the_topology_status(state: SteadyState)
     assert request.object.metadata.name == state.nodes[3]["metadata"]["name"]
     (topology,) = wire.decode_topologies(request.related)
     assert [rr.node for rr in topology.read_status().routeReflectors] == state.reflectors
+
+
+def test_the_plan_input_files_hold_the_same_node_list_in_json_and_in_yaml(
+    nodes: list[dict[str, object]], tmp_path: Path
+) -> None:
+    paths = plan_input.write_inputs(nodes[:5], tmp_path)
+    text = paths["yaml"].read_text()
+    assert "&id" not in text and "*id" not in text  # kubectl writes every node out in full
+    assert (
+        load_yaml(text) == json.loads(paths["json"].read_text()) == plan_input.node_list(nodes[:5])
+    )

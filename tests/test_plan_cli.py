@@ -12,8 +12,11 @@ from typing import Any
 import pytest
 import yaml
 from golden import as_reflector
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from strategies import make_node
 
+from hooks.cli import load_yaml
 from hooks.planner import SHIPPED_TOPOLOGY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,3 +254,49 @@ def test_a_missing_file_exits_2(tmp_path: Path) -> None:
     done = plan(str(tmp_path / "absent.json"))
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+
+
+YAML_SCALARS = (
+    st.text(max_size=8) | st.integers() | st.booleans() | st.none() | st.floats(allow_nan=False)
+)
+YAML_DOCUMENTS = st.recursive(
+    YAML_SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(document=YAML_DOCUMENTS, flow=st.booleans())
+def test_the_fast_yaml_reader_gives_what_safe_load_gives(document: Any, flow: bool) -> None:
+    text = yaml.safe_dump(document, default_flow_style=flow)
+    assert load_yaml(text) == yaml.safe_load(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "base: &b {x: 1, y: 2}\nd:\n  <<: *b\n  y: 3\n",
+        "- &a {k: v}\n- *a\n",
+        "when: 2024-01-01T00:00:00Z\nhex: 0x1f\nyes: on\nempty:\n",
+        "",
+    ],
+    ids=["merge-key", "alias", "implicit-types", "empty"],
+)
+def test_the_fast_yaml_reader_keeps_yaml_s_own_rules(text: str) -> None:
+    assert load_yaml(text) == yaml.safe_load(text)
+
+
+def test_the_fast_yaml_reader_builds_an_alias_once_so_nested_aliases_stay_small() -> None:
+    rows = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10))
+    document = load_yaml("l0: &l0 [lol]\n" + rows)
+    assert document["l9"][0] is document["l8"]  # 9**9 lists if every alias were copied
+
+
+def test_an_unhashable_yaml_key_is_an_input_error(tmp_path: Path) -> None:
+    path = tmp_path / "nodes.yaml"
+    path.write_text("? [a, b]\n: c\n")
+    done = plan(str(path))
+    assert done.returncode == 2 and "not JSON or YAML" in done.stderr, done.stderr
