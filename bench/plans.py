@@ -70,7 +70,7 @@ def cluster_ids(nodes: Iterable[Json]) -> dict[str, str]:
 
 def plan_stats(result: PlanResult) -> dict[str, Any]:
     """BGPPeers, RRs, groups; sessions and rr-clients per RR (an RR marks a peer a client when
-    their cluster IDs differ, design §4); routing checked by hooks.verify when it is there."""
+    their cluster IDs differ, RFC 4456); routing checked by hooks.verify when it is there."""
     adjacency = sessions(result.nodes, result.bgp_peers)
     ids = cluster_ids(result.nodes)
     per_rr = {rr: len(adjacency[rr]) for rr in ids}

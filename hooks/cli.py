@@ -1,4 +1,5 @@
-"""`python -m hooks serve | plan | verify`: the command line, thin around the hook functions."""
+"""`route-reflector-hooks serve | plan | verify` (or `python -m hooks` in the project's virtualenv):
+the command line, thin around the hook functions."""
 
 from __future__ import annotations
 
@@ -16,15 +17,57 @@ import yaml
 from hooks.planner import PlanInputError, PlanResult, format_table, run_plan
 
 
+class JsonLines(logging.Formatter):
+    """One JSON object per line for every logger, as the hooks' own lines are: uvicorn's access
+    and server lines too, so one log pipeline parses them all."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        args = record.args
+        line: dict[str, Any]
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            client, method, path, version, status = args
+            line = {"access": f"{method} {path}", "status": status, "client": client}
+            line["http"] = version
+        else:
+            message = record.getMessage()
+            if message.startswith("{") and not record.exc_info:
+                return message  # a hook line, already JSON
+            line = {"level": record.levelname.lower(), "logger": record.name, "message": message}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, sort_keys=True, default=str)
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """uvicorn's log_config: every logger through JsonLines on standard error."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonLines}},
+        "handlers": {"stderr": handler},
+        "loggers": {
+            name: {"handlers": ["stderr"], "level": level, "propagate": False}
+            for name in ("hooks", "uvicorn", "uvicorn.error", "uvicorn.access")
+        },
+        "root": {"handlers": ["stderr"], "level": level},
+    }
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hooks.app import create_app
 
     level = os.environ.get("LOG_LEVEL", "info").upper()
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), format="%(message)s")
+    if not isinstance(logging.getLevelName(level), int):
+        raise PlanInputError(f"LOG_LEVEL: {level.lower()!r} is not a log level")
     uvicorn.run(
-        create_app(), host=args.host, port=args.port, log_level=level.lower(), access_log=False
+        create_app(),
+        host=args.host,
+        port=args.port,
+        log_config=logging_config(level),
+        log_level=level.lower(),
     )
     return 0
 
@@ -190,7 +233,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hooks", description=__doc__)
+    parser = argparse.ArgumentParser(prog="route-reflector-hooks", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="serve the Metacontroller hooks over HTTP")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))

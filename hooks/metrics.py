@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 
 from hooks.model import Plan, ReflectorState
 
@@ -15,6 +22,9 @@ class Metrics:
 
     def __post_init__(self) -> None:
         r = self.registry
+        # process_* (CPU, resident memory, open fds) and python_info, as the default registry has.
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
         self.duration = Histogram(
             "rr_hook_duration_seconds",
             "Time to answer a hook request",

@@ -1,4 +1,4 @@
-"""Settings: the spec wins over the environment, which wins over the default (design §9);
+"""Settings: the spec wins over the environment, which wins over the default (README, Settings);
 every invalid value is refused with a message naming the field and what is allowed."""
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def test_default_applies_when_neither_is_set(
     assert read(load_settings({}, {"UNRELATED": "1"})) == want[2]
 
 
-def test_every_design_variable_is_read() -> None:
+def test_every_variable_of_the_original_operator_is_read() -> None:
     environ = {
         "DATASTORE_TYPE": "kubernetes",
         "ROUTE_REFLECTOR_CLUSTER_ID": "10.9.9.%d",

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import TestClient, fixed_clock
 from golden import FIXTURES
 
 from hooks import controllers
 from hooks.app import create_app
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def body(hook: str, case: str) -> bytes:
@@ -78,3 +87,55 @@ def test_a_bug_is_logged_with_its_stack_trace(
         answer = client.post("/topology/sync", content=body("topology-sync", "one-zone"))
     assert answer.status_code == 500
     assert any(r.exc_info is not None for r in caplog.records if r.name == "hooks")
+
+
+def test_metrics_include_the_process_figures() -> None:
+    with TestClient(create_app(environ={}, clock=fixed_clock)) as client:
+        text = client.get("/metrics").text
+    for family in ("process_resident_memory_bytes ", "process_cpu_seconds_total ", "python_info{"):
+        assert family in text, family
+
+
+def test_the_served_log_is_json_lines_access_lines_included(tmp_path: Path) -> None:
+    """`python -m hooks serve` over a socket: uvicorn's own lines are JSON like the hooks'."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("ROUTE_REFLECTOR_", "DATASTORE"))
+    }
+    env |= {"LOG_LEVEL": "info", "PYTHONPATH": str(ROOT)}
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hooks", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 20
+            while process.poll() is None and time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
+            assert httpx.get(f"{url}/nowhere", timeout=5).status_code == 404
+            answer = httpx.post(f"{url}/node/sync", content=b"{", timeout=5)
+            assert answer.status_code == 400
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    access = [line for line in lines if "access" in line]
+    assert {"access": "GET /nowhere", "status": 404} in [
+        {"access": a["access"], "status": a["status"]} for a in access
+    ]
+    assert any(a["access"] == "POST /node/sync" and a["status"] == 400 for a in access)
+    hook = next(line for line in lines if line.get("hook") == "node_sync")
+    assert hook["outcome"] == "bad_request"
+    started = [line for line in lines if line.get("logger") == "uvicorn.error"]
+    assert any("Uvicorn running on" in line["message"] for line in started), started

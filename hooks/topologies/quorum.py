@@ -1,7 +1,7 @@
 """quorum: RRs in clusters of k sharing a cluster ID, all RRs meshed; a client peers with m RRs of
 one cluster, 2m - k > 1, so any two clients of a cluster still share an RR after one fails.
 
-RRs sharing a cluster ID never pass their clients' routes to each other (design §4): a client's
+RRs sharing a cluster ID never pass their clients' routes to each other (RFC 4456): a client's
 route reaches another client of the same cluster only through an RR both peer with. Clusters are
 cut from the RRs serving each zone: as many clusters of 3 as fit, the remainder spread over them
 (k is 2 to 5), and m = (k + 1) // 2 + 1 (k=2,3 → m=k; k=4 → 3; k=5 → 4). A cluster keeps
