@@ -195,14 +195,26 @@ def _report(core: Core, budget: int) -> PathReport:
     stats = session_stats(graph)
     origins: list[tuple[int | None, tuple[int, ...]]] = [(k, ()) for k in range(len(core.nodes))]
     origins += [(None, tuple(sorted(c.reflectors))) for c in core.classes]
-    spreads: list[_Spread] = []
     groups = _peer_groups(core)
+    # Every origin gets an equal share first; what the cheap ones leave is shared out again among
+    # the unfinished, which start over with the larger allowance, until all finish or it is spent.
+    spreads: list[_Spread] = []
     remaining = budget
     for position, (origin, entry) in enumerate(origins):
-        allowance = remaining // (len(origins) - position)
-        spread = _spread(core.bits, groups, origin, entry, allowance)
+        spread = _spread(core.bits, groups, origin, entry, remaining // (len(origins) - position))
         spreads.append(spread)
         remaining -= spread.work
+    work = budget - remaining
+    while unfinished := [i for i, spread in enumerate(spreads) if not spread.complete]:
+        allowance = remaining // len(unfinished)
+        if allowance <= max(spreads[i].work for i in unfinished):
+            break  # no origin would get further than it already did
+        for i in unfinished:
+            origin, entry = origins[i]
+            spread = _spread(core.bits, groups, origin, entry, allowance)
+            remaining -= spread.work
+            work += spread.work
+            spreads[i] = spread
     rr_spreads = tuple(spreads[: len(core.nodes)])
     class_spreads = tuple(spreads[len(core.nodes) :])
     table = _Table(core, {name: i for i, name in enumerate(graph.names)}, rr_spreads, class_spreads)
@@ -261,7 +273,7 @@ def _report(core: Core, budget: int) -> PathReport:
         sessions_per_client_mean=stats.per_client_mean,
         sessions_per_rr_max=stats.per_rr_max,
         sessions_per_rr_mean=stats.per_rr_mean,
-        work=sum(s.work for s in spreads),
+        work=work,
         _table=table,
     )
 
