@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from hooks.verify import Core, SimNode, build_graph, read_peers, session_stats
 
-__all__ = ["DEFAULT_BUDGET", "PathReport", "count_paths", "format_paths"]
+__all__ = ["DEFAULT_BUDGET", "PathReport", "count_paths", "figure_text", "format_paths"]
 
 # Transitions (one path offered over one RR-RR session) examined before a count is called
 # exploding; at 5,000 nodes the plans that do not explode need well under a tenth of it.
@@ -282,7 +282,8 @@ def _ratio(total: int, count: int) -> float:
     return round(total / count, 2) if count else 0.0
 
 
-def _figure(value: float, exploded: bool) -> str:
+def figure_text(value: float, exploded: bool) -> str:
+    """A count for people: thousands separated, "at least" when the count exploded."""
     text = f"{value:,}" if isinstance(value, int) else f"{value:,.2f}"
     return f"at least {text}" if exploded else text
 
@@ -293,15 +294,16 @@ def format_paths(report: PathReport) -> list[str]:
     lines = []
     if x:
         lines.append(
-            f"add-path routes: EXPLODES (counting stopped after {report.work:,} steps;"
-            " every figure below is a lower bound)"
+            f"add-path routes: EXPLODES (at least {report.routes_per_node_max:,} routes at a node;"
+            f" counting stopped after {report.work:,} steps, every figure is a lower bound)"
         )
     lines += [
-        f"paths per remote prefix: at clients max {_figure(report.paths_client_max, x)},"
-        f" mean {_figure(report.paths_client_mean, x)};"
-        f" at RRs max {_figure(report.paths_rr_max, x)}, mean {_figure(report.paths_rr_mean, x)}",
-        f"routes per node: max {_figure(report.routes_per_node_max, x)},"
-        f" mean {_figure(report.routes_per_node_mean, x)}",
+        f"paths per remote prefix: at clients max {figure_text(report.paths_client_max, x)},"
+        f" mean {figure_text(report.paths_client_mean, x)};"
+        f" at RRs max {figure_text(report.paths_rr_max, x)},"
+        f" mean {figure_text(report.paths_rr_mean, x)}",
+        f"routes per node: max {figure_text(report.routes_per_node_max, x)},"
+        f" mean {figure_text(report.routes_per_node_mean, x)}",
         f"sessions per client: max {report.sessions_per_client_max},"
         f" mean {report.sessions_per_client_mean}; per RR: max {report.sessions_per_rr_max},"
         f" mean {report.sessions_per_rr_mean}",

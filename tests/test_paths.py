@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from scenario import zoned_nodes
 
 from hooks.paths import PathReport, count_paths, format_paths
 from hooks.planner import run_plan
 from hooks.verify import SimNode, nodes_from_objects
-from tests.scenario import zoned_nodes
 
 Peer = dict[str, Any]
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
@@ -290,3 +290,18 @@ def test_the_report_is_json_without_per_node_routes_unless_asked() -> None:
     assert "routes" not in report.to_dict()
     assert report.to_dict(routes=True)["routes"] == {"c0": 2, "c1": 2, "r0": 2}
     assert report.to_dict()["paths_client_max"] == 1
+
+
+def test_budget_left_by_cheap_origins_goes_to_the_expensive_ones() -> None:
+    ids = [f"10.0.0.{i + 1}" for i in range(6)]
+    meshed = full_mesh_of_rrs(ids, clients=2)
+    lone = {f"z{i}": f"10.0.1.{i + 1}" for i in range(20)}  # RRs without RR peers: no work
+    topology = Topology({**meshed.cluster_ids, **lone}, meshed.edges, False)
+    full = topology.count()
+    assert not full.exploded
+
+    enough = topology.count(budget=2 * full.work)  # an equal share each would not be
+    too_little = topology.count(budget=full.work // 2)
+
+    assert not enough.exploded and enough.routes == full.routes
+    assert too_little.exploded
