@@ -68,6 +68,8 @@ def measure_row(
     row: dict[str, Any] = {"n": size, "topology": topology, "body_bytes": len(body)}
     row["reflectors"] = len(state.reflectors)
     row["bgp_peers"] = len(state.children)
+    if not args.no_paths:
+        row["paths"] = plan_bench.path_stats(state.nodes, state.children)
     answer = orjson.loads(topology_sync_call(body, ENVIRON, NOW))
     previous = {k: v for k, v in state.parent["status"].items() if k != "observedGeneration"}
     row["steady"] = answer["status"] == previous
@@ -174,6 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-http", action="store_true")
     parser.add_argument("--no-rss", action="store_true")
     parser.add_argument("--no-plans", action="store_true", help="skip BGPPeers/sessions/churn")
+    parser.add_argument("--no-paths", action="store_true", help="skip the add-path route count")
     parser.add_argument("--output", type=Path, default=HERE, help="where results go")
     args = parser.parse_args(argv)
     sizes = sorted(
