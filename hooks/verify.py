@@ -412,10 +412,30 @@ def build_graph(nodes: Iterable[SimNode], peerings: list[Peering], mesh: bool) -
         index[node.name] = position
     adjacency: list[set[int]] = [set() for _ in ordered]
     matched: dict[Selector, list[int]] = {}
+    by_key: dict[str, dict[str, list[int]]] = {}  # label key → value → nodes carrying it
+
+    def carrying(key: str) -> dict[str, list[int]]:
+        if key not in by_key:
+            values: dict[str, list[int]] = {}
+            for i, node in enumerate(ordered):
+                value = node.labels.get(key)
+                if value is not None:
+                    values.setdefault(value, []).append(i)
+            by_key[key] = values
+        return by_key[key]
 
     def matching(selector: Selector) -> list[int]:
         if selector not in matched:
-            matched[selector] = [i for i, n in enumerate(ordered) if selector.matches(n.labels)]
+            expr = selector.expr
+            # the selectors the hooks render (k == 'v', k in {...}) are looked up, not scanned
+            if isinstance(expr, _Equals):
+                found = carrying(expr.key).get(expr.value, [])
+            elif isinstance(expr, _In):
+                values = carrying(expr.key)
+                found = sorted(i for value in expr.values for i in values.get(value, ()))
+            else:
+                found = [i for i, n in enumerate(ordered) if selector.matches(n.labels)]
+            matched[selector] = found
         return matched[selector]
 
     for peering in peerings:
