@@ -69,6 +69,8 @@ def measure_row(
     row: dict[str, Any] = {"n": size, "topology": topology, "body_bytes": len(body)}
     row["reflectors"] = len(state.reflectors)
     row["bgp_peers"] = len(state.children)
+    if not args.no_paths:
+        row["paths"] = plan_bench.path_stats(state.nodes, state.children)
     answer = orjson.loads(topology_sync_call(body, ENVIRON, NOW))
     previous = {k: v for k, v in state.parent["status"].items() if k != "observedGeneration"}
     row["steady"] = answer["status"] == previous
@@ -181,6 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=plan_input.DEFAULT_NODES,
         help="nodes for `plan` on a JSON and a YAML file (0: skip)",
     )
+    parser.add_argument("--no-paths", action="store_true", help="skip the add-path route count")
     parser.add_argument("--output", type=Path, default=HERE, help="where results go")
     args = parser.parse_args(argv)
     sizes = sorted(

@@ -7,6 +7,7 @@ applied, again until still), on nodes reduced to what the plan reads (`generate.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -98,7 +99,23 @@ def plan_stats(result: PlanResult) -> dict[str, Any]:
         "sessions_per_rr_max": report.sessions_per_rr_max,
         "clients_per_rr_max": report.clients_per_rr_max,
     }
+    stats["paths"] = path_stats(result.nodes, result.bgp_peers)
     return stats
+
+
+def path_stats(nodes: Sequence[Json], children: Iterable[Json]) -> dict[str, Any] | None:
+    """The add-path route count (hooks.paths) of a labelled cluster and its BGPPeers, and how
+    long the count took (nodes already read into the simulator's form)."""
+    try:
+        from hooks.paths import count_paths
+        from hooks.verify import nodes_from_objects
+    except ImportError:
+        return None
+    sim = nodes_from_objects(nodes)
+    peers = [child for child in children if child.get("kind") == "BGPPeer"]
+    started = time.perf_counter()
+    report = count_paths(sim, peers)
+    return report.to_dict() | {"count_ms": round((time.perf_counter() - started) * 1e3, 1)}
 
 
 # --- churn ---------------------------------------------------------------------------------------

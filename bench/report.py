@@ -143,6 +143,20 @@ def targets(
                 )
             else:
                 add("20k/5k sync time ≤ 4.4", topology, None, 4.4, None, note)
+    for topology in topologies:
+        row = _find(rows, 5_000, topology)
+        paths = row.get("paths") if row else None
+        value = paths["count_ms"] / 1e3 if paths else None
+        add(
+            "add-path route count at 5,000 ≤ 10 s",
+            topology,
+            None if value is None else round(value, 2),
+            10,
+            None if value is None else value <= 10,
+            ("explodes: a lower bound" if paths["exploded"] else "exact")
+            if paths
+            else "size not run",
+        )
     multi = plans.get("multi")
     add(
         f"BGPPeers in multi at {plan_size:,} < 100",
@@ -164,6 +178,66 @@ def targets(
             "" if event else "not run",
         )
     return found
+
+
+def _count(value: float, exploded: bool) -> str:
+    text = f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+    return f"≥ {text}" if exploded else text
+
+
+def _path_cells(paths: Row | None) -> list[str]:
+    if not paths:
+        return ["-", "-"]
+    x = paths["exploded"]
+    return [_count(paths["paths_client_max"], x), _count(paths["routes_per_node_max"], x)]
+
+
+def paths_table(rows: Sequence[Row]) -> list[str]:
+    """Routing-table size with Calico's `add paths on`, per node count and topology."""
+    body = []
+    for r in rows:
+        p = r.get("paths")
+        if not p:
+            continue
+        x = p["exploded"]
+        body.append(
+            [
+                f"{r['n']:,}",
+                r["topology"],
+                f"{p['reflectors']} / {p['cluster_ids']}",
+                f"{_count(p['paths_client_max'], x)} / {_count(p['paths_client_mean'], x)}",
+                f"{_count(p['paths_rr_max'], x)} / {_count(p['paths_rr_mean'], x)}",
+                f"{_count(p['routes_per_node_max'], x)} / {_count(p['routes_per_node_mean'], x)}",
+                f"{p['sessions_per_client_max']} / {p['sessions_per_client_mean']}",
+                f"{p['sessions_per_rr_max']} / {p['sessions_per_rr_mean']}",
+                "EXPLODES" if x else "exact",
+                _ms(p["count_ms"]),
+            ]
+        )
+    if not body:
+        return []
+    header = [
+        "nodes",
+        "topology",
+        "RRs / cluster IDs",
+        "paths per remote prefix at a client: max / mean",
+        "at an RR: max / mean",
+        "routes per node: max / mean",
+        "sessions per client: max / mean",
+        "per RR: max / mean",
+        "count",
+        "count ms",
+    ]
+    return [
+        "",
+        "## Routing tables (add paths)",
+        "",
+        "Counted by `hooks.paths` on the steady state of each row: every route BIRD holds with"
+        " `add paths on` (one per distinct path per session), each node originating one prefix."
+        " ≥ = the count hit its cap (EXPLODES): a lower bound. count ms = time of the count alone.",
+        "",
+        *_table(header, body),
+    ]
 
 
 def _order(topology: str) -> int:
@@ -310,6 +384,7 @@ def markdown(result: dict[str, Any]) -> str:
     idle = result.get("server_idle_rss")
     if idle:
         lines += ["", f"Idle RSS of `python -m hooks serve`: {idle / 1e6:.1f} MB."]
+    lines += paths_table(rows)
     plans = result.get("plans", {})
     if plans:
         lines += ["", f"## Plans at {result.get('plan_size', 5000):,} nodes", ""]
@@ -322,6 +397,8 @@ def markdown(result: dict[str, Any]) -> str:
             "clients/RR max",
             "sessions/client max",
             "routes (verify)",
+            "paths/prefix at a client max",
+            "routes/node max",
         ]
         body = []
         for topology in sorted(plans, key=_order):
@@ -337,6 +414,7 @@ def markdown(result: dict[str, Any]) -> str:
                     str(p["clients_per_rr_max"]),
                     str(p["sessions_per_client_max"]),
                     "-" if not verified else "OK" if verified["reachable"] else "BROKEN",
+                    *_path_cells(p.get("paths")),
                 ]
             )
         lines += _table(header, body)

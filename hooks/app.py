@@ -21,6 +21,7 @@ from hooks import controllers, wire
 from hooks.controllers import Applied, TopologyDecision
 from hooks.metrics import Metrics
 from hooks.model import Condition
+from hooks.paths import count_paths
 
 log = logging.getLogger("hooks")
 DEFAULT_MAX_BODY = 512 * 1024 * 1024
@@ -95,6 +96,7 @@ def create_app(
     limit = int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY))
     metrics = Metrics()
     last_plans: dict[str, tuple[str, ...]] = {}
+    routing_digests: dict[str, str] = {}  # owner → what its route counts were made from
     if applier is None:
         applier = _etcd_applier(env)
     if mesh_switch is None:
@@ -127,6 +129,18 @@ def create_app(
                 "changed": changed,
                 "children": len(response.children),
             }
+            digest = controllers.routing_digest(decision)
+            if decision.applies and routing_digests.get(decision.owner) != digest:
+                # counted only when the peerings or the RR set change: a steady sync costs nothing
+                nodes = (node.to_info() for node in wire.decode_nodes(request.related))
+                paths = count_paths(controllers.planned_nodes(decision, nodes), decision.bgp_peers)
+                metrics.observe_paths(decision.owner, paths)
+                routing_digests[decision.owner] = digest
+                fields |= {
+                    "paths_client_max": paths.paths_client_max,
+                    "routes_per_node_max": paths.routes_per_node_max,
+                    "paths_exploded": paths.exploded,
+                }
         if decision.failure is not None:
             fields |= {"outcome": decision.failure.reason, "message": decision.failure.message}
         return wire.encode(response), fields

@@ -164,7 +164,7 @@ def _plan(args: argparse.Namespace) -> int:
     result = _load(args)
     _warn(result)
     if args.output == "json":
-        print(json.dumps(result.as_json(), indent=2))
+        print(json.dumps(result.as_json() | {"paths": result.paths().to_dict()}, indent=2))
     elif args.output == "yaml":
         print(yaml.safe_dump_all(result.as_objects(), sort_keys=False), end="")
     elif args.output == "html":
@@ -173,6 +173,7 @@ def _plan(args: argparse.Namespace) -> int:
         print(render_html(result))
     else:
         result.extra["verify"] = result.verify()
+        result.extra["paths"] = result.paths()
         print(format_table(result))
     return 0
 
@@ -215,10 +216,13 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         nodes, peers = joined
         status = document.get("status") if isinstance(document.get("status"), dict) else {}
+    from hooks.paths import count_paths, format_paths
     from hooks.verify import format_report, nodes_from_objects, verify
 
     try:
-        report = verify(nodes_from_objects(nodes), peers, mesh=args.mesh, pairs=args.pairs)
+        sim_nodes = nodes_from_objects(nodes)
+        report = verify(sim_nodes, peers, mesh=args.mesh, pairs=args.pairs)
+        paths = count_paths(sim_nodes, peers, mesh=args.mesh)
     except ValueError as error:
         raise PlanInputError(f"{args.file}: {error}") from None
     groups = status.get("groups")
@@ -226,9 +230,10 @@ def _verify(args: argparse.Namespace) -> int:
         report = report.with_promises(
             status["topology"], [g for g in groups if isinstance(g, dict)]
         )
-    print(
-        json.dumps(report.to_dict(), indent=2) if args.output == "json" else format_report(report)
-    )
+    if args.output == "json":
+        print(json.dumps(report.to_dict() | {"paths": paths.to_dict()}, indent=2))
+    else:
+        print("\n".join([format_report(report), *format_paths(paths)]))
     return 0 if report.ok else 1
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property, lru_cache
@@ -27,6 +29,7 @@ from hooks.model import Condition, Group, NodeInfo, Plan, ReflectorState
 from hooks.selection import unmatched_labels, zone_of
 from hooks.topologies import PlanError, Previous, builder_for, group_for, labelled_reflectors
 from hooks.transitions import Sessions, apply_transitions, guard_tripped
+from hooks.verify import SimNode
 from hooks.wire import (
     BGPPEER_API,
     BGPPEER_KEY,
@@ -564,6 +567,45 @@ def render_topology(
     )
 
 
+def routing_digest(decision: TopologyDecision) -> str:
+    """What the routing tables depend on: the rendered BGPPeers and the RRs' cluster IDs."""
+    plan = decision.plan
+    rrs = sorted((rr.node, rr.cluster_id) for rr in plan.reflectors) if plan is not None else []
+    peers = [(p["metadata"]["name"], p["spec"]) for p in decision.bgp_peers]
+    text = json.dumps([peers, rrs], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def planned_nodes(decision: TopologyDecision, nodes: Iterable[NodeInfo]) -> list[SimNode]:
+    """The nodes as the node hook will label them by this plan, for the route simulator: RRs with
+    their cluster ID and RR labels, clients with their group (a retiring group is transient and
+    left out)."""
+    plan, settings = decision.plan, decision.settings
+    if plan is None or settings is None:
+        return []
+    reflectors = {rr.node: rr.cluster_id for rr in plan.reflectors}
+    groups = tuple(g for g in plan.groups if not g.retiring_since)
+    managed = {settings.reflector_label[0], REFLECTOR_LABEL, GROUP_LABEL, PREVIOUS_GROUP_LABEL}
+    result = []
+    for node in nodes:
+        labels = {k: v for k, v in node.labels.items() if k not in managed}
+        cluster_id = reflectors.get(node.name)
+        if cluster_id is not None:
+            key, value = settings.reflector_label
+            labels |= {key: value, REFLECTOR_LABEL: reflector_token(node.name)}
+        else:
+            group = _client_group(node, settings, groups)
+            if group is not None:
+                labels[GROUP_LABEL] = label_value(group.name)
+        result.append(SimNode(node.name, labels, cluster_id))
+    return result
+
+
+def _client_group(node: NodeInfo, settings: Settings, groups: tuple[Group, ...]) -> Group | None:
+    rack = node.labels.get(settings.rack_label, "") if settings.rack_label else ""
+    return group_for(node.name, zone_of(node, settings), rack, groups)
+
+
 def topology_sync(
     request: TopologySyncRequest, environ: Environ, now: datetime
 ) -> TopologySyncResponse:
@@ -634,8 +676,7 @@ def node_sync(request: NodeSyncRequest, environ: Environ) -> NodeSyncResponse:
         if settings.datastore != "etcdv3":
             desired_annotations[CLUSTER_ID_ANNOTATION] = cluster_id
     else:
-        rack = node.labels.get(settings.rack_label, "") if settings.rack_label else ""
-        group = group_for(node.name, zone_of(node, settings), rack, view.groups)
+        group = _client_group(node, settings, view.groups)
         if group is not None:
             desired_labels[GROUP_LABEL] = label_value(group.name)
         # A client leaving a retiring group keeps it as its previous group until it retires.

@@ -14,6 +14,7 @@ from prometheus_client import (
 )
 
 from hooks.model import Plan, ReflectorState
+from hooks.paths import PathReport
 
 
 @dataclass
@@ -75,6 +76,36 @@ class Metrics:
         self.bgp_peers = Gauge(
             "rr_bgp_peers", "BGPPeer objects the plan renders", ["topology"], registry=r
         )
+
+        self.paths = Gauge(
+            "rr_paths_per_prefix",
+            "Add-path routes a node holds per remote prefix (a lower bound when exploded)",
+            ["owner", "role", "stat"],
+            registry=r,
+        )
+        self.routes = Gauge(
+            "rr_routes_per_node",
+            "BGP routes a node holds for other nodes' prefixes (a lower bound when exploded)",
+            ["owner", "stat"],
+            registry=r,
+        )
+        self.paths_exploded = Gauge(
+            "rr_paths_exploded",
+            "1 when the route count was stopped at its cap (the figures are lower bounds)",
+            ["owner"],
+            registry=r,
+        )
+
+    def observe_paths(self, owner: str, report: PathReport) -> None:
+        for role, top, mean in (
+            ("client", report.paths_client_max, report.paths_client_mean),
+            ("reflector", report.paths_rr_max, report.paths_rr_mean),
+        ):
+            self.paths.labels(owner, role, "max").set(top)
+            self.paths.labels(owner, role, "mean").set(mean)
+        self.routes.labels(owner, "max").set(report.routes_per_node_max)
+        self.routes.labels(owner, "mean").set(report.routes_per_node_mean)
+        self.paths_exploded.labels(owner).set(1 if report.exploded else 0)
 
     def observe_plan(self, owner: str, plan: Plan, changed: bool, bgp_peers: int) -> None:
         for zone in plan.zones:

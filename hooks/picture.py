@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hooks.calico import GROUP_LABEL, REFLECTOR_LABEL, label_value
+from hooks.paths import PathReport, figure_text
 from hooks.planner import PlanResult
 from hooks.verify import (
     SelectorError,
@@ -613,6 +614,46 @@ def _verdict(result: PlanResult) -> str:
     )
 
 
+def _paths(result: PlanResult) -> str:
+    try:
+        report = result.paths()
+    except ValueError as error:
+        return f'<p><span class="verdict bad">the route count could not run</span> {_e(error)}</p>'
+    x = report.exploded
+
+    def figure(value: float) -> str:
+        return figure_text(value, x)
+
+    figures: tuple[tuple[str, str], ...] = (
+        ("paths per remote prefix at a client (max)", figure(report.paths_client_max)),
+        ("paths per remote prefix at a client (mean)", figure(report.paths_client_mean)),
+        ("paths per remote prefix at an RR (max)", figure(report.paths_rr_max)),
+        ("paths per remote prefix at an RR (mean)", figure(report.paths_rr_mean)),
+        ("routes per node (max)", figure(report.routes_per_node_max)),
+        ("routes per node (mean)", figure(report.routes_per_node_mean)),
+        ("sessions per client (max / mean)", _sessions(report, "client")),
+        ("sessions per RR (max / mean)", _sessions(report, "rr")),
+    )
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in figures)
+    verdict = (
+        '<p><span class="verdict bad">EXPLODES</span> the count was stopped; every figure is a'
+        " lower bound</p>"
+        if x
+        else ""
+    )
+    note = (
+        "BIRD with add paths on (as Calico configures it) keeps every distinct path it receives:"
+        " one route per path per session; each node originates one prefix"
+    )
+    return f'{verdict}<table class="paths">{rows}</table><p class="note">{_e(note)}</p>'
+
+
+def _sessions(report: PathReport, role: str) -> str:
+    if role == "client":
+        return f"{report.sessions_per_client_max} / {report.sessions_per_client_mean}"
+    return f"{report.sessions_per_rr_max} / {report.sessions_per_rr_mean}"
+
+
 def _summary(result: PlanResult) -> str:
     status = result.status
     ready = {c["type"]: c for c in status.get("conditions", [])}.get("Ready", {})
@@ -643,6 +684,8 @@ def render_html(result: PlanResult) -> str:
             _zone_table(result),
             "<h2>Verify</h2>",
             _verdict(result),
+            "<h2>Routing tables (add paths)</h2>",
+            _paths(result),
             "</body></html>",
             "",
         ]

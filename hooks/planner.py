@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from hooks import controllers, wire
+from hooks.paths import PathReport, count_paths, format_paths
 from hooks.verify import VerifyReport, nodes_from_objects, verify
 
 MAX_ROUNDS = 10
@@ -55,6 +56,10 @@ class PlanResult:
             failures=failures,
             pairs=pairs,
         )
+
+    def paths(self, *, mesh: bool = False) -> PathReport:
+        """Count the add-path routes every node would hold with this plan."""
+        return count_paths(nodes_from_objects(self.nodes), self.bgp_peers, mesh=mesh)
 
     def as_json(self) -> dict[str, Any]:
         return {"status": self.status, "bgpPeers": self.bgp_peers, "nodes": self.changes}
@@ -295,4 +300,7 @@ def format_table(result: PlanResult) -> str:
             f"verify: {'OK' if report.ok else 'FAILED'} (every node reaches every other:"
             f" {'yes' if report.reachable else 'NO'}; survives any single RR failure: {tolerant})"
         )
+    paths = result.extra.get("paths")
+    if isinstance(paths, PathReport):
+        lines.extend(format_paths(paths))
     return "\n".join(lines)

@@ -341,15 +341,15 @@ def nodes_from_objects(nodes: Iterable[Mapping[str, Any]]) -> list[SimNode]:
 
 
 @dataclass(frozen=True)
-class _Peering:
+class Peering:
     name: str
     node: str | None  # spec.node: one node by name
     node_selector: Selector | None  # None with node None: every node (a global peer)
     peer_selector: Selector
 
 
-def _read_peers(peers: Iterable[Mapping[str, Any]]) -> tuple[list[_Peering], list[str], int]:
-    peerings: list[_Peering] = []
+def read_peers(peers: Iterable[Mapping[str, Any]]) -> tuple[list[Peering], list[str], int]:
+    peerings: list[Peering] = []
     skipped: list[str] = []
     count = 0
     for index, obj in enumerate(peers):
@@ -378,7 +378,7 @@ def _read_peers(peers: Iterable[Mapping[str, Any]]) -> tuple[list[_Peering], lis
         except SelectorError as error:
             raise ValueError(f"BGPPeer {name}: {error}") from error
         peerings.append(
-            _Peering(name, None if node is None else str(node), node_selector, peer_selector)
+            Peering(name, None if node is None else str(node), node_selector, peer_selector)
         )
     return peerings, sorted(skipped), count
 
@@ -388,7 +388,7 @@ def _read_peers(peers: Iterable[Mapping[str, Any]]) -> tuple[list[_Peering], lis
 
 
 @dataclass(frozen=True)
-class _Graph:
+class Graph:
     """Nodes indexed in name order; explicit sessions; the mesh flag stays implicit (O(n²))."""
 
     names: tuple[str, ...]
@@ -404,7 +404,7 @@ class _Graph:
         return self.cluster_ids[peer] != self.cluster_ids[reflector]
 
 
-def _build_graph(nodes: Iterable[SimNode], peerings: list[_Peering], mesh: bool) -> _Graph:
+def build_graph(nodes: Iterable[SimNode], peerings: list[Peering], mesh: bool) -> Graph:
     ordered = sorted(nodes, key=lambda node: node.name)
     index: dict[str, int] = {}
     for position, node in enumerate(ordered):
@@ -413,10 +413,30 @@ def _build_graph(nodes: Iterable[SimNode], peerings: list[_Peering], mesh: bool)
         index[node.name] = position
     adjacency: list[set[int]] = [set() for _ in ordered]
     matched: dict[Selector, list[int]] = {}
+    by_key: dict[str, dict[str, list[int]]] = {}  # label key → value → nodes carrying it
+
+    def carrying(key: str) -> dict[str, list[int]]:
+        if key not in by_key:
+            values: dict[str, list[int]] = {}
+            for i, node in enumerate(ordered):
+                value = node.labels.get(key)
+                if value is not None:
+                    values.setdefault(value, []).append(i)
+            by_key[key] = values
+        return by_key[key]
 
     def matching(selector: Selector) -> list[int]:
         if selector not in matched:
-            matched[selector] = [i for i, n in enumerate(ordered) if selector.matches(n.labels)]
+            expr = selector.expr
+            # the selectors the hooks render (k == 'v', k in {...}) are looked up, not scanned
+            if isinstance(expr, _Equals):
+                found = carrying(expr.key).get(expr.value, [])
+            elif isinstance(expr, _In):
+                values = carrying(expr.key)
+                found = sorted(i for value in expr.values for i in values.get(value, ()))
+            else:
+                found = [i for i, n in enumerate(ordered) if selector.matches(n.labels)]
+            matched[selector] = found
         return matched[selector]
 
     for peering in peerings:
@@ -433,7 +453,7 @@ def _build_graph(nodes: Iterable[SimNode], peerings: list[_Peering], mesh: bool)
             adjacency[j].update(local)
     for i, neighbours in enumerate(adjacency):
         neighbours.discard(i)
-    return _Graph(
+    return Graph(
         names=tuple(node.name for node in ordered),
         cluster_ids=tuple(node.cluster_id or None for node in ordered),
         adjacency=tuple(frozenset(neighbours) for neighbours in adjacency),
@@ -442,16 +462,19 @@ def _build_graph(nodes: Iterable[SimNode], peerings: list[_Peering], mesh: bool)
 
 
 @dataclass(frozen=True)
-class _SessionStats:
+class SessionStats:
     total: int
     per_node_max: int
     per_node_mean: float
     clients_per_rr_max: int
     clients_per_rr_mean: float
     per_rr_max: int
+    per_rr_mean: float
+    per_client_max: int  # a client: a node that is not an RR
+    per_client_mean: float
 
 
-def _session_stats(graph: _Graph) -> _SessionStats:
+def session_stats(graph: Graph) -> SessionStats:
     reflectors = [i for i in range(len(graph.names)) if graph.is_reflector(i)]
     plain = len(graph.names) - len(reflectors)
     degrees: list[int] = []
@@ -461,14 +484,23 @@ def _session_stats(graph: _Graph) -> _SessionStats:
         else:
             degrees.append(len(neighbours))
     clients = [sum(1 for j in graph.adjacency[r] if graph.is_client(r, j)) for r in reflectors]
-    return _SessionStats(
+    rr_degrees = [degrees[r] for r in reflectors]
+    client_degrees = [d for i, d in enumerate(degrees) if not graph.is_reflector(i)]
+    return SessionStats(
         total=sum(degrees) // 2,
         per_node_max=max(degrees, default=0),
         per_node_mean=round(sum(degrees) / len(degrees), 2) if degrees else 0.0,
         clients_per_rr_max=max(clients, default=0),
         clients_per_rr_mean=round(sum(clients) / len(clients), 2) if clients else 0.0,
-        per_rr_max=max((degrees[r] for r in reflectors), default=0),
+        per_rr_max=max(rr_degrees, default=0),
+        per_rr_mean=_mean(rr_degrees),
+        per_client_max=max(client_degrees, default=0),
+        per_client_mean=_mean(client_degrees),
     )
+
+
+def _mean(values: list[int]) -> float:
+    return round(sum(values) / len(values), 2) if values else 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -499,15 +531,15 @@ class _Spread:
 
 
 @dataclass(frozen=True)
-class _ClientClass:
+class ClientClass:
     reflectors: frozenset[int]  # core indices of the RRs its members peer with
     members: tuple[int, ...]  # node indices, in name order
 
 
-class _Core:
+class Core:
     """The RR core and the classes of non-RR nodes around it."""
 
-    def __init__(self, graph: _Graph) -> None:
+    def __init__(self, graph: Graph) -> None:
         self.graph = graph
         self.nodes: tuple[int, ...] = tuple(
             i for i in range(len(graph.names)) if graph.is_reflector(i)
@@ -528,7 +560,7 @@ class _Core:
                 key = frozenset(core_of[j] for j in graph.adjacency[i] if j in core_of)
                 members.setdefault(key, []).append(i)
         ordered = sorted(members.items(), key=lambda item: item[1][0])
-        self.classes = tuple(_ClientClass(key, tuple(nodes)) for key, nodes in ordered)
+        self.classes = tuple(ClientClass(key, tuple(nodes)) for key, nodes in ordered)
         for c, client_class in enumerate(self.classes):
             for i in client_class.members:
                 self.class_of[i] = c
@@ -632,7 +664,7 @@ class _Outcome:
 _Key = tuple[bool, int]  # (is an RR, core index or class index)
 
 
-def _evaluate(core: _Core, failed: frozenset[int], max_examples: int) -> _Outcome:
+def _evaluate(core: Core, failed: frozenset[int], max_examples: int) -> _Outcome:
     """Count the ordered pairs (a, b) of surviving nodes where a has no route to b."""
     # Losing RRs that relayed nothing for an origin changes nothing else for it (removing a node
     # never adds a path), so only the spreads that the failed RRs relayed are run again; they
@@ -697,12 +729,12 @@ def _bits(mask: int, keys: tuple[_Key, ...]) -> Iterator[_Key]:
         mask ^= low
 
 
-def _members(core: _Core, key: _Key) -> tuple[int, ...]:
+def _members(core: Core, key: _Key) -> tuple[int, ...]:
     reflector, index = key
     return (core.nodes[index],) if reflector else core.classes[index].members
 
 
-def _failing_pairs(core: _Core, failing: dict[_Key, list[_Key]]) -> Iterator[str]:
+def _failing_pairs(core: Core, failing: dict[_Key, list[_Key]]) -> Iterator[str]:
     names = core.graph.names
     learners = heapq.merge(*([(i, key) for i in _members(core, key)] for key in sorted(failing)))
     for learner, key in learners:
@@ -783,7 +815,7 @@ def promises_line(report: VerifyReport) -> str | None:
     return line if pairs else line + " (not RR pairs)"
 
 
-def _sweep(core: _Core, group_size: int, max_examples: int) -> tuple[bool, tuple[str, ...]]:
+def _sweep(core: Core, group_size: int, max_examples: int) -> tuple[bool, tuple[str, ...]]:
     ok = True
     examples: list[str] = []
     for group in itertools.combinations(range(len(core.nodes)), group_size):
@@ -808,10 +840,10 @@ def verify(
     max_examples: int = 5,
 ) -> VerifyReport:
     """Simulate route propagation for these nodes and BGPPeers; optionally with RRs failing."""
-    peerings, skipped, peer_count = _read_peers(peers)
-    graph = _build_graph(nodes, peerings, mesh)
-    stats = _session_stats(graph)
-    core = _Core(graph)
+    peerings, skipped, peer_count = read_peers(peers)
+    graph = build_graph(nodes, peerings, mesh)
+    stats = session_stats(graph)
+    core = Core(graph)
     outcome = _evaluate(core, frozenset(), max_examples)
     single_ok: bool | None = None
     single_examples: tuple[str, ...] = ()

@@ -19,8 +19,12 @@ from bench.generate import (
     topology_object,
     topology_sync_body,
 )
+from bench.plans import path_stats
+from bench.report import paths_table, targets
 from hooks import wire
 from hooks.cli import load_yaml
+from hooks.paths import count_paths
+from hooks.verify import nodes_from_objects
 
 COUNT = 50
 
@@ -122,3 +126,24 @@ def test_the_plan_input_files_hold_the_same_node_list_in_json_and_in_yaml(
     assert (
         load_yaml(text) == json.loads(paths["json"].read_text()) == plan_input.node_list(nodes[:5])
     )
+
+
+def test_the_bench_counts_add_path_routes_on_the_steady_state_and_reports_them(
+    state: SteadyState,
+) -> None:
+    paths = path_stats(state.nodes, state.children)
+    assert paths is not None
+    expected = count_paths(
+        nodes_from_objects(state.nodes), [c for c in state.children if c["kind"] == "BGPPeer"]
+    )
+    assert paths["paths_client_max"] == expected.paths_client_max > 1
+    assert paths["routes_per_node_max"] == expected.routes_per_node_max
+    assert paths["count_ms"] >= 0
+
+    row = {"n": COUNT, "topology": "multi", "paths": paths | {"exploded": True}}
+    lines = paths_table([row])
+    assert lines[1] == "## Routing tables (add paths)"
+    assert f"| ≥ {paths['paths_client_max']:,} / ≥ " in lines[-1]
+    assert "| EXPLODES |" in lines[-1]
+    [target] = [t for t in targets([row | {"n": 5_000}], {}, {}) if "route count" in t["target"]]
+    assert (target["verdict"], target["note"]) == ("PASS", "explodes: a lower bound")

@@ -17,9 +17,13 @@ import httpx
 import pytest
 from conftest import TestClient, fixed_clock
 from golden import FIXTURES
+from scenario import ZONE, Scenario, zoned_nodes
 
-from hooks import controllers
+from hooks import app as app_module
+from hooks import controllers, wire
 from hooks.app import create_app
+from hooks.paths import PathReport, count_paths
+from hooks.verify import nodes_from_objects
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,3 +143,97 @@ def test_the_served_log_is_json_lines_access_lines_included(tmp_path: Path) -> N
     assert hook["outcome"] == "bad_request"
     started = [line for line in lines if line.get("logger") == "uvicorn.error"]
     assert any("Uvicorn running on" in line["message"] for line in started), started
+
+
+def converged(topology: str) -> Scenario:
+    spec = {"topology": topology, "zoneLabel": ZONE, "min": 2, "ratio": 0.1}
+    scenario = Scenario(spec, zoned_nodes({"a": 12, "b": 10, "c": 8}), check=False)
+    scenario.run_until_still()
+    return scenario
+
+
+def gauge(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    [line] = [x for x in text.splitlines() if x.startswith(f"{name}{{{wanted}}} ")]
+    return float(line.split()[-1])
+
+
+@pytest.mark.parametrize("topology", ["simple", "multi", "quorum"])
+def test_route_count_gauges_equal_the_count_over_the_labelled_cluster(topology: str) -> None:
+    scenario = converged(topology)
+    expected = count_paths(nodes_from_objects(scenario.node_map.values()), scenario.bgp_peers())
+
+    with TestClient(create_app(environ={}, clock=fixed_clock)) as client:
+        client.post("/topology/sync", content=scenario.topology_request())
+        text = client.get("/metrics").text
+
+    owner = {"owner": "default"}
+    assert not expected.exploded and expected.paths_client_max > 1
+    assert gauge(text, "rr_paths_per_prefix", **owner, role="client", stat="max") == (
+        expected.paths_client_max
+    )
+    assert gauge(text, "rr_paths_per_prefix", **owner, role="client", stat="mean") == (
+        expected.paths_client_mean
+    )
+    assert gauge(text, "rr_paths_per_prefix", **owner, role="reflector", stat="max") == (
+        expected.paths_rr_max
+    )
+    assert gauge(text, "rr_routes_per_node", **owner, stat="max") == expected.routes_per_node_max
+    assert gauge(text, "rr_routes_per_node", **owner, stat="mean") == (
+        expected.routes_per_node_mean
+    )
+    assert gauge(text, "rr_paths_exploded", **owner) == 0
+
+
+def test_routes_are_counted_again_only_when_the_peerings_or_the_rrs_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counted: list[int] = []
+
+    def counting(*args: Any, **kwargs: Any) -> PathReport:
+        report = count_paths(*args, **kwargs)
+        counted.append(report.routes_per_node_max)
+        return report
+
+    monkeypatch.setattr(app_module, "count_paths", counting)
+    scenario = converged("simple")
+    with TestClient(create_app(environ={}, clock=fixed_clock)) as client:
+        client.post("/topology/sync", content=scenario.topology_request())
+        client.post("/topology/sync", content=scenario.topology_request())
+        assert len(counted) == 1  # a steady sync costs no count
+        scenario.set_spec(min=3)
+        scenario.run_until_still()
+        client.post("/topology/sync", content=scenario.topology_request())
+    assert len(counted) == 2 and counted[1] > counted[0]
+
+
+def test_an_exploding_count_sets_the_gauges_to_its_lower_bound_and_flags_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def capped(*args: Any, **kwargs: Any) -> PathReport:
+        return count_paths(*args, **kwargs, budget=50)
+
+    monkeypatch.setattr(app_module, "count_paths", capped)
+    scenario = converged("multi")
+    with TestClient(create_app(environ={}, clock=fixed_clock)) as client:
+        client.post("/topology/sync", content=scenario.topology_request())
+        text = client.get("/metrics").text
+    lower = capped(nodes_from_objects(scenario.node_map.values()), scenario.bgp_peers())
+    assert lower.exploded
+    assert gauge(text, "rr_paths_exploded", owner="default") == 1
+    assert gauge(text, "rr_routes_per_node", owner="default", stat="max") == (
+        lower.routes_per_node_max
+    )
+
+
+@pytest.mark.parametrize("topology", ["simple", "multi", "quorum"])
+def test_planned_nodes_carry_the_labels_the_node_hook_gives_them(topology: str) -> None:
+    scenario = converged(topology)
+    request = wire.decode(scenario.topology_request(), wire.TopologySyncRequest)
+    decision = controllers.decide_topology(request, {}, scenario.now)
+
+    planned = controllers.planned_nodes(
+        decision, (n.to_info() for n in wire.decode_nodes(request.related))
+    )
+
+    assert sorted(planned, key=lambda n: n.name) == nodes_from_objects(scenario.node_map.values())

@@ -165,6 +165,19 @@ def test_the_verdict_and_the_zone_table_are_below_the_drawing() -> None:
     assert "<td>&lt;b&gt;&amp;</td>" in page
 
 
+def test_the_add_path_route_counts_follow_the_verdict() -> None:
+    page = PAGES["multi"]
+    report = PLANS["multi"].paths()
+
+    assert page.index('<table class="verify">') < page.index('<table class="paths">')
+    assert (
+        "<tr><th>paths per remote prefix at a client (max)</th>"
+        f"<td>{report.paths_client_max:,}</td></tr>" in page
+    )
+    assert f"<tr><th>routes per node (max)</th><td>{report.routes_per_node_max:,}</td></tr>" in page
+    assert report.paths_client_max > 16  # multi meshes RRs of distinct IDs: paths multiply
+
+
 # --- in a real browser --------------------------------------------------------------------------
 
 

@@ -91,7 +91,7 @@ def test_json_output_has_status_peers_and_node_changes_with_nulls(
     done = plan(str(nodes), "--topology", str(topology), "-o", "json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert set(result) == {"status", "bgpPeers", "nodes"}
+    assert set(result) == {"status", "bgpPeers", "nodes", "paths"}
     assert [rr["node"] for rr in result["status"]["routeReflectors"]] == [
         "node-00",
         "node-01",
@@ -105,6 +105,22 @@ def test_json_output_has_status_peers_and_node_changes_with_nulls(
     assert old["annotations"]["projectcalico.org/RouteReflectorClusterID"] is None
     assert result["nodes"]["node-00"]["labels"]["calico-route-reflector"] == ""
     assert result["nodes"]["node-04"]["labels"] == {"route-reflector.dev/group": "zone-a"}
+
+
+def test_table_and_json_count_the_add_path_routes(files: tuple[Path, Path]) -> None:
+    nodes, topology = files
+    table = plan(str(nodes), "--topology", str(topology)).stdout.splitlines()
+    paths = json.loads(plan(str(nodes), "--topology", str(topology), "-o", "json").stdout)["paths"]
+
+    # simple, 2 zones x 2 RRs, one cluster ID per zone, RRs meshed: a client of zone-a gets a
+    # zone-b client's prefix from each zone-b RR through each of its own 2 RRs (2 x 2), and a
+    # zone-b RR's prefix from it directly and via its zone-b partner, at each of its 2 RRs
+    assert paths["paths_client_max"] == 4 and paths["paths_rr_max"] == 4
+    assert paths["exploded"] is False
+    assert (paths["sessions_per_client_max"], paths["sessions_per_rr_max"]) == (2, 7)
+    assert "paths per remote prefix: at clients max 4, mean" in "\n".join(table)
+    assert any(line.startswith("routes per node: max ") for line in table)
+    assert "sessions per client: max 2, mean 2.0; per RR: max 7, mean 6.5" in table
 
 
 def test_yaml_output_is_bgp_peers_and_node_patches(files: tuple[Path, Path]) -> None:

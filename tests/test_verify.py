@@ -17,8 +17,11 @@ from hypothesis import strategies as st
 from hooks.verify import (
     CLUSTER_ID_ANNOTATION,
     SimNode,
+    build_graph,
     format_report,
     nodes_from_objects,
+    parse_selector,
+    read_peers,
     verify,
 )
 
@@ -429,3 +432,37 @@ def test_class_based_simulation_matches_the_brute_force_model(topology: Topology
                 broken.append(f"without {'+'.join(down)}: {missing[0]}")
         assert list(examples) == broken
         assert ok is (not broken)
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(
+    st.lists(st.dictionaries(st.sampled_from("ab"), st.sampled_from(["x", "y", ""])), max_size=8),
+    st.lists(
+        st.sampled_from(
+            ["a == 'x'", "a == ''", "b in {'x', 'y'}", "b in {}", "a != 'x'", "has(b)"]
+        ),
+        min_size=2,
+        max_size=4,
+    ),
+)
+def test_sessions_from_looked_up_selectors_equal_sessions_from_scanning_every_node(
+    labels: list[dict[str, str]], selectors: list[str]
+) -> None:
+    nodes = [SimNode(f"n{i}", found) for i, found in enumerate(labels)]
+    peers = [peer(f"p{i}", a, b) for i, (a, b) in enumerate(itertools.pairwise(selectors))]
+
+    graph = build_graph(nodes, read_peers(peers)[0], False)
+
+    expected: dict[str, set[str]] = {n.name: set() for n in nodes}
+    for a, b in itertools.pairwise(selectors):
+        local = [n.name for n in nodes if parse_selector(a).matches(n.labels)]
+        remote = [n.name for n in nodes if parse_selector(b).matches(n.labels)]
+        for x, y in itertools.product(local, remote):
+            if x != y:
+                expected[x].add(y)
+                expected[y].add(x)
+    found = {
+        graph.names[i]: {graph.names[j] for j in neighbours}
+        for i, neighbours in enumerate(graph.adjacency)
+    }
+    assert found == expected

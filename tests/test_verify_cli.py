@@ -87,6 +87,8 @@ def test_python_dash_m_hooks_verify_exits_0_and_prints_the_verdict(
     assert "reachability: every node learns every other node's route" in lines
     assert any(line.startswith("single RR failure: tolerated (") for line in lines), lines
     assert "RR pair failure: not checked" in lines
+    assert any(line.startswith("paths per remote prefix: at clients max ") for line in lines)
+    assert any(line.startswith("routes per node: max ") for line in lines)
 
 
 def test_pairs_checks_every_pair_of_rrs_failing(
@@ -112,6 +114,12 @@ def test_json_output_is_the_report_with_its_verdict(
     assert (report["nodes"], report["reflectors"]) == (15, 6)
     assert report["single_failure_ok"] is True and report["pair_failure_ok"] is None
     assert report["unreachable_examples"] == [] and report["skipped_peers"] == []
+    paths = report["paths"]
+    assert paths["exploded"] is False and (paths["nodes"], paths["reflectors"]) == (15, 6)
+    # multi: 6 RRs with their own IDs, meshed; a client's prefix reaches another client's 3 RRs
+    # along every chain of distinct RRs starting at one of its own 3 (at least 3 x 2 = 6 paths)
+    assert paths["paths_client_max"] > 6
+    assert paths["sessions_per_client_max"] == 3
 
 
 def test_without_a_topology_the_shipped_default_applies_in_yaml_too(
