@@ -11,7 +11,7 @@ from typing import Any
 
 from hooks.calico import GROUP_LABEL, REFLECTOR_LABEL, label_value
 from hooks.paths import PathReport, figure_text
-from hooks.planner import PlanResult
+from hooks.planner import PlanResult, reflector_entries
 from hooks.verify import (
     SelectorError,
     VerifyReport,
@@ -25,13 +25,20 @@ MARGIN = 16
 BUS_X = 12  # the vertical line of the RR↔RR backbone, left of the zone boxes
 GAP = 40  # between zone boxes; the backbone runs through the gaps
 LEGEND_H = 58
-HEADER_H = 52
+HEADER_TOP = 26  # the zone name; the counts wrap below it
+COUNTS_LINE_H = 15
 CELL_W = 132
 CELL_H = 84
 RADIUS = 17
 BAND_LINE_H = 15
+TILE_W = 128  # a rack: its name, its two RRs as dots, its cluster ID and clients
+TILE_H = 50
+DOT = 6
+SECTION_H = 18  # "spine" / "racks" captions inside a hierarchy zone box
 CHAR_W = 0.58  # average glyph width per font-size unit, a little generous for DejaVu Sans
 NEUTRAL = "#5b6b7c"  # RRs whose cluster ID nobody else shares
+SPINE_COLOUR = "#2b6cb0"
+RACK_COLOUR = "#c05621"  # every rack: a tile shows which RRs share a rack's ID, not a colour
 PALETTE = (
     "#2b6cb0",
     "#c05621",
@@ -80,6 +87,7 @@ class _Group:
     zone: str
     reflectors: tuple[str, ...]
     clients: int
+    rack: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,9 +161,17 @@ def _reflector(raw: Mapping[str, Any], groups: Iterable[_Group]) -> _Reflector:
     )
 
 
-def _colours(reflectors: Iterable[_Reflector]) -> dict[str, str]:
-    """A palette colour per cluster ID shared by two or more RRs, in drawing order."""
+def _colours(reflectors: Iterable[_Reflector], topology: str) -> dict[str, str]:
+    """A palette colour per cluster ID shared by two or more RRs, in drawing order; in hierarchy
+    one colour for the spine and one for every rack (hundreds of racks would repeat a palette,
+    and look as if they shared IDs)."""
     seen: dict[str, int] = {}
+    if topology == "hierarchy":
+        return {
+            rr.cluster_id: SPINE_COLOUR if rr.role == "spine" else RACK_COLOUR
+            for rr in reflectors
+            if rr.role in ("spine", "rack")
+        }
     for rr in reflectors:
         seen[rr.cluster_id] = seen.get(rr.cluster_id, 0) + 1
     shared = [cid for cid, count in seen.items() if count > 1]
@@ -188,7 +204,13 @@ def _scene(result: PlanResult) -> _Scene:
     raw_groups = sorted(status.get("groups", []), key=lambda g: _natural(str(g["name"])))
     clients = _clients_by_group(result, raw_groups)
     groups = [
-        _Group(str(g["name"]), str(g.get("zone", "")), tuple(g["reflectors"]), clients[g["name"]])
+        _Group(
+            str(g["name"]),
+            str(g.get("zone", "")),
+            tuple(g["reflectors"]),
+            clients[g["name"]],
+            None if g.get("rack") is None else str(g["rack"]),
+        )
         for g in raw_groups
     ]
     rrs = sorted(
@@ -201,7 +223,7 @@ def _scene(result: PlanResult) -> _Scene:
         topology=str(status.get("topology", "?")),
         zones=tuple(zones),
         loose_groups=tuple(g for g in groups if g.zone not in drawn),
-        colours=_colours(rr for z in zones for rr in z.reflectors),
+        colours=_colours((rr for z in zones for rr in z.reflectors), str(status.get("topology"))),
         rr_sessions=_reflector_sessions(result, {rr.node for rr in rrs}),
         domain=_common_domain([rr.node for rr in rrs]),
     )
@@ -293,13 +315,97 @@ def _band(groups: Sequence[_Group], width: float, domain: str) -> list[tuple[_Gr
     return [(g, _wrap(_group_text(g, domain), width - 16, 11)) for g in groups]
 
 
-def _zone_height(zone: _Zone, width: float, domain: str) -> float:
-    rows = math.ceil(len(zone.reflectors) / _per_row(width)) if zone.reflectors else 1
-    band = sum(len(lines) for _, lines in _band(zone.groups, width - 16, domain)) * BAND_LINE_H
-    return HEADER_H + rows * CELL_H + (band + 14 if band else 0) + 6
+def _counts_lines(zone: _Zone, width: float) -> list[str]:
+    c = zone.counts
+    words = [
+        f"{c['nodes']:,} nodes",
+        f"{c['ready']:,} ready",
+        f"{c['eligible']:,} eligible",
+        f"demand {c['demand']:,}",
+        f"{len(zone.reflectors):,} RRs here",
+    ]
+    room = max(8, int((width - 20) / (11.5 * CHAR_W)))
+    lines: list[str] = []
+    for word in words:
+        if lines and len(lines[-1]) + 3 + len(word) <= room:
+            lines[-1] += " · " + word
+        else:
+            lines.append(word)
+    return lines
 
 
-def _layout(zones: Sequence[_Zone], domain: str) -> tuple[list[_Frame], float]:
+def _header_h(zone: _Zone, width: float) -> float:
+    return HEADER_TOP + len(_counts_lines(zone, width)) * COUNTS_LINE_H + 12
+
+
+@dataclass(frozen=True)
+class _Rack:
+    name: str
+    label: str  # the rack name without its zone's prefix
+    reflectors: tuple[_Reflector, ...]
+    clients: int
+
+
+def _racks(zone: _Zone) -> list[_Rack]:
+    """The zone's rack RRs, grouped by the rack they serve, in natural rack order."""
+    by_rack: dict[str, list[_Reflector]] = {}
+    for rr in zone.reflectors:
+        if rr.role == "rack":
+            by_rack.setdefault(rr.serves or "", []).append(rr)
+    clients = {g.rack: g.clients for g in zone.groups if g.rack is not None}
+    prefix = f"{zone.name}-" if zone.name else ""
+    return [
+        _Rack(
+            rack,
+            rack[len(prefix) :] if prefix and rack.startswith(prefix) and rack != prefix else rack,
+            tuple(sorted(by_rack[rack], key=lambda rr: rr.node)),
+            clients.get(rack, 0),
+        )
+        for rack in sorted(by_rack, key=_natural)
+    ]
+
+
+def _tiles_per_row(width: float) -> int:
+    return max(1, int((width - 16) // TILE_W))
+
+
+def _cells(zone: _Zone, topology: str) -> tuple[_Reflector, ...]:
+    """The RRs drawn as full cells: all of them, except rack RRs in hierarchy (tiles)."""
+    if topology == "hierarchy":
+        return tuple(rr for rr in zone.reflectors if rr.role != "rack")
+    return zone.reflectors
+
+
+def _banded(zone: _Zone, topology: str) -> tuple[_Group, ...]:
+    """Groups listed in bands: racks in hierarchy are the tiles already."""
+    if topology == "hierarchy":
+        return tuple(g for g in zone.groups if g.rack is None)
+    return zone.groups
+
+
+def _body_h(zone: _Zone, width: float, topology: str) -> float:
+    """Height of the RR cells (and in hierarchy the spine and rack sections) of a zone box."""
+    cells = _cells(zone, topology)
+    rows = (
+        math.ceil(len(cells) / _per_row(width)) if cells else (0 if topology == "hierarchy" else 1)
+    )
+    if topology != "hierarchy":
+        return rows * CELL_H
+    racks = _racks(zone)
+    tiles = math.ceil(len(racks) / _tiles_per_row(width)) if racks else 0
+    height = (SECTION_H + rows * CELL_H if cells else 0) + (
+        SECTION_H + tiles * (TILE_H + 6) if racks else 0
+    )
+    return height or CELL_H
+
+
+def _zone_height(zone: _Zone, width: float, domain: str, topology: str) -> float:
+    groups = _banded(zone, topology)
+    band = sum(len(lines) for _, lines in _band(groups, width - 16, domain)) * BAND_LINE_H
+    return _header_h(zone, width) + _body_h(zone, width, topology) + (band + 14 if band else 0) + 6
+
+
+def _layout(zones: Sequence[_Zone], domain: str, topology: str) -> tuple[list[_Frame], float]:
     """Zone boxes on a grid (rows as tall as their tallest box) and the height they take."""
     cols = _columns(len(zones))
     left = BUS_X + 18
@@ -308,7 +414,7 @@ def _layout(zones: Sequence[_Zone], domain: str) -> tuple[list[_Frame], float]:
     y: float = LEGEND_H + GAP
     for start in range(0, len(zones), cols):
         row = zones[start : start + cols]
-        height = max(_zone_height(z, width, domain) for z in row)
+        height = max(_zone_height(z, width, domain, topology) for z in row)
         for i in range(len(row)):
             frames.append(_Frame(left + i * (width + GAP / 2), y, width, height))
         y += height + GAP
@@ -367,15 +473,48 @@ def _reflector_cell(frame: _Frame, rr: _Reflector, colour: str, domain: str) -> 
 
 
 def _zone_header(zone: _Zone, frame: _Frame) -> list[str]:
-    c = zone.counts
-    counts = (
-        f"{c['nodes']} nodes · {c['ready']} ready · {c['eligible']} eligible"
-        f" · demand {c['demand']} · {len(zone.reflectors)} RRs here"
-    )
-    return [
-        _text(frame.x + 10, frame.y + 20, _fit(_zone_label(zone.name), frame.w - 20, 15), "zone"),
-        _text(frame.x + 10, frame.y + 38, _fit(counts, frame.w - 20, 11.5), "counts"),
+    parts = [
+        _text(frame.x + 10, frame.y + 20, _fit(_zone_label(zone.name), frame.w - 20, 15), "zone")
     ]
+    for i, line in enumerate(_counts_lines(zone, frame.w)):
+        y = frame.y + HEADER_TOP + 12 + i * COUNTS_LINE_H
+        parts.append(_text(frame.x + 10, y, _fit(line, frame.w - 20, 11.5), "counts"))
+    return parts
+
+
+def _dot(cx: float, cy: float, rr: _Reflector, colour: str) -> str:
+    cls = {"Pending": "pending", "Draining": "draining"}.get(rr.state, "active")
+    fill = {"pending": "#fff", "draining": "url(#hatch)"}.get(cls, colour)
+    return (
+        f"<g><title>{_e(rr.node)} ({_e(rr.cluster_id)}, {_e(rr.state)}, {rr.clients} clients)"
+        f'</title><circle cx="{cx:.1f}" cy="{cy:.1f}" r="{DOT}" class="{cls}" fill="{fill}" '
+        f'stroke="{colour}"/></g>'
+    )
+
+
+def _rack_tile(frame: _Frame, rack: _Rack, scene: _Scene) -> list[str]:
+    """A rack as one tile: its name and clients, its RRs as dots, the cluster ID they share."""
+    ids = sorted({rr.cluster_id for rr in rack.reflectors})
+    noun = "client" if rack.clients == 1 else "clients"
+    parts = [
+        f'<g class="rack"><title>rack {_e(rack.name)}: '
+        f"{_e(', '.join(rr.node for rr in rack.reflectors))} ({_e(', '.join(ids))})</title>",
+        f'<rect x="{frame.x:.1f}" y="{frame.y:.1f}" width="{frame.w - 6:.1f}" '
+        f'height="{frame.h:.1f}" rx="4" class="tile"/>',
+        _text(frame.x + 6, frame.y + 14, _fit(rack.label, frame.w - 14, 11), "tile-name"),
+        "</g>",
+    ]
+    for i, rr in enumerate(rack.reflectors):
+        colour = scene.colours.get(rr.cluster_id, NEUTRAL)
+        parts.append(_dot(frame.x + 6 + DOT + i * (2 * DOT + 5), frame.y + 28, rr, colour))
+    after = frame.x + 6 + len(rack.reflectors) * (2 * DOT + 5) + 2
+    parts.append(
+        _text(after, frame.y + 32, _fit(", ".join(ids), frame.x + frame.w - after, 10), "cid")
+    )
+    parts.append(
+        _text(frame.x + 6, frame.y + 45, _fit(f"{rack.clients} {noun}", frame.w - 14, 10), "cap")
+    )
+    return parts
 
 
 def _bands(groups: Sequence[_Group], x: float, y: float, width: float, scene: _Scene) -> list[str]:
@@ -408,18 +547,38 @@ def _zone_box(zone: _Zone, frame: _Frame, scene: _Scene) -> list[str]:
         f'width="{frame.w:.1f}" height="{frame.h:.1f}" rx="8" class="zbox"/>'
     ]
     parts += _zone_header(zone, frame)
+    top = frame.y + _header_h(zone, frame.w)
+    hierarchy = scene.topology == "hierarchy"
+    cells = _cells(zone, scene.topology)
+    y = top
+    if hierarchy and cells:
+        parts.append(_text(frame.x + 10, y + 12, f"spine · {len(cells)} RR", "section"))
+        y += SECTION_H
     per_row = _per_row(frame.w)
     cell_w = (frame.w - 16) / per_row
-    for i, rr in enumerate(zone.reflectors):
+    for i, rr in enumerate(cells):
         row, col = divmod(i, per_row)
-        cell = _Frame(frame.x + 8 + col * cell_w, frame.y + HEADER_H + row * CELL_H, cell_w, CELL_H)
+        cell = _Frame(frame.x + 8 + col * cell_w, y + row * CELL_H, cell_w, CELL_H)
         colour = scene.colours.get(rr.cluster_id, NEUTRAL)
         parts.append(_reflector_cell(cell, rr, colour, scene.domain))
+    y += math.ceil(len(cells) / per_row) * CELL_H
+    racks = _racks(zone) if hierarchy else []
+    if racks:
+        rrs = sum(len(r.reflectors) for r in racks)
+        parts.append(
+            _text(frame.x + 10, y + 12, f"racks · {len(racks)} racks, {rrs} rack RRs", "section")
+        )
+        y += SECTION_H
+        tiles = _tiles_per_row(frame.w)
+        tile_w = (frame.w - 16) / tiles
+        for i, rack in enumerate(racks):
+            row, col = divmod(i, tiles)
+            tile = _Frame(frame.x + 8 + col * tile_w, y + row * (TILE_H + 6), tile_w, TILE_H)
+            parts += _rack_tile(tile, rack, scene)
     if not zone.reflectors:
-        parts.append(_text(frame.x + 10, frame.y + HEADER_H + 30, "no route reflector here", "cap"))
-    rows = math.ceil(len(zone.reflectors) / per_row) if zone.reflectors else 1
-    band_y = frame.y + HEADER_H + rows * CELL_H + 8
-    parts += _bands(zone.groups, frame.x + 8, band_y, frame.w - 16, scene)
+        parts.append(_text(frame.x + 10, top + 30, "no route reflector here", "cap"))
+    band_y = top + _body_h(zone, frame.w, scene.topology) + 8
+    parts += _bands(_banded(zone, scene.topology), frame.x + 8, band_y, frame.w - 16, scene)
     parts.append("</g>")
     return parts
 
@@ -466,8 +625,9 @@ def _backbone(scene: _Scene, frames: Sequence[_Frame]) -> list[str]:
     return parts
 
 
-def _legend() -> list[str]:
+def _legend(topology: str) -> list[str]:
     y = 16
+    colour = SPINE_COLOUR if topology == "hierarchy" else PALETTE[0]
     items = [
         ('<circle cx="20" cy="{y}" r="9" class="active" fill="{c}" stroke="{c}"/>', "Active"),
         ('<circle cx="20" cy="{y}" r="9" class="pending" fill="#fff" stroke="{c}"/>', "Pending"),
@@ -475,28 +635,41 @@ def _legend() -> list[str]:
             '<circle cx="20" cy="{y}" r="9" class="draining" fill="url(#hatch)" stroke="{c}"/>',
             "Draining",
         ),
-        (
-            '<circle cx="20" cy="{y}" r="9" class="active" fill="{c}" stroke="{c}"/>'
-            '<circle cx="20" cy="{y}" r="13" class="spine" stroke="{c}"/>',
-            "spine RR",
-        ),
     ]
+    note = (
+        "number in a circle: clients it serves · same colour: shared cluster ID (grey: unique)"
+        " · bands: groups with their RRs"
+    )
+    if topology == "hierarchy":
+        items.append(
+            (
+                '<circle cx="20" cy="{y}" r="9" class="active" fill="{c}" stroke="{c}"/>'
+                '<circle cx="20" cy="{y}" r="13" class="spine" stroke="{c}"/>',
+                "spine RR",
+            )
+        )
+        items.append(
+            (
+                '<rect x="8" y="{y0}" width="26" height="18" rx="3" class="tile"/>'
+                '<circle cx="15" cy="{y}" r="4" class="active" fill="{r}" stroke="{r}"/>'
+                '<circle cx="27" cy="{y}" r="4" class="active" fill="{r}" stroke="{r}"/>',
+                "a rack, its RRs",
+            )
+        )
+        note = (
+            "number in a circle: clients it serves · a rack's two RRs share its cluster ID"
+            " · hover a dot or tile for names; the Zones table lists every RR"
+        )
     parts = []
     for i, (shape, label) in enumerate(items):
         dx = i * 120
-        parts.append(
-            f'<g transform="translate({dx},0)">' + shape.format(y=y, c=PALETTE[0]) + "</g>"
-        )
+        drawn = shape.format(y=y, y0=y - 9, c=colour, r=RACK_COLOUR)
+        parts.append(f'<g transform="translate({dx},0)">' + drawn + "</g>")
         parts.append(_text(dx + 38, y + 4, label, "legend"))
-    parts.append(
-        _text(
-            500,
-            y + 4,
-            "number in a circle: clients it serves · same colour: shared "
-            "cluster ID (grey: unique) · bands: groups and racks with their RRs",
-            "legend",
-        )
-    )
+    if len(items) > 4:  # no room beside the items: the note goes below them
+        parts.append(_text(8, y + 28, note, "legend"))
+    else:
+        parts.append(_text(len(items) * 120 + 20, y + 4, note, "legend"))
     return parts
 
 
@@ -512,6 +685,8 @@ text.zone{font-size:15px;font-weight:bold}.counts{font-size:11.5px;fill:#4a5568}
 .band{fill-opacity:0.12}.grp{font-size:11px}
 .bus{stroke:#4a5568;stroke-width:2.5;fill:none}.bus-label{font-size:13px;font-weight:bold}
 .stub{font-size:11px;fill:#4a5568}.legend{font-size:12px;fill:#2d3748}
+.section{font-size:11px;font-weight:bold;fill:#4a5568}
+.tile{fill:#fffaf0;stroke:#dd6b20;stroke-width:1}.tile-name{font-size:11px;font-weight:bold}
 """
 
 DEFS = (
@@ -540,8 +715,8 @@ def _loose_box(scene: _Scene, y: float) -> tuple[list[str], float]:
 def _svg(scene: _Scene) -> str:
     if not scene.zones:
         return '<p class="summary">No zones and no route reflectors to draw.</p>'
-    frames, bottom = _layout(scene.zones, scene.domain)
-    parts = [*_legend(), *_backbone(scene, frames)]
+    frames, bottom = _layout(scene.zones, scene.domain, scene.topology)
+    parts = [*_legend(scene.topology), *_backbone(scene, frames)]
     for zone, frame in zip(scene.zones, frames, strict=True):
         parts += _zone_box(zone, frame, scene)
     loose, bottom = _loose_box(scene, bottom + 16)
@@ -558,11 +733,8 @@ def _svg(scene: _Scene) -> str:
 
 
 def _zone_table(result: PlanResult) -> str:
-    """The rows of `format_table`, as HTML."""
-    rrs: dict[str, list[str]] = {}
-    for rr in result.status.get("routeReflectors", []):
-        rrs.setdefault(rr["zone"], []).append(f"{rr['node']} ({rr['clusterID']})")
-    head = ("ZONE", "NODES", "READY", "ELIGIBLE", "DEMAND", "RRS", "ROUTE REFLECTORS (CLUSTER ID)")
+    """The rows of `format_table`, as HTML, every RR listed (spine, rack, cluster ID)."""
+    head = ("ZONE", "NODES", "READY", "ELIGIBLE", "DEMAND", "RRS", "ROUTE REFLECTORS")
     rows = ["<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>"]
     for zone in result.status.get("zones", []):
         cells = [f"<td>{_e(_zone_label(zone['name']))}</td>"]
@@ -570,7 +742,12 @@ def _zone_table(result: PlanResult) -> str:
             f'<td class="num">{_e(zone[k])}</td>'
             for k in ("nodes", "ready", "eligible", "demand", "expected")
         ]
-        cells.append(f"<td>{_e(', '.join(rrs.get(zone['name'], [])) or '-')}</td>")
+        entries = reflector_entries(result.status, zone["name"])
+        listed = "<br>".join(
+            (f"<strong>{_e(what)}</strong>: " if what else "") + _e(", ".join(names))
+            for what, names in entries
+        )
+        cells.append(f"<td>{listed or '-'}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return '<table class="zones">' + "\n".join(rows) + "</table>"
 

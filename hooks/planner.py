@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import re
+import textwrap
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -247,7 +249,72 @@ def _diff(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, str 
     return {k: after.get(k) for k in keys if before.get(k) != after.get(k)}
 
 
+TABLE_WIDTH = 100
+MAX_RR_LINES = 12  # per zone in the table; `-o json` and `-o html` list every RR
+
+
+def _natural(text: str) -> tuple[tuple[int, int, str], ...]:
+    parts = re.split(r"(\d+)", text)
+    return (*((1, int(p), "") if p.isdigit() else (0, 0, p) for p in parts), (2, 0, text))
+
+
+def reflector_entries(status: Mapping[str, Any], zone: str) -> list[tuple[str, list[str]]]:
+    """A zone's RRs as (what they are, their names): RRs sharing a cluster ID and role together
+    (`spine 224.0.0.1`, `rack r7 224.0.0.9`, `224.0.0.1` in simple); RRs of a cluster ID of
+    their own (multi) in one entry of `name (ID)`. Not Active: `name [Pending]`."""
+    grouped: dict[tuple[int, str, str], list[str]] = {}
+    for rr in status.get("routeReflectors", []):
+        if rr.get("zone") != zone:
+            continue
+        role, serves, cid = rr.get("role"), rr.get("serves"), str(rr.get("clusterID", ""))
+        if role == "spine":
+            key = (0, "spine", cid)
+        elif role == "rack":
+            key = (1, f"rack {serves}", cid)
+        elif serves is not None:
+            key = (2, f"serving {serves or chr(34) * 2}", cid)
+        else:
+            key = (2, "", cid)
+        state = rr.get("state", "Active")
+        grouped.setdefault(key, []).append(
+            str(rr["node"]) + ("" if state == "Active" else f" [{state}]")
+        )
+    entries: list[tuple[str, list[str]]] = []
+    alone: list[str] = []
+    for (_, what, cid), names in sorted(
+        grouped.items(), key=lambda item: (item[0][0], _natural(item[0][1]), _natural(item[0][2]))
+    ):
+        if len(names) == 1 and not what:
+            alone.append(f"{names[0]} ({cid})")
+        else:
+            entries.append((f"{what} {cid}".strip(), names))
+    return entries + ([("", alone)] if alone else [])
+
+
+def _reflector_lines(status: Mapping[str, Any], zone: str) -> list[str]:
+    lines: list[str] = []
+    entries = reflector_entries(status, zone)
+    for index, (what, names) in enumerate(entries):
+        text = (f"{what}: " if what else "") + ", ".join(names)
+        wrapped = textwrap.wrap(
+            text,
+            TABLE_WIDTH,
+            initial_indent="  ",
+            subsequent_indent="      ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
+        if len(lines) + len(wrapped) > MAX_RR_LINES and index < len(entries) - 1:
+            rest = entries[index:]
+            count = sum(len(names) for _, names in rest)
+            lines.append(f"  … {len(rest)} more ({count} RRs): -o json or -o html lists every RR")
+            break
+        lines.extend(wrapped)
+    return lines
+
+
 def format_table(result: PlanResult) -> str:
+    """The plan for a terminal: a row of figures per zone, its RRs wrapped below it."""
     status = result.status
     lines = []
     conditions = {c["type"]: c for c in status.get("conditions", [])}
@@ -259,36 +326,24 @@ def format_table(result: PlanResult) -> str:
     )
     if ready.get("status") != "True" and ready.get("message"):
         lines.append(f"  {ready['message']}")
-    rrs_by_zone: dict[str, list[str]] = {}
-    for rr in status.get("routeReflectors", []):
-        rrs_by_zone.setdefault(rr["zone"], []).append(f"{rr['node']} ({rr['clusterID']})")
-    header = (
-        "ZONE",
-        "NODES",
-        "READY",
-        "ELIGIBLE",
-        "DEMAND",
-        "RRS",
-        "ROUTE REFLECTORS (CLUSTER ID)",
-    )
-    rows = [header]
-    for zone in status.get("zones", []):
-        rows.append(
-            (
-                zone["name"] or '""',
-                str(zone["nodes"]),
-                str(zone["ready"]),
-                str(zone["eligible"]),
-                str(zone["demand"]),
-                str(zone["expected"]),
-                ", ".join(rrs_by_zone.get(zone["name"], [])) or "-",
-            )
+    header = ("ZONE", "NODES", "READY", "ELIGIBLE", "DEMAND", "RRS")
+    zones = status.get("zones", [])
+    rows = [header] + [
+        (
+            zone["name"] or '""',
+            *(str(zone[k]) for k in ("nodes", "ready", "eligible", "demand", "expected")),
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    for row in rows:
-        lines.append(
-            "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])) + "  " + row[-1]
-        )
+        for zone in zones
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+
+    def row_text(row: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+
+    lines.append(row_text(header) + "  ROUTE REFLECTORS (below each zone)")
+    for zone, row in zip(zones, rows[1:], strict=True):
+        lines.append(row_text(row))
+        lines.extend(_reflector_lines(status, zone["name"]))
     report = result.extra.get("verify")
     if isinstance(report, VerifyReport):
         tolerant = {True: "yes", False: "NO", None: "not checked"}[report.single_failure_ok]

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from hooks.calico import GROUP_LABEL, label_value
-from hooks.picture import render_html
-from hooks.planner import PlanResult, run_plan
+from hooks.picture import RACK_COLOUR, RADIUS, SPINE_COLOUR, render_html
+from hooks.planner import TABLE_WIDTH, PlanResult, format_table, run_plan
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
 ZONE_LABEL = "topology.kubernetes.io/zone"
@@ -132,9 +132,14 @@ def test_each_reflector_shows_the_clients_of_its_groups(topology: str) -> None:
 
 
 def test_groups_and_racks_are_listed_with_their_reflectors() -> None:
-    for topology in ("multi", "hierarchy"):
-        for group in PLANS[topology].status["groups"]:
-            assert f"{html.escape(group['name'])} · " in PAGES[topology]
+    for group in PLANS["multi"].status["groups"]:
+        assert f"{html.escape(group['name'])} · " in PAGES["multi"]
+    for group in PLANS["hierarchy"].status["groups"]:
+        if "rack" in group:  # a tile naming the rack and its RRs
+            names = ", ".join(sorted(group["reflectors"]))
+            assert f"<title>rack {html.escape(group['rack'])}: {names} (" in PAGES["hierarchy"]
+        else:
+            assert f"{html.escape(group['name'])} · " in PAGES["hierarchy"]
     assert "spine" in PAGES["hierarchy"]
     assert "every rack RR ↔ every spine RR" in PAGES["hierarchy"]
     assert "full mesh of" in PAGES["multi"]
@@ -301,3 +306,71 @@ def test_headless_chromium_draws_the_picture_with_every_zone(tmp_path: Path) -> 
     parser.feed(dom)
     for zone in ZONES:
         assert zone in parser.texts
+
+
+# --- at scale ---------------------------------------------------------------------------------
+
+
+def racked_cluster(racks_per_zone: int, per_rack: int = 4) -> list[dict[str, Any]]:
+    """Long cloud-style names, `per_rack` nodes in each of `racks_per_zone` racks per zone."""
+    return [
+        node(f"ip-10-{z}-{r}-{i}.eu-west-1.compute.internal", zone, f"{zone}-rack-{r:03d}")
+        for z, zone in enumerate(("eu-west-1a", "eu-west-1b", "eu-west-1c"))
+        for r in range(racks_per_zone)
+        for i in range(per_rack)
+    ]
+
+
+HIERARCHY_AT_SCALE = plan("hierarchy", racked_cluster(20))
+PAGE_AT_SCALE = render_html(HIERARCHY_AT_SCALE)
+
+
+def test_hierarchy_draws_each_rack_as_one_tile_and_only_the_spine_as_big_circles() -> None:
+    rrs = HIERARCHY_AT_SCALE.status["routeReflectors"]
+    racks = {rr["serves"] for rr in rrs if rr.get("role") == "rack"}
+    spines = [rr for rr in rrs if rr.get("role") == "spine"]
+    assert len(racks) == 60 and spines
+    assert PAGE_AT_SCALE.count('<g class="rack">') == len(racks)
+    assert PAGE_AT_SCALE.count(f'r="{RADIUS}" class="active"') == len(spines)
+    height = int(re.findall(r'<svg width="\d+" height="(\d+)"', PAGE_AT_SCALE)[0])
+    assert height < 900, height  # 126 RRs: not a wall of circles
+
+
+def test_hierarchy_colours_say_spine_or_rack_and_never_repeat_a_palette_over_racks() -> None:
+    fills = dict(
+        re.findall(r"<title>([^ ]+) \(.*?</title><circle [^>]*fill=\"(#\w+)\"", PAGE_AT_SCALE)
+    )
+    roles = {rr["node"]: rr.get("role") for rr in HIERARCHY_AT_SCALE.status["routeReflectors"]}
+    assert {fills[n] for n, role in roles.items() if role == "rack"} == {RACK_COLOUR}
+    big = re.findall(r'r="17" class="active" fill="(#\w+)"', PAGE_AT_SCALE)
+    assert set(big) == {SPINE_COLOUR}
+
+
+def test_the_spine_legend_shows_only_for_hierarchy() -> None:
+    assert ">spine RR</text>" in PAGES["hierarchy"]
+    for topology in ("simple", "multi"):
+        assert ">spine RR</text>" not in PAGES[topology]
+
+
+def test_zone_counts_of_four_digits_are_shown_whole() -> None:
+    result = copy.deepcopy(PLANS["multi"])
+    for zone in result.status["zones"]:
+        zone.update(nodes=12_345, ready=12_001, eligible=11_999, demand=25, expected=25)
+    page = render_html(result)
+    counts = re.findall(r'class="counts"[^>]*>([^<]*)</text>', page)
+    assert counts and not any("…" in line for line in counts), counts
+    text = " · ".join(counts)
+    for figure in ("12,345 nodes", "12,001 ready", "11,999 eligible", "demand 25"):
+        assert text.count(figure) == 3, (figure, counts)
+
+
+def test_the_table_wraps_at_100_columns_and_marks_spine_and_rack_reflectors() -> None:
+    table = format_table(HIERARCHY_AT_SCALE).splitlines()
+    assert max(len(line) for line in table) <= TABLE_WIDTH
+    zone_a = table[table.index(next(x for x in table if x.startswith("eu-west-1a "))) + 1 :]
+    assert zone_a[0].startswith("  spine 224.0.0.1: ")
+    assert zone_a[1].startswith("  rack eu-west-1a-rack-000 224.0.0.")
+    assert "ip-10-0-0-0.eu-west-1.compute.internal" in zone_a[1]
+    more = next(line for line in zone_a if line.startswith("  … "))
+    assert more.endswith("-o json or -o html lists every RR")
+    assert len(table) < 60  # three zones of 20 racks each, not 126 names on 3 rows
