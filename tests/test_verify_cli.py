@@ -15,6 +15,7 @@ import yaml
 from strategies import make_node
 
 from hooks.cli import main
+from hooks.verify import VerifyReport
 
 ROOT = Path(__file__).resolve().parents[1]
 ZONE = "topology.kubernetes.io/zone"
@@ -272,3 +273,25 @@ def test_a_missing_topology_file_exits_2(
     code, out, err = run(capsys, "verify", str(nodes), "--topology", str(tmp_path / "no.yaml"))
     assert (code, out) == (2, "")
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_pair_failure_fails_the_verdict_only_where_the_topology_promises_pairs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nodes, spec = racked_files(tmp_path)
+    code, out, _ = run(
+        capsys, "verify", str(nodes), "--topology", str(spec), "--pairs", "-o", "json"
+    )
+    assert code == 0  # hierarchy: pairs are not promised
+    report = VerifyReport(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in json.loads(out).items()
+            if k not in ("ok", "paths", "topology", "pair_failure_promised")
+        }
+    )
+    assert report.pair_failure_ok is False
+    assert report.ok is False  # judged alone, every check counts
+    assert report.with_promises("hierarchy", [{"reflectors": ["a", "b"]}]).ok is True
+    assert report.with_promises("multi", [{"reflectors": ["a", "b", "c"]}]).ok is False
+    assert report.with_promises("multi", [{"reflectors": ["a", "b"]}]).ok is True
