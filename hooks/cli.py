@@ -87,6 +87,8 @@ def _read_input(path: str) -> Any:
         return load_yaml(text)
     except (ValueError, yaml.YAMLError) as error:
         raise PlanInputError(f"{path}: not JSON or YAML: {str(error).splitlines()[0]}") from None
+    except RecursionError:
+        raise PlanInputError(f"{path}: nested too deeply to be a NodeList or a topology") from None
 
 
 YAML_LOADER: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(
