@@ -1,6 +1,6 @@
 """`plan` on `kubectl get nodes -o json` against `-o yaml`: the whole command, in a fresh
-interpreter per run, time and peak memory; YAML read as the CLI does (libyaml composes, plain
-dicts are built) and with `yaml.safe_load` (what it did before), for comparison.
+interpreter per run, time and peak memory; YAML read as the CLI does (dicts built from libyaml's
+events) and with `yaml.safe_load` (what it did before), for comparison.
 
 `python -m bench.plan_input [--nodes 2000]` prints the table; `python -m bench` includes it.
 """
@@ -24,7 +24,7 @@ from bench.measure import ROOT, _clean_env
 DEFAULT_NODES = 2_000
 READERS = (
     ("json", "json", "JSON (`kubectl get nodes -o json`)"),
-    ("yaml", "libyaml", "YAML, libyaml composer + plain build (the CLI)"),
+    ("yaml", "libyaml", "YAML, built from libyaml events (the CLI)"),
     ("yaml", "before", "YAML, `yaml.safe_load` (before)"),
 )
 

@@ -302,12 +302,28 @@ def test_the_fast_yaml_reader_gives_what_safe_load_gives(document: Any, flow: bo
         "base: &b {x: 1, y: 2}\nd:\n  <<: *b\n  y: 3\n",
         "- &a {k: v}\n- *a\n",
         "when: 2024-01-01T00:00:00Z\nhex: 0x1f\nyes: on\nempty:\n",
+        "a: !!str 1\nb: !!int '2'\nc: !!float 3\n",
         "",
     ],
-    ids=["merge-key", "alias", "implicit-types", "empty"],
+    ids=["merge-key", "alias", "implicit-types", "explicit-tags", "empty"],
 )
 def test_the_fast_yaml_reader_keeps_yaml_s_own_rules(text: str) -> None:
     assert load_yaml(text) == yaml.safe_load(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["--- a\n--- b\n", "a: *nowhere\n", "? [a, b]\n: c\n"], ids=["two", "alias", "key"]
+)
+def test_the_fast_yaml_reader_refuses_what_safe_load_refuses(text: str) -> None:
+    with pytest.raises(yaml.YAMLError):
+        yaml.safe_load(text)
+    with pytest.raises(yaml.YAMLError):
+        load_yaml(text)
+
+
+def test_the_fast_yaml_reader_keeps_a_self_referencing_anchor_one_object() -> None:
+    document = load_yaml("a: &a [x, *a]\n")
+    assert document["a"][0] == "x" and document["a"][1] is document["a"]
 
 
 def test_the_fast_yaml_reader_builds_an_alias_once_so_nested_aliases_stay_small() -> None:
