@@ -236,9 +236,9 @@ def decide_topology(
     by_name = {node.name: node for node in nodes}
     labelled_groups = {n.labels[GROUP_LABEL] for n in nodes if GROUP_LABEL in n.labels}
     plan = apply_transitions(target, previous, by_name, sessions, settings, now, labelled_groups)
-    unmatched = _unmatched_label_conditions(nodes, settings)
-    if unmatched:
-        plan = replace(plan, problems=(*unmatched, *plan.problems))
+    unmatched = _unmatched_label_condition(nodes, settings)
+    if unmatched is not None:
+        plan = replace(plan, problems=(unmatched, *plan.problems))
     return TopologyDecision(
         settings=settings,
         plan=plan,
@@ -257,15 +257,23 @@ _UNMATCHED_EFFECT = {
 }
 
 
-def _unmatched_label_conditions(nodes: list[NodeInfo], settings: Settings) -> tuple[Condition, ...]:
-    return tuple(
-        Condition(
-            "Degraded",
-            "True",
-            "LabelMatchesNoNode",
-            f"{name} {key!r} is on no node: {_UNMATCHED_EFFECT[name]} (a typo?)",
-        )
-        for name, key in unmatched_labels(nodes, settings)
+LABELS_CONDITION = "LabelsMatched"
+
+
+def _unmatched_label_condition(nodes: list[NodeInfo], settings: Settings) -> Condition | None:
+    """A condition of its own (not Degraded, which shows one problem and must keep showing a
+    fragile group): a configured label no node carries is most likely a typo."""
+    unmatched = unmatched_labels(nodes, settings)
+    if not unmatched:
+        return None
+    return Condition(
+        LABELS_CONDITION,
+        "False",
+        "LabelMatchesNoNode",
+        "; ".join(
+            f"{name} {key!r} is on no node: {_UNMATCHED_EFFECT[name]} (a typo?)"
+            for name, key in unmatched
+        ),
     )
 
 
@@ -421,11 +429,17 @@ def degraded_conditions(plan: Plan) -> list[Condition]:
     return [c for c in plan.problems if c.type == "Degraded"] + _fragile_groups(plan)
 
 
+def plan_warnings(plan: Plan) -> list[Condition]:
+    """What `plan` warns about: labels that match no node, then every Degraded problem."""
+    return [c for c in plan.problems if c.type == LABELS_CONDITION] + degraded_conditions(plan)
+
+
 def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
     plan = decision.plan
     assert plan is not None
     degraded = degraded_conditions(plan)
     conditions = degraded[:1] or [Condition("Degraded", "False", "AsExpected", "no problem found")]
+    conditions += [c for c in plan.problems if c.type == LABELS_CONDITION]
     if decision.settings_paused:
         conditions.append(
             Condition(

@@ -183,7 +183,7 @@ def run_plan(
             failure = decision.failure
             reason = f"{failure.reason}: {failure.message}" if failure else "no plan"
             raise PlanInputError(f"topology {topology['metadata']['name']}: {reason}")
-        warnings = tuple(c.message for c in controllers.degraded_conditions(decision.plan))
+        warnings = tuple(c.message for c in controllers.plan_warnings(decision.plan))
         response = controllers.render_topology(decision)
         new_children = {c["metadata"]["name"]: c for c in response.children}
         moved = new_children != children or response.status != status

@@ -206,8 +206,9 @@ def test_a_zone_label_no_node_carries_is_warned_about_and_set_as_a_condition(
         " (a typo?)\n"
     )
     conditions = {c["type"]: c for c in json.loads(done.stdout)["status"]["conditions"]}
-    assert conditions["Degraded"]["status"] == "True"
-    assert conditions["Degraded"]["reason"] == "LabelMatchesNoNode"
+    assert conditions["LabelsMatched"]["status"] == "False"
+    assert conditions["LabelsMatched"]["reason"] == "LabelMatchesNoNode"
+    assert conditions["Ready"]["status"] == "True"  # it plans; it is probably not what you meant
 
 
 def test_a_rack_label_no_node_carries_is_warned_about_in_hierarchy(

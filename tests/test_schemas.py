@@ -114,7 +114,10 @@ def test_every_topology_status_validates_against_our_crd(where: str, answer: Jso
     for condition in status["conditions"]:
         assert condition["status"] in ("True", "False", "Unknown")
         assert RFC3339.match(condition["lastTransitionTime"]), condition
-    assert {c["type"] for c in status["conditions"]} == {"Ready", "Degraded"}
+    types = {c["type"] for c in status["conditions"]}
+    # Ready and Degraded always; LabelsMatched only while a configured label matches no node.
+    assert types in ({"Ready", "Degraded"}, {"Ready", "Degraded", "LabelsMatched"}), types
+    assert ("LabelsMatched" in types) == where.startswith("zone-label-on-no-node/")
     assert "observedGeneration" not in status, "Metacontroller adds it"
     assert [rr["node"] for rr in status.get("routeReflectors", [])] == sorted(
         rr["node"] for rr in status.get("routeReflectors", [])
