@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
+from hooks import planner
 from hooks.calico import GROUP_LABEL, label_value
+from hooks.paths import PathReport, count_paths
 from hooks.picture import RACK_COLOUR, RADIUS, SPINE_COLOUR, render_html
 from hooks.planner import TABLE_WIDTH, PlanResult, format_table, run_plan
 
@@ -306,6 +308,19 @@ def test_headless_chromium_draws_the_picture_with_every_zone(tmp_path: Path) -> 
     parser.feed(dom)
     for zone in ZONES:
         assert zone in parser.texts
+
+
+def test_an_exploding_route_count_is_shown_as_a_lower_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def capped(*args: Any, **kwargs: Any) -> PathReport:
+        return count_paths(*args, **kwargs, budget=50)
+
+    monkeypatch.setattr(planner, "count_paths", capped)
+    page = render_html(PLANS["multi"])
+
+    assert '<span class="verdict bad">EXPLODES</span>' in page
+    assert re.search(r"<th>routes per node \(max\)</th><td>at least [0-9,]+</td>", page)
 
 
 # --- at scale ---------------------------------------------------------------------------------
