@@ -428,7 +428,7 @@ def test_hook_deployment_runs_the_image_cmd_unprivileged_without_api_access() ->
     pod = pod_spec(manifests)
     hooks = container(manifests)
     assert deployment["spec"]["replicas"] == 2
-    assert hooks["image"] == "route-reflector-hooks"
+    assert hooks["image"].startswith("ghcr.io/route-reflector/calico-route-reflector-hooks:")
     assert "args" not in hooks and "command" not in hooks
     assert pod["serviceAccountName"] == HOOKS
     assert pod["automountServiceAccountToken"] is False

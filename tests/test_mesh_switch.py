@@ -13,6 +13,7 @@ import pytest
 
 from hooks.datastores.kubernetes import (
     DEFAULT_ENDPOINT,
+    KubernetesAPI,
     MeshSwitch,
     MeshSwitchError,
 )
@@ -22,10 +23,17 @@ OBJECT_PATH = "/apis/crd.projectcalico.org/v1/bgpconfigurations/default"
 COLLECTION_PATH = "/apis/crd.projectcalico.org/v1/bgpconfigurations"
 
 
-def switch_for(server: kmock.RawHandler, token: str | None = "secret") -> MeshSwitch:
-    """The switch pointed at the mock's real 127.0.0.1 port."""
+def api_for(server: kmock.RawHandler, token_file: Path | None) -> KubernetesAPI:
+    """A client pointed at the mock's real 127.0.0.1 port."""
     [srv] = server.servers
-    return MeshSwitch(f"http://{srv.host}:{srv.port}", token=token, ca_file=None, verify=False)
+    return KubernetesAPI(f"http://{srv.host}:{srv.port}", token_file, ca_file=None, verify=False)
+
+
+def switch_for(server: kmock.RawHandler, tmp_path: Path) -> MeshSwitch:
+    """The switch with a service-account token file holding `secret`."""
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    return MeshSwitch(api_for(server, token))
 
 
 def writes(server: kmock.RawHandler) -> list[kmock.Request]:
@@ -45,9 +53,9 @@ def k8s(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
 
 @pytest.mark.asyncio
 async def test_an_absent_configuration_is_created_with_only_the_mesh_field(
-    k8s: kmock.KubernetesEmulator,
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
 ) -> None:
-    switch = switch_for(k8s)
+    switch = switch_for(k8s, tmp_path)
     assert await asyncio.to_thread(switch.state) is None
 
     assert await asyncio.to_thread(switch.disable) == "created"
@@ -67,7 +75,7 @@ async def test_an_absent_configuration_is_created_with_only_the_mesh_field(
 
 @pytest.mark.asyncio
 async def test_an_existing_configuration_is_patched_and_its_other_fields_are_untouched(
-    k8s: kmock.KubernetesEmulator,
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
 ) -> None:
     spec = {
         "asNumber": 64512,
@@ -80,7 +88,7 @@ async def test_an_existing_configuration_is_patched_and_its_other_fields_are_unt
         "metadata": {"name": "default"},
         "spec": spec,
     }
-    switch = switch_for(k8s)
+    switch = switch_for(k8s, tmp_path)
     assert await asyncio.to_thread(switch.state) is None  # field absent: Calico's mesh is on
 
     assert await asyncio.to_thread(switch.disable) == "patched"
@@ -95,25 +103,27 @@ async def test_an_existing_configuration_is_patched_and_its_other_fields_are_unt
 
 @pytest.mark.asyncio
 async def test_a_mesh_that_is_on_explicitly_is_patched_off(
-    k8s: kmock.KubernetesEmulator,
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
 ) -> None:
     k8s.objects[BGPCONFIGS, None, "default"] = {
         "metadata": {"name": "default"},
         "spec": {"nodeToNodeMeshEnabled": True, "asNumber": 64512},
     }
-    switch = switch_for(k8s)
+    switch = switch_for(k8s, tmp_path)
     assert await asyncio.to_thread(switch.state) is True
     assert await asyncio.to_thread(switch.disable) == "patched"
     assert stored(k8s)["spec"] == {"nodeToNodeMeshEnabled": False, "asNumber": 64512}
 
 
 @pytest.mark.asyncio
-async def test_a_mesh_already_off_is_not_written(k8s: kmock.KubernetesEmulator) -> None:
+async def test_a_mesh_already_off_is_not_written(
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
     k8s.objects[BGPCONFIGS, None, "default"] = {
         "metadata": {"name": "default"},
         "spec": {"nodeToNodeMeshEnabled": False, "asNumber": 64512},
     }
-    switch = switch_for(k8s)
+    switch = switch_for(k8s, tmp_path)
 
     assert await asyncio.to_thread(switch.disable) == "unchanged"
     assert await asyncio.to_thread(switch.disable) == "unchanged"
@@ -124,12 +134,12 @@ async def test_a_mesh_already_off_is_not_written(k8s: kmock.KubernetesEmulator) 
 
 @pytest.mark.asyncio
 async def test_forbidden_raises_an_error_naming_the_endpoint_and_the_status(
-    k8s: kmock.KubernetesEmulator,
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
 ) -> None:
     k8s["get", OBJECT_PATH] << kmock.KubernetesError(
         status=403, reason="Forbidden", message="bgpconfigurations is forbidden"
     )
-    switch = switch_for(k8s)
+    switch = switch_for(k8s, tmp_path)
 
     with pytest.raises(MeshSwitchError) as caught:
         await asyncio.to_thread(switch.disable)
@@ -141,9 +151,11 @@ async def test_forbidden_raises_an_error_naming_the_endpoint_and_the_status(
 
 
 @pytest.mark.asyncio
-async def test_a_refused_write_raises_naming_the_status(k8s: kmock.KubernetesEmulator) -> None:
+async def test_a_refused_write_raises_naming_the_status(
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
     k8s["post", COLLECTION_PATH] << kmock.KubernetesError(status=403, reason="Forbidden")
-    switch = switch_for(k8s)
+    switch = switch_for(k8s, tmp_path)
 
     with pytest.raises(MeshSwitchError, match="HTTP 403") as caught:
         await asyncio.to_thread(switch.disable)
@@ -159,7 +171,7 @@ def free_port() -> int:
 
 def test_a_server_that_is_down_raises_quickly() -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"
-    switch = MeshSwitch(endpoint, token=None, ca_file=None, verify=False)
+    switch = MeshSwitch(KubernetesAPI(endpoint, None, ca_file=None, verify=False))
     started = time.monotonic()
 
     with pytest.raises(MeshSwitchError) as caught:
@@ -177,7 +189,7 @@ def test_a_server_that_never_answers_times_out() -> None:
         listener.listen(1)
         host, port = listener.getsockname()
         switch = MeshSwitch(
-            f"http://{host}:{port}", token=None, ca_file=None, verify=False, timeout=0.3
+            KubernetesAPI(f"http://{host}:{port}", None, ca_file=None, verify=False, timeout=0.3)
         )
         started = time.monotonic()
         with pytest.raises(MeshSwitchError, match="cannot reach"):
@@ -190,10 +202,35 @@ def test_settings_come_from_the_environment_and_the_service_account(tmp_path: Pa
     (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
 
     switch = MeshSwitch.from_environ({"K8S_API_ENDPOINT": "https://10.0.0.1:6443"}, tmp_path)
-    assert switch == MeshSwitch("https://10.0.0.1:6443", "abc", str(tmp_path / "ca.crt"), True)
+    assert switch.api == KubernetesAPI(
+        "https://10.0.0.1:6443", tmp_path / "token", str(tmp_path / "ca.crt"), True
+    )
+    assert switch.api.token() == "abc"
 
     bare = MeshSwitch.from_environ({}, tmp_path / "absent")
-    assert bare == MeshSwitch(DEFAULT_ENDPOINT, None, None, True)
+    assert bare.api == KubernetesAPI(DEFAULT_ENDPOINT, None, None, True)
+    assert bare.api.token() is None
+
+
+@pytest.mark.asyncio
+async def test_a_rotated_service_account_token_is_used_from_the_next_call_on(
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("first-token\n")
+    switch = MeshSwitch(api_for(k8s, token))
+    assert await asyncio.to_thread(switch.state) is None
+
+    # The kubelet rotates a projected token by swapping the file under the same path.
+    rotated = tmp_path / "token.new"
+    rotated.write_text("second-token\n")
+    rotated.replace(token)
+    assert await asyncio.to_thread(switch.disable) == "created"
+
+    sent = [r.headers.get("Authorization") for r in k8s]
+    assert sent[0] == "Bearer first-token"
+    assert sent[1:] == ["Bearer second-token"] * (len(sent) - 1)
+    assert len(sent) >= 3  # the read before the rotation, the read and the create after it
 
 
 # --- the service: switches the mesh off only when the decision proves it safe --------------------
