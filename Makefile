@@ -55,8 +55,20 @@ browser:
 	   (apt-get update -qq >/dev/null && apt-get install -y -qq chromium fonts-dejavu-core >/dev/null)); \
 	else echo "WARNING: no $(CHROMIUM) and not root: the browser test will be skipped"; fi
 
-test: venv browser lint
+# The Argo CD health check (docs/argocd/health.lua) runs in Debian's Lua 5.4, installed the same way.
+LUA ?= /usr/bin/lua5.4
+
+lua:
+	@if [ -x $(LUA) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing lua5.4 (Debian) for the Argo CD health check test"; \
+	  (apt-get install -y -qq lua5.4 >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null && apt-get install -y -qq lua5.4 >/dev/null)); \
+	else echo "WARNING: no $(LUA) and not root: the Argo CD health check tests will be skipped"; fi
+
+test: venv browser lua lint
 	@if [ ! -x $(CHROMIUM) ]; then export RR_SKIP_BROWSER=1; fi; \
+	if [ ! -x $(LUA) ]; then export RR_SKIP_LUA=1; fi; \
 	$(BIN)/python -m pytest -p no:cacheprovider --cov --cov-report=term:skip-covered
 
 lint: venv

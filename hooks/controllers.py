@@ -116,6 +116,7 @@ class TopologyDecision:
     previous: TopologyStatusWire = field(default_factory=TopologyStatusWire)
     previous_raw: dict[str, Any] = field(default_factory=dict)
     now: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+    generation: int = 0  # metadata.generation of the topology object decided on
     labelled: Mapping[str, str] = field(default_factory=dict)  # node → cluster ID it carries now
     session_children: bool = False  # the controller owns CalicoNodeStatus children
     sessions: Sessions = field(default_factory=lambda: Sessions(False, frozenset()))
@@ -187,7 +188,13 @@ def decide_topology(
     if bytes(parent.status) != b"null":
         decoded = msgspec.json.decode(parent.status)
         previous_raw = decoded if isinstance(decoded, dict) else {}
-    base = {"owner": owner, "previous": previous, "previous_raw": previous_raw, "now": now}
+    base = {
+        "owner": owner,
+        "previous": previous,
+        "previous_raw": previous_raw,
+        "now": now,
+        "generation": parent.metadata.generation,
+    }
 
     def refuse(reason: str, message: str, settings: Settings | None = None) -> TopologyDecision:
         return TopologyDecision(
@@ -307,14 +314,35 @@ def render_node_statuses(plan: Plan, owner: str) -> list[dict[str, Any]]:
     ]
 
 
+# Failures a person must fix (the spec, a second topology, a too-small cluster-ID template):
+# Flux's and kstatus' `Stalled`. Everything else that is not yet Ready is still moving.
+STALLED_REASONS = frozenset({"InvalidSpec", "Superseded", "ClusterIDsExhausted"})
+RECONCILING_REASONS = frozenset({"TransitionPending", "LabelsPending", "GuardTripped"})
+
+
+def _progress(wanted: list[Condition]) -> list[Condition]:
+    """Flux-style `Reconciling`/`Stalled`, present only while True (kstatus' abnormal-true
+    conditions), derived from Ready so the two can never disagree."""
+    ready = next((c for c in wanted if c.type == "Ready"), None)
+    if ready is None or ready.status == "True":
+        return []
+    if ready.reason in STALLED_REASONS:
+        return [Condition("Stalled", "True", ready.reason, ready.message)]
+    if ready.reason in RECONCILING_REASONS:
+        return [Condition("Reconciling", "True", ready.reason, ready.message)]
+    return []
+
+
 def _conditions(
-    wanted: list[Condition], previous: list[ConditionStatusWire], now: datetime
-) -> list[dict[str, str]]:
-    """Conditions with lastTransitionTime kept unless the condition's status changed."""
+    wanted: list[Condition], previous: list[ConditionStatusWire], now: datetime, generation: int
+) -> list[dict[str, Any]]:
+    """Conditions with lastTransitionTime kept unless the condition's status changed, each
+    stamped with the generation of the spec it was computed from (GitOps tools compare it
+    with metadata.generation to tell a fresh verdict from a stale one)."""
     before = {c.type: c for c in previous}
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    rendered = []
-    for condition in sorted(wanted, key=lambda c: c.type):
+    rendered: list[dict[str, Any]] = []
+    for condition in sorted(wanted + _progress(wanted), key=lambda c: c.type):
         old = before.get(condition.type)
         since = (
             old.lastTransitionTime
@@ -328,6 +356,7 @@ def _conditions(
                 "reason": condition.reason,
                 "message": condition.message,
                 "lastTransitionTime": since,
+                "observedGeneration": generation,
             }
         )
     return rendered
@@ -499,7 +528,9 @@ def render_topology(
             if k not in ("conditions", "observedGeneration")
         }
         wanted = [failure, Condition("Degraded", "True", failure.reason, failure.message)]
-        status["conditions"] = _conditions(wanted, previous_conditions, decision.now)
+        status["conditions"] = _conditions(
+            wanted, previous_conditions, decision.now, decision.generation
+        )
         return TopologySyncResponse(
             status=status, children=list(decision.echo), resyncAfterSeconds=decision.resync_after
         )
@@ -532,7 +563,9 @@ def render_topology(
             children += render_node_statuses(plan, decision.owner)
     status["bgpPeers"] = len(peers)
     wanted = _plan_conditions(decision) + ([mesh] if mesh is not None else [])
-    status["conditions"] = _conditions(wanted, previous_conditions, decision.now)
+    status["conditions"] = _conditions(
+        wanted, previous_conditions, decision.now, decision.generation
+    )
     return TopologySyncResponse(
         status=status, children=children, resyncAfterSeconds=plan.resync_after
     )
