@@ -13,6 +13,7 @@ import msgspec
 
 from hooks.calico import (
     GROUP_LABEL,
+    OWNER_LABEL,
     PREVIOUS_GROUP_LABEL,
     REFLECTOR_LABEL,
     label_value,
@@ -23,6 +24,7 @@ from hooks.calico import (
     render_bgp_peers,
 )
 from hooks.config import ENVIRONMENT, Settings, SpecError, load_settings
+from hooks.legacy import LegacyPeer, find_legacy_peers, is_legacy_value
 from hooks.model import Condition, Group, Plan, ReflectorState
 from hooks.selection import zone_of
 from hooks.topologies import PlanError, Previous, builder_for, group_for, labelled_reflectors
@@ -42,6 +44,7 @@ from hooks.wire import (
     TopologyStatusWire,
     TopologySyncRequest,
     TopologySyncResponse,
+    decode_bgp_peers,
     decode_nodes,
     decode_topologies,
     read_status,
@@ -60,6 +63,14 @@ def topology_customize(request: CustomizeRequest) -> CustomizeResponse:
                 "apiVersion": TOPOLOGY_API,
                 "resource": "routereflectortopologies",
                 "labelSelector": {},
+            },
+            # BGPPeers that are not ours: the original operator's are taken over from these.
+            {
+                "apiVersion": BGPPEER_API,
+                "resource": "bgppeers",
+                "labelSelector": {
+                    "matchExpressions": [{"key": OWNER_LABEL, "operator": "DoesNotExist"}]
+                },
             },
         ]
     )
@@ -121,6 +132,8 @@ class TopologyDecision:
     session_children: bool = False  # the controller owns CalicoNodeStatus children
     sessions: Sessions = field(default_factory=lambda: Sessions(False, frozenset()))
     resync_after: float | None = None
+    legacy_peers: tuple[LegacyPeer, ...] = ()  # the original operator's BGPPeers, still there
+    legacy_valued: frozenset[str] = frozenset()  # RRs still carrying its label value
 
     @cached_property
     def bgp_peers(self) -> list[dict[str, Any]]:
@@ -140,6 +153,25 @@ class TopologyDecision:
             rr.state == ReflectorState.ACTIVE and rr.node in self.sessions.established
             for rr in plan.reflectors
         ) and all(z.actual >= z.expected and (z.expected or not z.demand) for z in plan.zones)
+
+    @property
+    def ours_carry_sessions(self) -> bool:
+        """Every RR Active with Established sessions and every planned RR labelled: the
+        BGPPeers we render carry every session, whatever else exists."""
+        if not self.mesh_can_go or self.plan is None:
+            return False
+        return _carried(self) == {rr.node: rr.cluster_id for rr in self.plan.reflectors}
+
+    @property
+    def keep_legacy_labels(self) -> bool:
+        """The old operator's client BGPPeers select its RR label values: keep them until our
+        BGPPeers carry every session."""
+        return bool(self.legacy_peers) and not self.ours_carry_sessions
+
+    @property
+    def legacy_removable(self) -> bool:
+        """Its BGPPeers may go: ours carry every session and no RR carries its values any more."""
+        return bool(self.legacy_peers) and self.ours_carry_sessions and not self.legacy_valued
 
     @property
     def applies(self) -> bool:
@@ -240,6 +272,7 @@ def decide_topology(
     by_name = {node.name: node for node in nodes}
     labelled_groups = {n.labels[GROUP_LABEL] for n in nodes if GROUP_LABEL in n.labels}
     plan = apply_transitions(target, previous, by_name, sessions, settings, now, labelled_groups)
+    key, value = settings.reflector_label
     return TopologyDecision(
         settings=settings,
         plan=plan,
@@ -248,6 +281,12 @@ def decide_topology(
         session_children=session_children,
         sessions=sessions,
         resync_after=plan.resync_after,
+        legacy_peers=find_legacy_peers(decode_bgp_peers(request.related), key),
+        legacy_valued=frozenset(
+            name
+            for name in prior.labelled
+            if is_legacy_value(by_name[name].labels.get(key, ""), value)
+        ),
         **base,  # type: ignore[arg-type]
     )
 
@@ -516,8 +555,44 @@ class Applied:
         return found
 
 
+LEGACY_CONDITION = "LegacyBGPPeers"
+
+
+def legacy_condition(decision: TopologyDecision) -> Condition:
+    """Where the take-over from the original operator stands (its BGPPeers still exist)."""
+    names = ", ".join(p.name for p in decision.legacy_peers[:5]) + (
+        f" and {len(decision.legacy_peers) - 5} more" if len(decision.legacy_peers) > 5 else ""
+    )
+    count = f"{len(decision.legacy_peers)} BGPPeer(s) of the original operator ({names})"
+    if decision.keep_legacy_labels:
+        return Condition(
+            LEGACY_CONDITION,
+            "True",
+            "WaitingForReflectors",
+            f"{count} kept, and its RR label values, until every RR is Active with Established"
+            " sessions and labelled",
+        )
+    if decision.legacy_valued:
+        return Condition(
+            LEGACY_CONDITION,
+            "True",
+            "Relabelling",
+            f"{count} kept while {len(decision.legacy_valued)} RR(s) get our label value",
+        )
+    return Condition(
+        LEGACY_CONDITION,
+        "True",
+        "ReadyToRemove",
+        f"{count} no longer carry any session: delete them (or set"
+        " spec.legacyBGPPeers: RemoveWhenReady)",
+    )
+
+
 def render_topology(
-    decision: TopologyDecision, applied: Applied | None = None, mesh: Condition | None = None
+    decision: TopologyDecision,
+    applied: Applied | None = None,
+    mesh: Condition | None = None,
+    legacy: Condition | None = None,
 ) -> TopologySyncResponse:
     previous_conditions = decision.previous.conditions
     if decision.failure is not None or decision.plan is None:
@@ -563,6 +638,12 @@ def render_topology(
             children += render_node_statuses(plan, decision.owner)
     status["bgpPeers"] = len(peers)
     wanted = _plan_conditions(decision) + ([mesh] if mesh is not None else [])
+    if decision.legacy_peers and not settings.paused:
+        status["legacyOperator"] = {
+            "bgpPeers": [p.name for p in decision.legacy_peers],
+            "keepLabels": decision.keep_legacy_labels,
+        }
+        wanted.append(legacy if legacy is not None else legacy_condition(decision))
     status["conditions"] = _conditions(
         wanted, previous_conditions, decision.now, decision.generation
     )
@@ -592,6 +673,7 @@ class _PlanView:
     reflectors: Mapping[str, str]  # RR node → its cluster ID
     groups: tuple[Group, ...]  # the groups clients may join (retiring ones excluded)
     retiring: frozenset[str]  # label values of retiring groups
+    keep_legacy_labels: bool  # RRs keep the original operator's label value for now
 
 
 @lru_cache(maxsize=8)
@@ -606,6 +688,7 @@ def _plan_view(raw: bytes) -> _PlanView:
             if not g.retiringSince
         ),
         retiring=frozenset(label_value(g.name) for g in status.groups if g.retiringSince),
+        keep_legacy_labels=status.legacyOperator is not None and status.legacyOperator.keepLabels,
     )
 
 
@@ -636,7 +719,9 @@ def node_sync(request: NodeSyncRequest, environ: Environ) -> NodeSyncResponse:
     desired_annotations: dict[str, str] = {}
     cluster_id = view.reflectors.get(node.name)
     if cluster_id is not None:
-        desired_labels[key] = value
+        held = node.labels.get(key)
+        keep = view.keep_legacy_labels and held is not None and is_legacy_value(held, value)
+        desired_labels[key] = held if keep and held is not None else value
         desired_labels[REFLECTOR_LABEL] = reflector_token(node.name)
         if settings.datastore != "etcdv3":
             desired_annotations[CLUSTER_ID_ANNOTATION] = cluster_id

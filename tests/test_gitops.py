@@ -103,7 +103,8 @@ def lua() -> str:
 def lua_literal(value: Any) -> str:
     """JSON as a Lua table constructor (what Argo CD hands the script as `obj`)."""
     if isinstance(value, dict):
-        return "{" + ", ".join(f"[{json.dumps(k)}] = {lua_literal(v)}" for k, v in value.items()) + "}"
+        fields = (f"[{json.dumps(k)}] = {lua_literal(v)}" for k, v in value.items())
+        return "{" + ", ".join(fields) + "}"
     if isinstance(value, list):
         return "{" + ", ".join(lua_literal(v) for v in value) + "}"
     if isinstance(value, bool):

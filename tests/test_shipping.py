@@ -96,9 +96,7 @@ def test_the_lock_holds_nothing_the_project_does_not_pull_in(
 def test_the_test_lock_pins_the_shipped_dependencies_at_the_same_versions() -> None:
     shipped = read_lock(ROOT / "requirements.lock")
     tested = read_lock(ROOT / "requirements-test.lock")
-    assert {n: p.version for n, p in shipped.items()} == {
-        n: tested[n].version for n in shipped
-    }
+    assert {n: p.version for n, p in shipped.items()} == {n: tested[n].version for n in shipped}
 
 
 def test_the_image_leaves_the_kubernetes_client_out() -> None:

@@ -21,6 +21,7 @@ from typing import Any, Final, Literal
 __all__ = [
     "DEFAULT_ENDPOINT",
     "KubernetesAPI",
+    "KubernetesAPIError",
     "LegacyPeerRemoval",
     "MeshResult",
     "MeshSwitch",
@@ -50,13 +51,16 @@ PATCH_BODY: Final = {"spec": {FIELD: False}}
 MeshResult = Literal["created", "patched", "unchanged"]
 
 
-class MeshSwitchError(Exception):
+class KubernetesAPIError(Exception):
     """The Kubernetes API refused or could not be reached; the message names endpoint and status."""
 
     def __init__(self, message: str, endpoint: str, status: int | None = None) -> None:
         super().__init__(message)
         self.endpoint = endpoint
         self.status = status
+
+
+MeshSwitchError = KubernetesAPIError
 
 
 class _Refused(Exception):
@@ -118,9 +122,7 @@ class KubernetesAPI:
         """The decoded answer of a 2xx; None for a 404; raises _Refused for other statuses and
         OSError (URLError, timeouts) when the server cannot be reached."""
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            self.endpoint.rstrip("/") + path, data=data, method=method
-        )
+        request = urllib.request.Request(self.endpoint.rstrip("/") + path, data=data, method=method)
         request.add_header("Accept", "application/json")
         if data is not None:
             request.add_header("Content-Type", content_type)
