@@ -132,7 +132,13 @@ def create_app(
             rrs = tuple(rr.node for rr in decision.plan.reflectors)
             changed = last_plans.get(decision.owner) != rrs
             last_plans[decision.owner] = rrs
-            metrics.observe_plan(decision.owner, decision.plan, changed, len(response.children))
+            metrics.observe_plan(
+                decision.owner,
+                decision.plan,
+                changed,
+                len(response.children),
+                decision.role_changes,
+            )
             fields |= {
                 "reflectors": len(rrs),
                 "changed": changed,

@@ -174,6 +174,19 @@ class TopologyDecision:
         return bool(self.legacy_peers) and self.ours_carry_sessions and not self.legacy_valued
 
     @property
+    def role_changes(self) -> int:
+        """Nodes that gained or lost the RR role in this decision (against the last status, or
+        the labels on a first sync): each gets or drops a cluster ID, which resets its BGP
+        sessions for about 2 s."""
+        if not self.applies or self.plan is None:
+            return 0
+        if self.previous.topology:
+            before = {rr.node for rr in self.previous.routeReflectors}
+        else:
+            before = set(self.labelled)
+        return len(before ^ {rr.node for rr in self.plan.reflectors})
+
+    @property
     def applies(self) -> bool:
         return self.failure is None and self.plan is not None and not self.settings_paused
 

@@ -124,6 +124,7 @@ class Record:
 
     step: int
     now: datetime
+    request: bytes  # the topology sync request, exactly as Metacontroller would send it
     response: bytes  # the topology sync's answer, exactly as the service would send it
     status: Json
     children: dict[str, dict[str, Json]]
@@ -283,7 +284,8 @@ class Scenario:
     def _step(self) -> Record:
         before = self._rr_view()
         self._fill_node_statuses()
-        request = wire.decode(self.topology_request(), wire.TopologySyncRequest)
+        request_body = self.topology_request()
+        request = wire.decode(request_body, wire.TopologySyncRequest)
         decision = controllers.decide_topology(request, self.environ, self.now)
         response = controllers.render_topology(decision)
         body = wire.encode(response)
@@ -302,6 +304,7 @@ class Scenario:
         record = Record(
             step=len(self.history) + 1,
             now=self.now,
+            request=request_body,
             response=body,
             status=status,
             children=copy.deepcopy(self.children),
