@@ -197,3 +197,117 @@ def test_make_venv_installs_from_the_test_lock_with_hashes() -> None:
     assert any("--require-hashes" in line and "requirements-test.lock" in line for line in installs)
     for line in installs:
         assert "--no-deps" in line, line
+
+
+# --- version minimums: stated in the README, checked where they can be ---------------------------
+
+MIN_KUBERNETES = "1.25"  # CRD validation rules (CEL) are on by default from 1.25 (beta)
+MIN_METACONTROLLER = "4.11.16"  # DecoratorController `ignoreStatusChanges`
+MIN_CALICO = "3.21"  # CalicoNodeStatus, read for session-aware make-before-break
+# The Kubernetes version each x-kubernetes-validations field needs (beta, on by default).
+CEL_FIELDS = {"rule": "1.25", "message": "1.25", "messageExpression": "1.27", "reason": "1.28",
+              "fieldPath": "1.28", "optionalOldSelf": "1.30"}  # fmt: skip
+# CEL libraries newer than the base language, by the first function name they add.
+CEL_LIBRARIES = {"isSorted(": "1.26", "indexOf(": "1.26", "find(": "1.26", "findAll(": "1.26",
+                 "url(": "1.26", "authorizer": "1.27", "isQuantity(": "1.29", "quantity(": "1.29",
+                 "ip(": "1.30", "cidr(": "1.31", "format.": "1.32"}  # fmt: skip
+
+
+def version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def readme_minimums() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Version minimums", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| ([^|]+?) \| ≥ ([0-9.]+) \|", section, re.MULTILINE)
+    return dict(rows)
+
+
+def validations(node: object) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = []
+    if isinstance(node, dict):
+        found += node.get("x-kubernetes-validations", [])
+        for value in node.values():
+            found += validations(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += validations(value)
+    return found
+
+
+def test_the_readme_states_the_minimums_the_checks_use() -> None:
+    assert readme_minimums() == {
+        "Kubernetes": MIN_KUBERNETES,
+        "Metacontroller": MIN_METACONTROLLER,
+        "Calico": MIN_CALICO,
+    }
+
+
+def test_the_crd_uses_no_validation_feature_newer_than_the_stated_kubernetes() -> None:
+    crd = yaml.safe_load((ROOT / "metacontroller/base/crd.yaml").read_text())
+    rules = validations(crd)
+    assert rules, "the CRD has CEL rules: the minimum is theirs"
+    needed = [MIN_KUBERNETES]
+    for rule in rules:
+        unknown = set(rule) - set(CEL_FIELDS)
+        assert not unknown, f"x-kubernetes-validations fields of unknown age: {unknown}"
+        needed += [CEL_FIELDS[key] for key in rule]
+        expression = str(rule["rule"])
+        needed += [v for name, v in CEL_LIBRARIES.items() if name in expression]
+    assert max(needed, key=version_tuple) == MIN_KUBERNETES
+
+
+def test_every_built_in_manifest_validates_strictly_against_the_stated_kubernetes() -> None:
+    import kubernetes_validate
+
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl (with kustomize) is not on PATH")
+    for overlay in ("metacontroller", "metacontroller/overlays/migration",
+                    "metacontroller/overlays/etcd"):  # fmt: skip
+        built = subprocess.run(
+            ["kubectl", "kustomize", overlay],
+            cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        for manifest in yaml.safe_load_all(built.stdout):
+            group = manifest["apiVersion"].rpartition("/")[0]
+            if group in {"", "apps", "policy", "rbac.authorization.k8s.io", "apiextensions.k8s.io"}:
+                kubernetes_validate.validate(manifest, f"{MIN_KUBERNETES}.0", strict=True)
+
+
+def test_metacontroller_features_used_are_those_of_the_stated_minimum() -> None:
+    controllers = list(
+        yaml.safe_load_all((ROOT / "metacontroller/base/controllers.yaml").read_text())
+    )
+    decorator = next(c for c in controllers if c["kind"] == "DecoratorController")
+    assert decorator["spec"]["resources"][0]["ignoreStatusChanges"] is True
+    composite = next(c for c in controllers if c["kind"] == "CompositeController")
+    owned = {child["resource"] for child in composite["spec"]["childResources"]}
+    assert "caliconodestatuses" in owned  # Calico >= MIN_CALICO: session status
+
+
+def test_the_readmes_dedicated_pool_example_makes_only_the_tainted_pool_reflectors() -> None:
+    from scenario import Scenario, zoned_nodes
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("**A dedicated route-reflector pool**", 1)[1]
+    spec_yaml = re.search(r"```yaml\n(.*?)```", section, re.DOTALL)
+    assert spec_yaml is not None
+    example = yaml.safe_load(spec_yaml[1])["spec"]
+    taint = example["tolerations"][0]
+    nodes = zoned_nodes({"a": 6, "b": 6})
+    pool = {"a-004", "a-005", "b-004", "b-005"}
+    for node in nodes:
+        if node["metadata"]["name"] in pool:
+            node["metadata"]["labels"] |= example["nodeSelector"]["matchLabels"]
+            node["spec"]["taints"] = [
+                {"key": taint["key"], "value": taint["value"], "effect": taint["effect"]}
+            ]
+    spec = {"zoneLabel": "topology.kubernetes.io/zone", "min": 2, **example}
+    scenario = Scenario(spec, nodes)
+    scenario.run_until_still()
+    assert set(scenario.reflectors()) == pool
+
+    without_toleration = Scenario({**spec, "tolerations": []}, nodes, check=False)
+    without_toleration.step()
+    assert set(without_toleration.reflectors()) == set()
