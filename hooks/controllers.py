@@ -369,7 +369,9 @@ def render_node_statuses(plan: Plan, owner: str) -> list[dict[str, Any]]:
 # Failures a person must fix (the spec, a second topology, a too-small cluster-ID template):
 # Flux's and kstatus' `Stalled`. Everything else that is not yet Ready is still moving.
 STALLED_REASONS = frozenset({"InvalidSpec", "Superseded", "ClusterIDsExhausted"})
-RECONCILING_REASONS = frozenset({"TransitionPending", "LabelsPending", "GuardTripped"})
+RECONCILING_REASONS = frozenset(
+    {"TransitionPending", "LabelsPending", "LegacyLabelsPending", "GuardTripped"}
+)
 
 
 def _progress(wanted: list[Condition]) -> list[Condition]:
@@ -509,6 +511,16 @@ def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
     elif not plan.reflectors:
         conditions.append(
             Condition("Ready", "False", "NoReflectors", "no node is ready to be a route reflector")
+        )
+    elif carried == wanted and decision.legacy_valued:
+        conditions.append(
+            Condition(
+                "Ready",
+                "False",
+                "LegacyLabelsPending",
+                f"{len(decision.legacy_valued)} route reflector(s) still carry the original"
+                " operator's label value (its BGPPeers select them) until ours carry every session",
+            )
         )
     elif carried == wanted:
         conditions.append(

@@ -115,7 +115,8 @@ def test_every_topology_status_validates_against_our_crd(where: str, answer: Jso
         assert condition["status"] in ("True", "False", "Unknown")
         assert RFC3339.match(condition["lastTransitionTime"]), condition
     types = {c["type"]: c for c in status["conditions"]}
-    assert {"Ready", "Degraded"} <= set(types) <= {"Ready", "Degraded", "Reconciling", "Stalled"}
+    allowed = {"Ready", "Degraded", "Reconciling", "Stalled", "LegacyBGPPeers"}
+    assert {"Ready", "Degraded"} <= set(types) <= allowed
     progress = [types[t] for t in ("Reconciling", "Stalled") if t in types]
     # Flux-style progress conditions only while True, never both, and only when not Ready.
     assert len(progress) <= 1
