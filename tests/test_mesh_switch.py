@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import json
+import shutil
 import socket
+import ssl
+import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import kmock
@@ -286,3 +293,67 @@ async def test_the_service_turns_the_mesh_off_once_every_reflector_is_establishe
     condition = await asyncio.to_thread(_post, k8s, _service_request(converged=True))
     assert (condition["status"], condition["reason"]) == ("False", "Disabled")
     assert stored(k8s)["spec"] == {"nodeToNodeMeshEnabled": False}
+
+
+# --- TLS: the cluster CA from the service account verifies the API server -----------------------
+
+
+def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own CA, made by the real openssl."""
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@contextlib.contextmanager
+def https_api(cert: Path, key: Path, seen: list[str]) -> Iterator[str]:
+    """A one-object API server over real TLS on 127.0.0.1; records the Authorization headers."""
+    body = json.dumps({"spec": {"nodeToNodeMeshEnabled": False}}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not on PATH")
+def test_the_service_account_ca_verifies_the_api_server_over_tls(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path, "server")
+    other, _ = self_signed(tmp_path, "other")
+    (tmp_path / "token").write_text("tls-token\n")
+    seen: list[str] = []
+    with https_api(cert, key, seen) as endpoint:
+        (tmp_path / "ca.crt").write_bytes(cert.read_bytes())
+        trusted = MeshSwitch.from_environ({"K8S_API_ENDPOINT": endpoint}, tmp_path)
+        assert trusted.state() is False
+
+        (tmp_path / "ca.crt").write_bytes(other.read_bytes())
+        untrusted = MeshSwitch.from_environ({"K8S_API_ENDPOINT": endpoint}, tmp_path)
+        with pytest.raises(MeshSwitchError, match=r"cannot reach.*CERTIFICATE_VERIFY_FAILED"):
+            untrusted.state()
+    assert seen == ["Bearer tls-token"]
