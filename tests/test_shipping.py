@@ -311,3 +311,28 @@ def test_the_readmes_dedicated_pool_example_makes_only_the_tainted_pool_reflecto
     without_toleration = Scenario({**spec, "tolerations": []}, nodes, check=False)
     without_toleration.step()
     assert set(without_toleration.reflectors()) == set()
+
+
+@pytest.mark.slow
+def test_the_wheel_declares_the_spdx_licence_and_ships_the_file_without_warnings(
+    tmp_path: Path,
+) -> None:
+    import sys
+    import zipfile
+
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "tests", "bench"))
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--no-index", "-w", str(tmp_path / "dist"), str(source)],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Deprecat" not in done.stdout + done.stderr, done.stderr
+    [wheel] = (tmp_path / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        text = archive.read(metadata).decode()
+    assert "License-Expression: Apache-2.0" in text.splitlines()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
