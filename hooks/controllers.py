@@ -581,6 +581,9 @@ class Applied:
 
 
 LEGACY_CONDITION = "LegacyBGPPeers"
+# Its multi topology made one BGPPeer per client and RR (15,000 at 5,000 nodes): status names
+# the first ones only, so the object stays far below the API server's size limit.
+LEGACY_LISTED = 100
 
 
 def legacy_condition(decision: TopologyDecision) -> Condition:
@@ -665,7 +668,8 @@ def render_topology(
     wanted = _plan_conditions(decision) + ([mesh] if mesh is not None else [])
     if decision.legacy_peers and not settings.paused:
         status["legacyOperator"] = {
-            "bgpPeers": [p.name for p in decision.legacy_peers],
+            "count": len(decision.legacy_peers),
+            "bgpPeers": [p.name for p in decision.legacy_peers[:LEGACY_LISTED]],
             "keepLabels": decision.keep_legacy_labels,
         }
         wanted.append(legacy if legacy is not None else legacy_condition(decision))

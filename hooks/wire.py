@@ -162,6 +162,7 @@ class LegacyOperatorWire(msgspec.Struct):
     """The original operator's leftovers seen last sync; while `keepLabels`, its RR label values
     stay on the nodes (its client BGPPeers select them) until ours carry every session."""
 
+    count: int = 0
     bgpPeers: list[str] = []
     keepLabels: bool = False
 

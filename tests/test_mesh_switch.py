@@ -77,6 +77,7 @@ async def test_an_absent_configuration_is_created_with_only_the_mesh_field(
         "spec": {"nodeToNodeMeshEnabled": False},
     }
     assert create.headers.get("Authorization") == "Bearer secret"
+    assert dict(create.url.query) == {"fieldManager": "route-reflector-hooks"}
     assert await asyncio.to_thread(switch.state) is False
 
 
@@ -104,6 +105,7 @@ async def test_an_existing_configuration_is_patched_and_its_other_fields_are_unt
     assert patch.method == kmock.method.PATCH
     assert patch.url.path == OBJECT_PATH
     assert patch.headers.get("Content-Type") == "application/merge-patch+json"
+    assert dict(patch.url.query) == {"fieldManager": "route-reflector-hooks"}
     assert json.loads(patch.body) == {"spec": {"nodeToNodeMeshEnabled": False}}
     assert stored(k8s)["spec"] == spec | {"nodeToNodeMeshEnabled": False}
 
@@ -357,3 +359,15 @@ def test_the_service_account_ca_verifies_the_api_server_over_tls(tmp_path: Path)
         with pytest.raises(MeshSwitchError, match=r"cannot reach.*CERTIFICATE_VERIFY_FAILED"):
             untrusted.state()
     assert seen == ["Bearer tls-token"]
+
+
+@pytest.mark.asyncio
+async def test_an_answer_that_is_not_json_raises_naming_the_endpoint(
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
+    k8s["get", OBJECT_PATH] << b"<html>proxy error</html>"
+    switch = switch_for(k8s, tmp_path)
+
+    with pytest.raises(MeshSwitchError, match="not JSON") as caught:
+        await asyncio.to_thread(switch.state)
+    assert switch.endpoint in str(caught.value)

@@ -121,7 +121,7 @@ def test_its_bgppeers_are_listed_and_someone_elses_are_not() -> None:
     scenario.step()
     listed = scenario.status["legacyOperator"]["bgpPeers"]
     assert listed == legacy_names(scenario.foreign_peers)
-    assert len(listed) == 1 + 15 * 3
+    assert len(listed) == scenario.status["legacyOperator"]["count"] == 1 + 15 * 3
     assert "tor-a" not in listed and "peer-to-rrs-edge" not in listed
 
 
@@ -284,3 +284,21 @@ async def test_a_refused_delete_is_reported_and_the_sync_still_answers(
     assert "HTTP 403" in failed["message"]
     assert "BGPPeer 'rrs-to-rrs'" in failed["message"]
     assert answer["children"], "our BGPPeers are still answered"
+
+
+def test_status_names_at_most_a_hundred_of_them_and_counts_them_all() -> None:
+    scenario, _ = old_scenario()
+    extra = {
+        f"peer-to-rrs-1{n:04d}-uid": bgp_peer(
+            f"peer-to-rrs-1{n:04d}-uid",
+            "kubernetes.io/hostname=='x'",
+            f"{KEY}=='1{n:04d}'",
+            600 + n,
+        )
+        for n in range(200)
+    }
+    scenario.foreign_peers |= extra
+    scenario.step()
+    legacy = scenario.status["legacyOperator"]
+    assert legacy["count"] == 1 + 15 * 3 + 200
+    assert legacy["bgpPeers"] == legacy_names(scenario.foreign_peers)[:100]

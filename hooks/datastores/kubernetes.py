@@ -31,6 +31,8 @@ __all__ = [
 DEFAULT_ENDPOINT: Final = "https://kubernetes.default"
 SERVICE_ACCOUNT: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT_SECONDS: Final = 5.0
+# Named in managedFields as the owner of what the service writes (GitOps tools show it).
+FIELD_MANAGER: Final = "route-reflector-hooks"
 
 GROUP: Final = "crd.projectcalico.org"
 VERSION: Final = "v1"
@@ -124,6 +126,7 @@ class KubernetesAPI:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.endpoint.rstrip("/") + path, data=data, method=method)
         request.add_header("Accept", "application/json")
+        request.add_header("User-Agent", FIELD_MANAGER)
         if data is not None:
             request.add_header("Content-Type", content_type)
         token = self.token()
@@ -141,7 +144,10 @@ class KubernetesAPI:
             raise _Refused(error.code, str(error.reason or "")) from error
         except http.client.HTTPException as error:
             raise OSError(f"{type(error).__name__}: {error}") from error
-        decoded = json.loads(raw) if raw else {}
+        try:
+            decoded = json.loads(raw) if raw else {}
+        except ValueError as error:
+            raise OSError(f"the answer is not JSON: {error}") from error
         return decoded if isinstance(decoded, dict) else {}
 
 
@@ -205,7 +211,9 @@ class MeshSwitch:
         found = self._read()
         if found is None:
             try:
-                self._do("writing", "POST", CONFIGS_PATH, CREATE_BODY)
+                self._do(
+                    "writing", "POST", f"{CONFIGS_PATH}?fieldManager={FIELD_MANAGER}", CREATE_BODY
+                )
                 return "created"
             except MeshSwitchError as error:
                 if error.status != 409:
@@ -217,7 +225,7 @@ class MeshSwitch:
         self._do(
             "writing",
             "PATCH",
-            f"{CONFIGS_PATH}/{NAME}",
+            f"{CONFIGS_PATH}/{NAME}?fieldManager={FIELD_MANAGER}",
             PATCH_BODY,
             content_type="application/merge-patch+json",
         )
