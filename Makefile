@@ -6,21 +6,39 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
+# The release tag is pyproject.toml's version (one place; tests/test_shipping.py checks that the
+# base Deployment's image carries the same name and tag).
 IMG_REPO ?= ghcr.io/route-reflector
 IMG_NAME ?= calico-route-reflector-hooks
-IMG_VERSION ?= 0.1.0
+IMG_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 IMG := $(IMG_REPO)/$(IMG_NAME):$(IMG_VERSION)
+# The image the base manifests name, which `make deploy` replaces with $(IMG).
+BASE_IMG := ghcr.io/route-reflector/calico-route-reflector-hooks
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+SOURCE ?= https://github.com/route-reflector/calico-route-reflector-hooks
 KUBECTL ?= kubectl
 
-.PHONY: venv run test browser lint typecheck bench docker-build docker-push install uninstall deploy undeploy clean
+.PHONY: venv lock image run test browser lua lint typecheck bench docker-build docker-push install uninstall deploy undeploy clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Installs exactly what requirements-test.lock pins (hashes checked), then the project itself
+# without resolving anything again; the image installs requirements.lock the same way.
+$(STAMP): pyproject.toml requirements-test.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-test.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Re-pin after changing dependencies in pyproject.toml (tests/test_shipping.py fails until then).
+LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links
+lock: venv
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile $(LOCK_FLAGS) --output-file requirements.lock pyproject.toml
+	$(BIN)/pip-compile $(LOCK_FLAGS) --extra test --output-file requirements-test.lock pyproject.toml
+
+image:
+	@echo $(IMG)
 
 run: venv
 	$(BIN)/python -m hooks serve --host $(HOST) --port $(PORT)
@@ -46,8 +64,15 @@ CHROMIUM ?= /usr/bin/chromium
 browser:
 	$(call system-packages,the topology-picture test,RR_SKIP_BROWSER,$(CHROMIUM),chromium fonts-dejavu-core)
 
-test: venv browser lint
+# The Argo CD health check (docs/argocd/health.lua) runs in Debian's Lua 5.4, installed the same way.
+LUA ?= /usr/bin/lua5.4
+
+lua:
+	$(call system-packages,the Argo CD health check tests,RR_SKIP_LUA,$(LUA),lua5.4)
+
+test: venv browser lua lint
 	@if [ ! -x $(CHROMIUM) ]; then export RR_SKIP_BROWSER=1; fi; \
+	if [ ! -x $(LUA) ]; then export RR_SKIP_LUA=1; fi; \
 	$(BIN)/python -m pytest -p no:cacheprovider --cov --cov-report=term:skip-covered
 
 lint: venv
@@ -59,7 +84,8 @@ bench: venv
 	$(BIN)/python -m bench
 
 docker-build:
-	docker build -t $(IMG) .
+	docker build --build-arg VERSION=$(IMG_VERSION) --build-arg REVISION=$(REVISION) \
+	  --build-arg SOURCE=$(SOURCE) -t $(IMG) .
 
 docker-push: docker-build
 	docker push $(IMG)
@@ -73,8 +99,8 @@ uninstall:
 deploy: install
 	$(KUBECTL) wait --for condition=established --timeout=60s crd/routereflectortopologies.route-reflector.dev
 	mkdir -p build/deploy
-	printf 'resources:\n- ../../metacontroller\nimages:\n- name: route-reflector-hooks\n  newName: %s\n  newTag: %s\n' \
-	  $(IMG_REPO)/$(IMG_NAME) $(IMG_VERSION) > build/deploy/kustomization.yaml
+	printf 'resources:\n- ../../metacontroller\nimages:\n- name: %s\n  newName: %s\n  newTag: %s\n' \
+	  $(BASE_IMG) $(IMG_REPO)/$(IMG_NAME) $(IMG_VERSION) > build/deploy/kustomization.yaml
 	$(KUBECTL) apply -k build/deploy
 
 # Safe order: the topology object goes first, so the node hook can take its labels back (and the

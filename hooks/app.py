@@ -28,6 +28,7 @@ DEFAULT_MAX_BODY = 512 * 1024 * 1024
 Clock = Callable[[], datetime]
 Applier = Callable[[TopologyDecision], Applied]
 MeshSwitcher = Callable[[TopologyDecision], Condition]
+LegacyRemover = Callable[[TopologyDecision], Condition]
 Body = bytes | bytearray
 
 
@@ -90,6 +91,7 @@ def create_app(
     clock: Clock = _utcnow,
     applier: Applier | None = None,
     mesh_switch: MeshSwitcher | None = None,
+    legacy_remover: LegacyRemover | None = None,
 ) -> Starlette:
     """The hook service. `environ` defaults to the process environment, read once here."""
     env = dict(os.environ if environ is None else environ)
@@ -102,6 +104,7 @@ def create_app(
     if mesh_switch is None:
         mesh_switch = _mesh_switch(env)
     switch_mesh = mesh_switch
+    remove_legacy = legacy_remover or _legacy_remover(env)
 
     def topology_sync(body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode(body, wire.TopologySyncRequest)
@@ -117,13 +120,27 @@ def create_app(
             and settings.node_to_node_mesh == "DisableWhenReady"
         ):
             mesh = switch_mesh(decision)
-        response = controllers.render_topology(decision, applied, mesh)
+        legacy = None
+        if (
+            decision.applies
+            and settings is not None
+            and settings.legacy_bgp_peers == "RemoveWhenReady"
+            and decision.legacy_removable
+        ):
+            legacy = remove_legacy(decision)
+        response = controllers.render_topology(decision, applied, mesh, legacy)
         fields: dict[str, Any] = {"parent": decision.owner}
         if decision.plan is not None:
             rrs = tuple(rr.node for rr in decision.plan.reflectors)
             changed = last_plans.get(decision.owner) != rrs
             last_plans[decision.owner] = rrs
-            metrics.observe_plan(decision.owner, decision.plan, changed, len(response.children))
+            metrics.observe_plan(
+                decision.owner,
+                decision.plan,
+                changed,
+                len(response.children),
+                decision.role_changes,
+            )
             fields |= {
                 "reflectors": len(rrs),
                 "changed": changed,
@@ -310,3 +327,34 @@ def _mesh_switch(env: Mapping[str, str]) -> MeshSwitcher:
         )
 
     return switch
+
+
+def _legacy_remover(env: Mapping[str, str]) -> LegacyRemover:
+    """Delete the original operator's BGPPeers (the decision says ours carry every session).
+
+    A failure is reported as a condition, never as a non-200: BGPPeer updates must go on."""
+    state: dict[str, Any] = {}
+
+    def remove(decision: TopologyDecision) -> Condition:
+        from hooks.datastores.kubernetes import (
+            KubernetesAPI,
+            KubernetesAPIError,
+            LegacyPeerRemoval,
+        )
+
+        try:
+            if "removal" not in state:
+                state["removal"] = LegacyPeerRemoval(KubernetesAPI.from_environ(env))
+            removed = state["removal"].remove((p.name, p.uid) for p in decision.legacy_peers)
+        except KubernetesAPIError as error:
+            log.warning(json.dumps({"legacy_bgp_peers": "failed", "error": str(error)}))
+            return Condition(controllers.LEGACY_CONDITION, "True", "RemoveFailed", str(error))
+        log.info(json.dumps({"legacy_bgp_peers": "removed", "names": removed}))
+        return Condition(
+            controllers.LEGACY_CONDITION,
+            "False",
+            "Removed",
+            f"deleted {len(removed)} BGPPeer(s) of the original operator; ours carry every session",
+        )
+
+    return remove

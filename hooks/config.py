@@ -148,6 +148,7 @@ class Spec(_Model):
     waitSeconds: int | None = Field(default=None, ge=0, le=3600)
     paused: bool | None = None
     nodeToNodeMesh: Literal["Keep", "DisableWhenReady"] | None = None
+    legacyBGPPeers: Literal["Keep", "RemoveWhenReady"] | None = None
     guard: Guard | None = None
 
 
@@ -167,6 +168,7 @@ ALLOWED = {
     "waitSeconds": "an integer from 0 to 3600",
     "paused": "true or false",
     "nodeToNodeMesh": "Keep or DisableWhenReady",
+    "legacyBGPPeers": "Keep or RemoveWhenReady",
     "steps": "a list of {nodes, reflectors}, non-negative integers",
 }
 
@@ -190,6 +192,7 @@ DEFAULTS: dict[str, Any] = {
     "waitSeconds": 0,
     "paused": False,
     "nodeToNodeMesh": "Keep",
+    "legacyBGPPeers": "Keep",
     "guard": Guard(),
 }
 
@@ -269,6 +272,9 @@ class Settings:
     wait_seconds: int
     paused: bool
     node_to_node_mesh: Literal["Keep", "DisableWhenReady"]
+    # The original Go operator's BGPPeers: reported, and deleted by the service once ours carry
+    # every session only with RemoveWhenReady.
+    legacy_bgp_peers: Literal["Keep", "RemoveWhenReady"]
     guard: Guard
 
     @property
@@ -389,5 +395,6 @@ def load_settings(spec: Mapping[str, Any] | None, environ: Mapping[str, str]) ->
         wait_seconds=merged["waitSeconds"],
         paused=merged["paused"],
         node_to_node_mesh=merged["nodeToNodeMesh"],
+        legacy_bgp_peers=merged["legacyBGPPeers"],
         guard=merged["guard"],
     )

@@ -15,6 +15,7 @@ import msgspec
 
 from hooks.calico import (
     GROUP_LABEL,
+    OWNER_LABEL,
     PREVIOUS_GROUP_LABEL,
     REFLECTOR_LABEL,
     label_value,
@@ -25,6 +26,7 @@ from hooks.calico import (
     render_bgp_peers,
 )
 from hooks.config import ENVIRONMENT, Settings, SpecError, load_settings
+from hooks.legacy import LegacyPeer, find_legacy_peers, is_legacy_value
 from hooks.model import Condition, Group, NodeInfo, Plan, ReflectorState
 from hooks.selection import unmatched_labels, zone_of
 from hooks.topologies import PlanError, Previous, builder_for, group_for, labelled_reflectors
@@ -45,6 +47,7 @@ from hooks.wire import (
     TopologyStatusWire,
     TopologySyncRequest,
     TopologySyncResponse,
+    decode_bgp_peers,
     decode_nodes,
     decode_topologies,
     read_status,
@@ -63,6 +66,14 @@ def topology_customize(request: CustomizeRequest) -> CustomizeResponse:
                 "apiVersion": TOPOLOGY_API,
                 "resource": "routereflectortopologies",
                 "labelSelector": {},
+            },
+            # BGPPeers that are not ours: the original operator's are taken over from these.
+            {
+                "apiVersion": BGPPEER_API,
+                "resource": "bgppeers",
+                "labelSelector": {
+                    "matchExpressions": [{"key": OWNER_LABEL, "operator": "DoesNotExist"}]
+                },
             },
         ]
     )
@@ -119,10 +130,13 @@ class TopologyDecision:
     previous: TopologyStatusWire = field(default_factory=TopologyStatusWire)
     previous_raw: dict[str, Any] = field(default_factory=dict)
     now: datetime = datetime(1970, 1, 1, tzinfo=UTC)
+    generation: int = 0  # metadata.generation of the topology object decided on
     labelled: Mapping[str, str] = field(default_factory=dict)  # node → cluster ID it carries now
     session_children: bool = False  # the controller owns CalicoNodeStatus children
     sessions: Sessions = field(default_factory=lambda: Sessions(False, frozenset()))
     resync_after: float | None = None
+    legacy_peers: tuple[LegacyPeer, ...] = ()  # the original operator's BGPPeers, still there
+    legacy_valued: frozenset[str] = frozenset()  # RRs still carrying its label value
 
     @cached_property
     def bgp_peers(self) -> list[dict[str, Any]]:
@@ -142,6 +156,38 @@ class TopologyDecision:
             rr.state == ReflectorState.ACTIVE and rr.node in self.sessions.established
             for rr in plan.reflectors
         ) and all(z.actual >= z.expected and (z.expected or not z.demand) for z in plan.zones)
+
+    @property
+    def ours_carry_sessions(self) -> bool:
+        """Every RR Active with Established sessions and every planned RR labelled: the
+        BGPPeers we render carry every session, whatever else exists."""
+        if not self.mesh_can_go or self.plan is None:
+            return False
+        return _carried(self) == {rr.node: rr.cluster_id for rr in self.plan.reflectors}
+
+    @property
+    def keep_legacy_labels(self) -> bool:
+        """The old operator's client BGPPeers select its RR label values: keep them until our
+        BGPPeers carry every session."""
+        return bool(self.legacy_peers) and not self.ours_carry_sessions
+
+    @property
+    def legacy_removable(self) -> bool:
+        """Its BGPPeers may go: ours carry every session and no RR carries its values any more."""
+        return bool(self.legacy_peers) and self.ours_carry_sessions and not self.legacy_valued
+
+    @property
+    def role_changes(self) -> int:
+        """Nodes that gained or lost the RR role in this decision (against the last status, or
+        the labels on a first sync): each gets or drops a cluster ID, which resets its BGP
+        sessions for about 2 s."""
+        if not self.applies or self.plan is None:
+            return 0
+        if self.previous.topology:
+            before = {rr.node for rr in self.previous.routeReflectors}
+        else:
+            before = set(self.labelled)
+        return len(before ^ {rr.node for rr in self.plan.reflectors})
 
     @property
     def applies(self) -> bool:
@@ -190,7 +236,13 @@ def decide_topology(
     if bytes(parent.status) != b"null":
         decoded = msgspec.json.decode(parent.status)
         previous_raw = decoded if isinstance(decoded, dict) else {}
-    base = {"owner": owner, "previous": previous, "previous_raw": previous_raw, "now": now}
+    base = {
+        "owner": owner,
+        "previous": previous,
+        "previous_raw": previous_raw,
+        "now": now,
+        "generation": parent.metadata.generation,
+    }
 
     def refuse(reason: str, message: str, settings: Settings | None = None) -> TopologyDecision:
         return TopologyDecision(
@@ -239,6 +291,7 @@ def decide_topology(
     unmatched = _unmatched_label_condition(nodes, settings)
     if unmatched is not None:
         plan = replace(plan, problems=(unmatched, *plan.problems))
+    key, value = settings.reflector_label
     return TopologyDecision(
         settings=settings,
         plan=plan,
@@ -247,6 +300,12 @@ def decide_topology(
         session_children=session_children,
         sessions=sessions,
         resync_after=plan.resync_after,
+        legacy_peers=find_legacy_peers(decode_bgp_peers(request.related), key),
+        legacy_valued=frozenset(
+            name
+            for name in prior.labelled
+            if is_legacy_value(by_name[name].labels.get(key, ""), value)
+        ),
         **base,  # type: ignore[arg-type]
     )
 
@@ -339,14 +398,37 @@ def render_node_statuses(plan: Plan, owner: str) -> list[dict[str, Any]]:
     ]
 
 
+# Failures a person must fix (the spec, a second topology, a too-small cluster-ID template):
+# Flux's and kstatus' `Stalled`. Everything else that is not yet Ready is still moving.
+STALLED_REASONS = frozenset({"InvalidSpec", "Superseded", "ClusterIDsExhausted"})
+RECONCILING_REASONS = frozenset(
+    {"TransitionPending", "LabelsPending", "LegacyLabelsPending", "GuardTripped"}
+)
+
+
+def _progress(wanted: list[Condition]) -> list[Condition]:
+    """Flux-style `Reconciling`/`Stalled`, present only while True (kstatus' abnormal-true
+    conditions), derived from Ready so the two can never disagree."""
+    ready = next((c for c in wanted if c.type == "Ready"), None)
+    if ready is None or ready.status == "True":
+        return []
+    if ready.reason in STALLED_REASONS:
+        return [Condition("Stalled", "True", ready.reason, ready.message)]
+    if ready.reason in RECONCILING_REASONS:
+        return [Condition("Reconciling", "True", ready.reason, ready.message)]
+    return []
+
+
 def _conditions(
-    wanted: list[Condition], previous: list[ConditionStatusWire], now: datetime
-) -> list[dict[str, str]]:
-    """Conditions with lastTransitionTime kept unless the condition's status changed."""
+    wanted: list[Condition], previous: list[ConditionStatusWire], now: datetime, generation: int
+) -> list[dict[str, Any]]:
+    """Conditions with lastTransitionTime kept unless the condition's status changed, each
+    stamped with the generation of the spec it was computed from (GitOps tools compare it
+    with metadata.generation to tell a fresh verdict from a stale one)."""
     before = {c.type: c for c in previous}
     stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    rendered = []
-    for condition in sorted(wanted, key=lambda c: c.type):
+    rendered: list[dict[str, Any]] = []
+    for condition in sorted(wanted + _progress(wanted), key=lambda c: c.type):
         old = before.get(condition.type)
         since = (
             old.lastTransitionTime
@@ -360,6 +442,7 @@ def _conditions(
                 "reason": condition.reason,
                 "message": condition.message,
                 "lastTransitionTime": since,
+                "observedGeneration": generation,
             }
         )
     return rendered
@@ -472,6 +555,16 @@ def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
         conditions.append(
             Condition("Ready", "False", "NoReflectors", "no node is ready to be a route reflector")
         )
+    elif carried == wanted and decision.legacy_valued:
+        conditions.append(
+            Condition(
+                "Ready",
+                "False",
+                "LegacyLabelsPending",
+                f"{len(decision.legacy_valued)} route reflector(s) still carry the original"
+                " operator's label value (its BGPPeers select them) until ours carry every session",
+            )
+        )
     elif carried == wanted:
         conditions.append(
             Condition(
@@ -530,8 +623,47 @@ class Applied:
         return found
 
 
+LEGACY_CONDITION = "LegacyBGPPeers"
+# Its multi topology made one BGPPeer per client and RR (15,000 at 5,000 nodes): status names
+# the first ones only, so the object stays far below the API server's size limit.
+LEGACY_LISTED = 100
+
+
+def legacy_condition(decision: TopologyDecision) -> Condition:
+    """Where the take-over from the original operator stands (its BGPPeers still exist)."""
+    names = ", ".join(p.name for p in decision.legacy_peers[:5]) + (
+        f" and {len(decision.legacy_peers) - 5} more" if len(decision.legacy_peers) > 5 else ""
+    )
+    count = f"{len(decision.legacy_peers)} BGPPeer(s) of the original operator ({names})"
+    if decision.keep_legacy_labels:
+        return Condition(
+            LEGACY_CONDITION,
+            "True",
+            "WaitingForReflectors",
+            f"{count} kept, and its RR label values, until every RR is Active with Established"
+            " sessions and labelled",
+        )
+    if decision.legacy_valued:
+        return Condition(
+            LEGACY_CONDITION,
+            "True",
+            "Relabelling",
+            f"{count} kept while {len(decision.legacy_valued)} RR(s) get our label value",
+        )
+    return Condition(
+        LEGACY_CONDITION,
+        "True",
+        "ReadyToRemove",
+        f"{count} no longer carry any session: delete them (or set"
+        " spec.legacyBGPPeers: RemoveWhenReady)",
+    )
+
+
 def render_topology(
-    decision: TopologyDecision, applied: Applied | None = None, mesh: Condition | None = None
+    decision: TopologyDecision,
+    applied: Applied | None = None,
+    mesh: Condition | None = None,
+    legacy: Condition | None = None,
 ) -> TopologySyncResponse:
     previous_conditions = decision.previous.conditions
     if decision.failure is not None or decision.plan is None:
@@ -542,7 +674,9 @@ def render_topology(
             if k not in ("conditions", "observedGeneration")
         }
         wanted = [failure, Condition("Degraded", "True", failure.reason, failure.message)]
-        status["conditions"] = _conditions(wanted, previous_conditions, decision.now)
+        status["conditions"] = _conditions(
+            wanted, previous_conditions, decision.now, decision.generation
+        )
         return TopologySyncResponse(
             status=status, children=list(decision.echo), resyncAfterSeconds=decision.resync_after
         )
@@ -575,7 +709,16 @@ def render_topology(
             children += render_node_statuses(plan, decision.owner)
     status["bgpPeers"] = len(peers)
     wanted = _plan_conditions(decision) + ([mesh] if mesh is not None else [])
-    status["conditions"] = _conditions(wanted, previous_conditions, decision.now)
+    if decision.legacy_peers and not settings.paused:
+        status["legacyOperator"] = {
+            "count": len(decision.legacy_peers),
+            "bgpPeers": [p.name for p in decision.legacy_peers[:LEGACY_LISTED]],
+            "keepLabels": decision.keep_legacy_labels,
+        }
+        wanted.append(legacy if legacy is not None else legacy_condition(decision))
+    status["conditions"] = _conditions(
+        wanted, previous_conditions, decision.now, decision.generation
+    )
     return TopologySyncResponse(
         status=status, children=children, resyncAfterSeconds=plan.resync_after
     )
@@ -641,6 +784,7 @@ class _PlanView:
     reflectors: Mapping[str, str]  # RR node → its cluster ID
     groups: tuple[Group, ...]  # the groups clients may join (retiring ones excluded)
     retiring: frozenset[str]  # label values of retiring groups
+    keep_legacy_labels: bool  # RRs keep the original operator's label value for now
 
 
 @lru_cache(maxsize=8)
@@ -655,6 +799,7 @@ def _plan_view(raw: bytes) -> _PlanView:
             if not g.retiringSince
         ),
         retiring=frozenset(label_value(g.name) for g in status.groups if g.retiringSince),
+        keep_legacy_labels=status.legacyOperator is not None and status.legacyOperator.keepLabels,
     )
 
 
@@ -685,7 +830,9 @@ def node_sync(request: NodeSyncRequest, environ: Environ) -> NodeSyncResponse:
     desired_annotations: dict[str, str] = {}
     cluster_id = view.reflectors.get(node.name)
     if cluster_id is not None:
-        desired_labels[key] = value
+        held = node.labels.get(key)
+        keep = view.keep_legacy_labels and held is not None and is_legacy_value(held, value)
+        desired_labels[key] = held if keep and held is not None else value
         desired_labels[REFLECTOR_LABEL] = reflector_token(node.name)
         if settings.datastore != "etcdv3":
             desired_annotations[CLUSTER_ID_ANNOTATION] = cluster_id

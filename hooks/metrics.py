@@ -73,6 +73,13 @@ class Metrics:
             ["topology"],
             registry=r,
         )
+        self.role_changes = Counter(
+            "rr_role_changes_total",
+            "Nodes that gained or lost the route reflector role (each change resets that"
+            " node's BGP sessions for about 2 s)",
+            ["owner"],
+            registry=r,
+        )
         self.bgp_peers = Gauge(
             "rr_bgp_peers", "BGPPeer objects the plan renders", ["topology"], registry=r
         )
@@ -107,7 +114,9 @@ class Metrics:
         self.routes.labels(owner, "mean").set(report.routes_per_node_mean)
         self.paths_exploded.labels(owner).set(1 if report.exploded else 0)
 
-    def observe_plan(self, owner: str, plan: Plan, changed: bool, bgp_peers: int) -> None:
+    def observe_plan(
+        self, owner: str, plan: Plan, changed: bool, bgp_peers: int, role_changes: int = 0
+    ) -> None:
         for zone in plan.zones:
             self.expected.labels(owner, zone.name).set(zone.expected)
             self.actual.labels(owner, zone.name).set(zone.actual)
@@ -118,3 +127,4 @@ class Metrics:
             sum(rr.state == ReflectorState.DRAINING for rr in plan.reflectors)
         )
         self.bgp_peers.labels(owner).set(bgp_peers)
+        self.role_changes.labels(owner).inc(role_changes)

@@ -158,6 +158,15 @@ class ConditionStatusWire(msgspec.Struct):
     lastTransitionTime: str = ""
 
 
+class LegacyOperatorWire(msgspec.Struct):
+    """The original operator's leftovers seen last sync; while `keepLabels`, its RR label values
+    stay on the nodes (its client BGPPeers select them) until ours carry every session."""
+
+    count: int = 0
+    bgpPeers: list[str] = []
+    keepLabels: bool = False
+
+
 class TopologyStatusWire(msgspec.Struct):
     """What the topology sync wrote last time; read back for stable IDs, groups and conditions."""
 
@@ -166,6 +175,7 @@ class TopologyStatusWire(msgspec.Struct):
     groups: list[GroupWire] = []
     zones: list[ZoneStatusWire] = []
     conditions: list[ConditionStatusWire] = []
+    legacyOperator: LegacyOperatorWire | None = None
 
 
 class TopologyWire(msgspec.Struct):
@@ -200,6 +210,8 @@ class Related(msgspec.Struct):
 
     nodes: dict[str, NodeWire] | None = msgspec.field(default=None, name=NODE_KEY)
     topologies: dict[str, TopologyWire] | None = msgspec.field(default=None, name=TOPOLOGY_KEY)
+    # BGPPeers not ours (no owner label): where the original operator's are found.
+    bgp_peers: dict[str, dict[str, Any]] | None = msgspec.field(default=None, name=BGPPEER_KEY)
 
 
 class TopologySyncRequest(msgspec.Struct):
@@ -289,6 +301,12 @@ def decode(body: bytes | bytearray, kind: type[T]) -> T:
 
 def decode_nodes(related: Related | None) -> list[NodeWire]:
     return list((related.nodes or {}).values()) if related is not None else []
+
+
+def decode_bgp_peers(related: Related | None) -> list[dict[str, Any]]:
+    """Related BGPPeers (not ours), sorted by name."""
+    found = (related.bgp_peers or {}) if related is not None else {}
+    return [found[name] for name in sorted(found)]
 
 
 def decode_topologies(related: Related | None) -> list[TopologyWire]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from hooks import controllers, wire
 from hooks.config import load_settings
+from hooks.legacy import carries_reflector_label
 from hooks.verify import CLUSTER_ID_ANNOTATION, nodes_from_objects, parse_selector, verify
 
 Json = dict[str, Any]
@@ -123,6 +124,7 @@ class Record:
 
     step: int
     now: datetime
+    request: bytes  # the topology sync request, exactly as Metacontroller would send it
     response: bytes  # the topology sync's answer, exactly as the service would send it
     status: Json
     children: dict[str, dict[str, Json]]
@@ -160,6 +162,7 @@ class Scenario:
         self.settings = load_settings(self.spec, self.environ)
         self.hidden: set[str] = set()  # nodes missing from the topology request (a broken cache)
         self.shuffle: random.Random | None = None  # list related Nodes in a random order
+        self.foreign_peers: dict[str, Json] = {}  # BGPPeers not ours (e.g. the old operator's)
 
     # --- the cluster's nodes -----------------------------------------------------------------
 
@@ -201,7 +204,7 @@ class Scenario:
         return frozenset(
             name
             for name, node in self.node_map.items()
-            if node["metadata"].get("labels", {}).get(key) == value
+            if carries_reflector_label(node["metadata"].get("labels", {}), key, value)
         )
 
     def reflectors(self) -> dict[str, str]:
@@ -248,7 +251,10 @@ class Scenario:
             "controller": TOPOLOGY_CONTROLLER,
             "parent": self.topology(),
             "children": self.children,
-            "related": {wire.NODE_KEY: {name: self.node_map[name] for name in names}},
+            "related": {
+                wire.NODE_KEY: {name: self.node_map[name] for name in names},
+                **({BGPPEER_KEY: self.foreign_peers} if self.foreign_peers else {}),
+            },
             "finalizing": False,
         }
         return wire.encode(request)
@@ -278,7 +284,8 @@ class Scenario:
     def _step(self) -> Record:
         before = self._rr_view()
         self._fill_node_statuses()
-        request = wire.decode(self.topology_request(), wire.TopologySyncRequest)
+        request_body = self.topology_request()
+        request = wire.decode(request_body, wire.TopologySyncRequest)
         decision = controllers.decide_topology(request, self.environ, self.now)
         response = controllers.render_topology(decision)
         body = wire.encode(response)
@@ -297,6 +304,7 @@ class Scenario:
         record = Record(
             step=len(self.history) + 1,
             now=self.now,
+            request=request_body,
             response=body,
             status=status,
             children=copy.deepcopy(self.children),

@@ -12,6 +12,8 @@ import pytest
 from golden import FIXTURES, ROUTES, call_hook, canonical, cases
 from starlette.testclient import TestClient
 
+from hooks.legacy import carries_reflector_label
+
 CLUSTER_ID = "projectcalico.org/RouteReflectorClusterID"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 CASES = cases()
@@ -60,12 +62,13 @@ def test_topology_sync_is_byte_stable_on_repeat(hook: str, case: str) -> None:
 
 
 def _labelled(request: dict[str, object]) -> dict[str, str]:
-    """Nodes carrying the default RR label now, with the cluster ID annotation they carry."""
+    """Nodes carrying the default RR label now (or the original operator's multi form of it),
+    with the cluster ID annotation they carry."""
     nodes = request["related"]["Node.v1"]  # type: ignore[index]
     return {
         name: n["metadata"].get("annotations", {}).get(CLUSTER_ID, "")
         for name, n in nodes.items()
-        if n["metadata"].get("labels", {}).get("calico-route-reflector") == ""
+        if carries_reflector_label(n["metadata"].get("labels", {}), "calico-route-reflector", "")
     }
 
 

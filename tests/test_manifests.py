@@ -26,7 +26,8 @@ MANIFESTS = ROOT / "metacontroller"
 BASE = "metacontroller"
 MESH_SWITCH = "metacontroller/overlays/mesh-switch"
 ETCD = "metacontroller/overlays/etcd"
-KUSTOMIZATIONS = (BASE, MESH_SWITCH, ETCD)
+MIGRATION = "metacontroller/overlays/migration"
+KUSTOMIZATIONS = (BASE, MESH_SWITCH, ETCD, MIGRATION)
 
 NAMESPACE = "route-reflector"
 HOOKS = "route-reflector-hooks"
@@ -275,7 +276,7 @@ def test_spec_fields_are_all_optional_and_status_keeps_unknown_fields() -> None:
     assert set(spec["properties"]) == {
         "topology", "datastore", "nodeLabel", "zoneLabel", "rackLabel", "clusterID", "min", "max",
         "ratio", "steps", "incompatibleLabels", "preferredLabels", "nodeSelector", "tolerations",
-        "peersPerNode", "waitSeconds", "paused", "nodeToNodeMesh", "guard",
+        "peersPerNode", "waitSeconds", "paused", "nodeToNodeMesh", "legacyBGPPeers", "guard",
     }  # fmt: skip
     status = schema["properties"]["status"]
     assert status["type"] == "object"
@@ -428,7 +429,7 @@ def test_hook_deployment_runs_the_image_cmd_unprivileged_without_api_access() ->
     pod = pod_spec(manifests)
     hooks = container(manifests)
     assert deployment["spec"]["replicas"] == 2
-    assert hooks["image"] == "route-reflector-hooks"
+    assert hooks["image"].startswith("ghcr.io/route-reflector/calico-route-reflector-hooks:")
     assert "args" not in hooks and "command" not in hooks
     assert pod["serviceAccountName"] == HOOKS
     assert pod["automountServiceAccountToken"] is False
@@ -495,6 +496,21 @@ def test_mesh_switch_may_only_read_create_and_patch_bgp_configurations() -> None
     assert find(manifests, "ServiceAccount", HOOKS)["automountServiceAccountToken"] is True
     sample = find(manifests, "RouteReflectorTopology", "default")
     assert sample["spec"]["nodeToNodeMesh"] == "DisableWhenReady"
+
+
+def test_migration_overlay_may_only_delete_bgp_peers_beyond_the_mesh_switch() -> None:
+    manifests = build(MIGRATION)
+    role = find(manifests, "ClusterRole", "route-reflector-hooks-migration")
+    assert role["rules"] == [
+        {"apiGroups": ["crd.projectcalico.org"], "resources": ["bgppeers"], "verbs": ["delete"]}
+    ]
+    binding = find(manifests, "ClusterRoleBinding", "route-reflector-hooks-migration")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    account = {"kind": "ServiceAccount", "name": HOOKS, "namespace": NAMESPACE}
+    assert binding["subjects"] == [account]
+    assert pod_spec(manifests)["automountServiceAccountToken"] is True
+    sample = find(manifests, "RouteReflectorTopology", "default")
+    assert sample["spec"]["legacyBGPPeers"] == "RemoveWhenReady"
 
 
 def test_etcd_overlay_mounts_the_certificates_and_points_calico_env_at_them() -> None:

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.server
 import json
+import shutil
 import socket
+import ssl
+import subprocess
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import kmock
@@ -13,6 +20,7 @@ import pytest
 
 from hooks.datastores.kubernetes import (
     DEFAULT_ENDPOINT,
+    KubernetesAPI,
     MeshSwitch,
     MeshSwitchError,
 )
@@ -22,10 +30,17 @@ OBJECT_PATH = "/apis/crd.projectcalico.org/v1/bgpconfigurations/default"
 COLLECTION_PATH = "/apis/crd.projectcalico.org/v1/bgpconfigurations"
 
 
-def switch_for(server: kmock.RawHandler, token: str | None = "secret") -> MeshSwitch:
-    """The switch pointed at the mock's real 127.0.0.1 port."""
+def api_for(server: kmock.RawHandler, token_file: Path | None) -> KubernetesAPI:
+    """A client pointed at the mock's real 127.0.0.1 port."""
     [srv] = server.servers
-    return MeshSwitch(f"http://{srv.host}:{srv.port}", token=token, ca_file=None, verify=False)
+    return KubernetesAPI(f"http://{srv.host}:{srv.port}", token_file, ca_file=None, verify=False)
+
+
+def switch_for(server: kmock.RawHandler, tmp_path: Path) -> MeshSwitch:
+    """The switch with a service-account token file holding `secret`."""
+    token = tmp_path / "token"
+    token.write_text("secret\n")
+    return MeshSwitch(api_for(server, token))
 
 
 def writes(server: kmock.RawHandler) -> list[kmock.Request]:
@@ -45,9 +60,9 @@ def k8s(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
 
 @pytest.mark.asyncio
 async def test_an_absent_configuration_is_created_with_only_the_mesh_field(
-    k8s: kmock.KubernetesEmulator,
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
 ) -> None:
-    switch = switch_for(k8s)
+    switch = switch_for(k8s, tmp_path)
     assert await asyncio.to_thread(switch.state) is None
 
     assert await asyncio.to_thread(switch.disable) == "created"
@@ -62,12 +77,13 @@ async def test_an_absent_configuration_is_created_with_only_the_mesh_field(
         "spec": {"nodeToNodeMeshEnabled": False},
     }
     assert create.headers.get("Authorization") == "Bearer secret"
+    assert dict(create.url.query) == {"fieldManager": "route-reflector-hooks"}
     assert await asyncio.to_thread(switch.state) is False
 
 
 @pytest.mark.asyncio
 async def test_an_existing_configuration_is_patched_and_its_other_fields_are_untouched(
-    k8s: kmock.KubernetesEmulator,
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
 ) -> None:
     spec = {
         "asNumber": 64512,
@@ -80,7 +96,7 @@ async def test_an_existing_configuration_is_patched_and_its_other_fields_are_unt
         "metadata": {"name": "default"},
         "spec": spec,
     }
-    switch = switch_for(k8s)
+    switch = switch_for(k8s, tmp_path)
     assert await asyncio.to_thread(switch.state) is None  # field absent: Calico's mesh is on
 
     assert await asyncio.to_thread(switch.disable) == "patched"
@@ -89,31 +105,34 @@ async def test_an_existing_configuration_is_patched_and_its_other_fields_are_unt
     assert patch.method == kmock.method.PATCH
     assert patch.url.path == OBJECT_PATH
     assert patch.headers.get("Content-Type") == "application/merge-patch+json"
+    assert dict(patch.url.query) == {"fieldManager": "route-reflector-hooks"}
     assert json.loads(patch.body) == {"spec": {"nodeToNodeMeshEnabled": False}}
     assert stored(k8s)["spec"] == spec | {"nodeToNodeMeshEnabled": False}
 
 
 @pytest.mark.asyncio
 async def test_a_mesh_that_is_on_explicitly_is_patched_off(
-    k8s: kmock.KubernetesEmulator,
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
 ) -> None:
     k8s.objects[BGPCONFIGS, None, "default"] = {
         "metadata": {"name": "default"},
         "spec": {"nodeToNodeMeshEnabled": True, "asNumber": 64512},
     }
-    switch = switch_for(k8s)
+    switch = switch_for(k8s, tmp_path)
     assert await asyncio.to_thread(switch.state) is True
     assert await asyncio.to_thread(switch.disable) == "patched"
     assert stored(k8s)["spec"] == {"nodeToNodeMeshEnabled": False, "asNumber": 64512}
 
 
 @pytest.mark.asyncio
-async def test_a_mesh_already_off_is_not_written(k8s: kmock.KubernetesEmulator) -> None:
+async def test_a_mesh_already_off_is_not_written(
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
     k8s.objects[BGPCONFIGS, None, "default"] = {
         "metadata": {"name": "default"},
         "spec": {"nodeToNodeMeshEnabled": False, "asNumber": 64512},
     }
-    switch = switch_for(k8s)
+    switch = switch_for(k8s, tmp_path)
 
     assert await asyncio.to_thread(switch.disable) == "unchanged"
     assert await asyncio.to_thread(switch.disable) == "unchanged"
@@ -124,12 +143,12 @@ async def test_a_mesh_already_off_is_not_written(k8s: kmock.KubernetesEmulator) 
 
 @pytest.mark.asyncio
 async def test_forbidden_raises_an_error_naming_the_endpoint_and_the_status(
-    k8s: kmock.KubernetesEmulator,
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
 ) -> None:
     k8s["get", OBJECT_PATH] << kmock.KubernetesError(
         status=403, reason="Forbidden", message="bgpconfigurations is forbidden"
     )
-    switch = switch_for(k8s)
+    switch = switch_for(k8s, tmp_path)
 
     with pytest.raises(MeshSwitchError) as caught:
         await asyncio.to_thread(switch.disable)
@@ -141,9 +160,11 @@ async def test_forbidden_raises_an_error_naming_the_endpoint_and_the_status(
 
 
 @pytest.mark.asyncio
-async def test_a_refused_write_raises_naming_the_status(k8s: kmock.KubernetesEmulator) -> None:
+async def test_a_refused_write_raises_naming_the_status(
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
     k8s["post", COLLECTION_PATH] << kmock.KubernetesError(status=403, reason="Forbidden")
-    switch = switch_for(k8s)
+    switch = switch_for(k8s, tmp_path)
 
     with pytest.raises(MeshSwitchError, match="HTTP 403") as caught:
         await asyncio.to_thread(switch.disable)
@@ -159,7 +180,7 @@ def free_port() -> int:
 
 def test_a_server_that_is_down_raises_quickly() -> None:
     endpoint = f"http://127.0.0.1:{free_port()}"
-    switch = MeshSwitch(endpoint, token=None, ca_file=None, verify=False)
+    switch = MeshSwitch(KubernetesAPI(endpoint, None, ca_file=None, verify=False))
     started = time.monotonic()
 
     with pytest.raises(MeshSwitchError) as caught:
@@ -177,7 +198,7 @@ def test_a_server_that_never_answers_times_out() -> None:
         listener.listen(1)
         host, port = listener.getsockname()
         switch = MeshSwitch(
-            f"http://{host}:{port}", token=None, ca_file=None, verify=False, timeout=0.3
+            KubernetesAPI(f"http://{host}:{port}", None, ca_file=None, verify=False, timeout=0.3)
         )
         started = time.monotonic()
         with pytest.raises(MeshSwitchError, match="cannot reach"):
@@ -190,10 +211,35 @@ def test_settings_come_from_the_environment_and_the_service_account(tmp_path: Pa
     (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
 
     switch = MeshSwitch.from_environ({"K8S_API_ENDPOINT": "https://10.0.0.1:6443"}, tmp_path)
-    assert switch == MeshSwitch("https://10.0.0.1:6443", "abc", str(tmp_path / "ca.crt"), True)
+    assert switch.api == KubernetesAPI(
+        "https://10.0.0.1:6443", tmp_path / "token", str(tmp_path / "ca.crt"), True
+    )
+    assert switch.api.token() == "abc"
 
     bare = MeshSwitch.from_environ({}, tmp_path / "absent")
-    assert bare == MeshSwitch(DEFAULT_ENDPOINT, None, None, True)
+    assert bare.api == KubernetesAPI(DEFAULT_ENDPOINT, None, None, True)
+    assert bare.api.token() is None
+
+
+@pytest.mark.asyncio
+async def test_a_rotated_service_account_token_is_used_from_the_next_call_on(
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("first-token\n")
+    switch = MeshSwitch(api_for(k8s, token))
+    assert await asyncio.to_thread(switch.state) is None
+
+    # The kubelet rotates a projected token by swapping the file under the same path.
+    rotated = tmp_path / "token.new"
+    rotated.write_text("second-token\n")
+    rotated.replace(token)
+    assert await asyncio.to_thread(switch.disable) == "created"
+
+    sent = [r.headers.get("Authorization") for r in k8s]
+    assert sent[0] == "Bearer first-token"
+    assert sent[1:] == ["Bearer second-token"] * (len(sent) - 1)
+    assert len(sent) >= 3  # the read before the rotation, the read and the create after it
 
 
 # --- the service: switches the mesh off only when the decision proves it safe --------------------
@@ -249,3 +295,79 @@ async def test_the_service_turns_the_mesh_off_once_every_reflector_is_establishe
     condition = await asyncio.to_thread(_post, k8s, _service_request(converged=True))
     assert (condition["status"], condition["reason"]) == ("False", "Disabled")
     assert stored(k8s)["spec"] == {"nodeToNodeMeshEnabled": False}
+
+
+# --- TLS: the cluster CA from the service account verifies the API server -----------------------
+
+
+def self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own CA, made by the real openssl."""
+    cert, key = folder / f"{name}.crt", folder / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
+@contextlib.contextmanager
+def https_api(cert: Path, key: Path, seen: list[str]) -> Iterator[str]:
+    """A one-object API server over real TLS on 127.0.0.1; records the Authorization headers."""
+    body = json.dumps({"spec": {"nodeToNodeMeshEnabled": False}}).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization", ""))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not on PATH")
+def test_the_service_account_ca_verifies_the_api_server_over_tls(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path, "server")
+    other, _ = self_signed(tmp_path, "other")
+    (tmp_path / "token").write_text("tls-token\n")
+    seen: list[str] = []
+    with https_api(cert, key, seen) as endpoint:
+        (tmp_path / "ca.crt").write_bytes(cert.read_bytes())
+        trusted = MeshSwitch.from_environ({"K8S_API_ENDPOINT": endpoint}, tmp_path)
+        assert trusted.state() is False
+
+        (tmp_path / "ca.crt").write_bytes(other.read_bytes())
+        untrusted = MeshSwitch.from_environ({"K8S_API_ENDPOINT": endpoint}, tmp_path)
+        with pytest.raises(MeshSwitchError, match=r"cannot reach.*CERTIFICATE_VERIFY_FAILED"):
+            untrusted.state()
+    assert seen == ["Bearer tls-token"]
+
+
+@pytest.mark.asyncio
+async def test_an_answer_that_is_not_json_raises_naming_the_endpoint(
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
+    k8s["get", OBJECT_PATH] << b"<html>proxy error</html>"
+    switch = switch_for(k8s, tmp_path)
+
+    with pytest.raises(MeshSwitchError, match="not JSON") as caught:
+        await asyncio.to_thread(switch.state)
+    assert switch.endpoint in str(caught.value)

@@ -237,3 +237,33 @@ def test_planned_nodes_carry_the_labels_the_node_hook_gives_them(topology: str) 
     )
 
     assert sorted(planned, key=lambda n: n.name) == nodes_from_objects(scenario.node_map.values())
+
+
+def role_changes_metric(text: str) -> float:
+    found = [line for line in text.splitlines() if line.startswith("rr_role_changes_total{")]
+    assert found == [f'rr_role_changes_total{{owner="default"}} {found[0].split()[-1]}']
+    return float(found[0].split()[-1])
+
+
+def test_role_changes_count_each_node_that_gained_or_lost_the_reflector_role() -> None:
+    spec = {"zoneLabel": "topology.kubernetes.io/zone", "min": 2}
+    scenario = Scenario(spec, zoned_nodes({"a": 4, "b": 4}))
+    scenario.run_until_still()
+    settled = len(scenario.history)
+    replaced = sorted(scenario.reflectors())[0]
+    scenario.cordon(replaced)
+    scenario.run_until_still()
+    assert replaced not in scenario.reflectors()
+
+    with TestClient(create_app(environ={}, clock=fixed_clock)) as client:
+        client.post("/topology/sync", content=scenario.history[settled - 1].request)
+        assert role_changes_metric(client.get("/metrics").text) == 0.0
+        for record in scenario.history[settled:]:
+            client.post("/topology/sync", content=record.request)
+        text = client.get("/metrics").text
+
+    # The cordoned RR lost the role, its replacement gained it: two, however many syncs it took.
+    assert role_changes_metric(text) == 2.0
+    assert [
+        r.decision.role_changes for r in scenario.history[settled:] if r.decision.role_changes
+    ] == [1, 1]

@@ -114,10 +114,20 @@ def test_every_topology_status_validates_against_our_crd(where: str, answer: Jso
     for condition in status["conditions"]:
         assert condition["status"] in ("True", "False", "Unknown")
         assert RFC3339.match(condition["lastTransitionTime"]), condition
-    types = {c["type"] for c in status["conditions"]}
-    # Ready and Degraded always; LabelsMatched only while a configured label matches no node.
-    assert types in ({"Ready", "Degraded"}, {"Ready", "Degraded", "LabelsMatched"}), types
+    types = {c["type"]: c for c in status["conditions"]}
+    allowed = {"Ready", "Degraded", "Reconciling", "Stalled", "LegacyBGPPeers", "LabelsMatched"}
+    assert {"Ready", "Degraded"} <= set(types) <= allowed
+    # LabelsMatched only while a configured label matches no node.
     assert ("LabelsMatched" in types) == where.startswith("zone-label-on-no-node/")
+    progress = [types[t] for t in ("Reconciling", "Stalled") if t in types]
+    # Flux-style progress conditions only while True, never both, and only when not Ready.
+    assert len(progress) <= 1
+    for condition in progress:
+        assert condition["status"] == "True"
+        assert types["Ready"]["status"] == "False"
+        assert condition["reason"] == types["Ready"]["reason"]
+    generations = {c["observedGeneration"] for c in status["conditions"]}
+    assert len(generations) == 1 and isinstance(generations.pop(), int)
     assert "observedGeneration" not in status, "Metacontroller adds it"
     assert [rr["node"] for rr in status.get("routeReflectors", [])] == sorted(
         rr["node"] for rr in status.get("routeReflectors", [])

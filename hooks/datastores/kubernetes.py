@@ -1,19 +1,28 @@
-"""Switch Calico's node-to-node BGP mesh off in BGPConfiguration `default` (opt-in, KDD)."""
+"""The few Kubernetes API calls the service makes itself (opt-in, KDD): switch Calico's
+node-to-node mesh off, and delete the BGPPeers the original Go operator left behind.
+
+A small client over the standard library's HTTP: the `kubernetes` package was 128 MB of a 214 MB
+image for these calls. The service-account token is read again on every call, so a projected
+token that the kubelet rotates is picked up without a restart.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+import http.client
+import json
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
-import urllib3
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
-
 __all__ = [
     "DEFAULT_ENDPOINT",
+    "KubernetesAPI",
+    "KubernetesAPIError",
+    "LegacyPeerRemoval",
     "MeshResult",
     "MeshSwitch",
     "MeshSwitchError",
@@ -22,12 +31,16 @@ __all__ = [
 DEFAULT_ENDPOINT: Final = "https://kubernetes.default"
 SERVICE_ACCOUNT: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT_SECONDS: Final = 5.0
+# Named in managedFields as the owner of what the service writes (GitOps tools show it).
+FIELD_MANAGER: Final = "route-reflector-hooks"
 
 GROUP: Final = "crd.projectcalico.org"
 VERSION: Final = "v1"
 PLURAL: Final = "bgpconfigurations"
 NAME: Final = "default"
 FIELD: Final = "nodeToNodeMeshEnabled"
+CONFIGS_PATH: Final = f"/apis/{GROUP}/{VERSION}/{PLURAL}"
+PEERS_PATH: Final = f"/apis/{GROUP}/{VERSION}/bgppeers"
 
 CREATE_BODY: Final = {
     "apiVersion": f"{GROUP}/{VERSION}",
@@ -40,13 +53,117 @@ PATCH_BODY: Final = {"spec": {FIELD: False}}
 MeshResult = Literal["created", "patched", "unchanged"]
 
 
-class MeshSwitchError(Exception):
+class KubernetesAPIError(Exception):
     """The Kubernetes API refused or could not be reached; the message names endpoint and status."""
 
     def __init__(self, message: str, endpoint: str, status: int | None = None) -> None:
         super().__init__(message)
         self.endpoint = endpoint
         self.status = status
+
+
+MeshSwitchError = KubernetesAPIError
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status} {reason}".rstrip())
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class KubernetesAPI:
+    """JSON over HTTP(S) to the API server, one attempt per call (the hook reports a failure
+    and Metacontroller retries the sync). `token_file` is read on every call."""
+
+    endpoint: str
+    token_file: Path | None
+    ca_file: str | None
+    verify: bool = True
+    timeout: float = TIMEOUT_SECONDS
+
+    @classmethod
+    def from_environ(
+        cls, environ: Mapping[str, str], service_account: Path = SERVICE_ACCOUNT
+    ) -> KubernetesAPI:
+        """K8S_API_ENDPOINT (default https://kubernetes.default) and, when mounted, the pod's
+        service-account token and cluster CA."""
+        token_file = service_account / "token"
+        ca_file = service_account / "ca.crt"
+        return cls(
+            endpoint=environ.get("K8S_API_ENDPOINT") or DEFAULT_ENDPOINT,
+            token_file=token_file if token_file.is_file() else None,
+            ca_file=str(ca_file) if ca_file.is_file() else None,
+        )
+
+    def token(self) -> str | None:
+        if self.token_file is None:
+            return None
+        try:
+            return self.token_file.read_text().strip() or None
+        except OSError:
+            return None
+
+    def _context(self) -> ssl.SSLContext | None:
+        if not self.endpoint.startswith("https:"):
+            return None
+        context = ssl.create_default_context(cafile=self.ca_file)
+        if not self.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any] | None:
+        """The decoded answer of a 2xx; None for a 404; raises _Refused for other statuses and
+        OSError (URLError, timeouts) when the server cannot be reached."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.endpoint.rstrip("/") + path, data=data, method=method)
+        request.add_header("Accept", "application/json")
+        request.add_header("User-Agent", FIELD_MANAGER)
+        if data is not None:
+            request.add_header("Content-Type", content_type)
+        token = self.token()
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(
+                request, timeout=self.timeout, context=self._context()
+            ) as answer:
+                raw = answer.read()
+        except urllib.error.HTTPError as error:
+            error.close()  # the error is the response: its socket must be released
+            if error.code == 404:
+                return None
+            raise _Refused(error.code, str(error.reason or "")) from error
+        except http.client.HTTPException as error:
+            raise OSError(f"{type(error).__name__}: {error}") from error
+        try:
+            decoded = json.loads(raw) if raw else {}
+        except ValueError as error:
+            raise OSError(f"the answer is not JSON: {error}") from error
+        return decoded if isinstance(decoded, dict) else {}
+
+
+def _fail(api: KubernetesAPI, action: str, where: str, error: Exception) -> MeshSwitchError:
+    if isinstance(error, _Refused):
+        return MeshSwitchError(
+            f"{action} {where} at {api.endpoint} failed: HTTP {error.status}"
+            + (f" {error.reason}" if error.reason else ""),
+            api.endpoint,
+            error.status,
+        )
+    return MeshSwitchError(
+        f"{action} {where} at {api.endpoint} failed: cannot reach the Kubernetes API"
+        f" ({type(error).__name__}: {error})",
+        api.endpoint,
+    )
 
 
 @dataclass(frozen=True)
@@ -57,78 +174,33 @@ class MeshSwitch:
     patch of just that field, so asNumber, serviceClusterIPs and the rest stay as they are.
     """
 
-    endpoint: str
-    token: str | None
-    ca_file: str | None
-    verify: bool = True
-    timeout: float = TIMEOUT_SECONDS
+    api: KubernetesAPI
 
     @classmethod
     def from_environ(
         cls, environ: Mapping[str, str], service_account: Path = SERVICE_ACCOUNT
     ) -> MeshSwitch:
-        """K8S_API_ENDPOINT (default https://kubernetes.default) and, when mounted, the pod's
-        service-account token and cluster CA."""
-        endpoint = environ.get("K8S_API_ENDPOINT") or DEFAULT_ENDPOINT
-        token_file = service_account / "token"
-        ca_file = service_account / "ca.crt"
-        token = token_file.read_text().strip() if token_file.is_file() else None
-        return cls(
-            endpoint=endpoint,
-            token=token or None,
-            ca_file=str(ca_file) if ca_file.is_file() else None,
-            verify=True,
-        )
+        return cls(KubernetesAPI.from_environ(environ, service_account))
 
-    @contextmanager
-    def _api(self) -> Iterator[k8s.CustomObjectsApi]:
-        config = k8s.Configuration(host=self.endpoint.rstrip("/"))
-        config.verify_ssl = self.verify
-        if self.ca_file:
-            config.ssl_ca_cert = self.ca_file
-        if self.token:
-            config.api_key = {"BearerToken": self.token}
-            config.api_key_prefix = {"BearerToken": "Bearer"}
-        # One attempt per call: the hook reports the failure and Metacontroller retries the sync.
-        config.retries = urllib3.Retry(total=0, connect=0, read=0, redirect=0, status=0)
-        api_client = k8s.ApiClient(config)
+    @property
+    def endpoint(self) -> str:
+        return self.api.endpoint
+
+    def _do(
+        self, action: str, method: str, path: str, body: Mapping[str, Any] | None = None, **kw: str
+    ) -> dict[str, Any] | None:
         try:
-            yield k8s.CustomObjectsApi(api_client)
-        finally:
-            api_client.close()  # type: ignore[no-untyped-call]  # the client leaves it unannotated
+            return self.api.call(method, path, body, **kw)
+        except (_Refused, OSError) as error:
+            raise _fail(self.api, action, f"BGPConfiguration {NAME!r}", error) from error
 
-    def _fail(self, action: str, error: Exception) -> MeshSwitchError:
-        where = f"BGPConfiguration {NAME!r} at {self.endpoint}"
-        if isinstance(error, ApiException):
-            status = int(error.status) if error.status is not None else None
-            reason = f" {error.reason}" if error.reason else ""
-            return MeshSwitchError(
-                f"{action} {where} failed: HTTP {status}{reason}", self.endpoint, status
-            )
-        return MeshSwitchError(
-            f"{action} {where} failed: cannot reach the Kubernetes API"
-            f" ({type(error).__name__}: {error})",
-            self.endpoint,
-        )
-
-    def _read(self, api: k8s.CustomObjectsApi) -> dict[str, Any] | None:
-        try:
-            found = api.get_cluster_custom_object(
-                GROUP, VERSION, PLURAL, NAME, _request_timeout=self.timeout
-            )
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise self._fail("reading", error) from error
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise self._fail("reading", error) from error
-        return found if isinstance(found, dict) else {}
+    def _read(self) -> dict[str, Any] | None:
+        return self._do("reading", "GET", f"{CONFIGS_PATH}/{NAME}")
 
     def state(self) -> bool | None:
         """`spec.nodeToNodeMeshEnabled` now; None when the object (or the field) is absent, which
         Calico treats as enabled."""
-        with self._api() as api:
-            found = self._read(api)
+        found = self._read()
         if found is None:
             return None
         value = (found.get("spec") or {}).get(FIELD)
@@ -136,40 +208,47 @@ class MeshSwitch:
 
     def disable(self) -> MeshResult:
         """Turn the mesh off; idempotent: nothing is written when it is already off."""
-        with self._api() as api:
-            found = self._read(api)
-            if found is None:
-                try:
-                    self._write(
-                        lambda: api.create_cluster_custom_object(
-                            GROUP, VERSION, PLURAL, CREATE_BODY, _request_timeout=self.timeout
-                        )
-                    )
-                    return "created"
-                except MeshSwitchError as error:
-                    if error.status != 409:
-                        raise
-                # Created behind our back between the read and the create: patch it instead.
-                found = self._read(api) or {}
-            if (found.get("spec") or {}).get(FIELD) is False:
-                return "unchanged"
-            self._write(
-                lambda: api.patch_cluster_custom_object(
-                    GROUP,
-                    VERSION,
-                    PLURAL,
-                    NAME,
-                    PATCH_BODY,
-                    _request_timeout=self.timeout,
-                    _content_type="application/merge-patch+json",
+        found = self._read()
+        if found is None:
+            try:
+                self._do(
+                    "writing", "POST", f"{CONFIGS_PATH}?fieldManager={FIELD_MANAGER}", CREATE_BODY
                 )
-            )
-            return "patched"
+                return "created"
+            except MeshSwitchError as error:
+                if error.status != 409:
+                    raise
+            # Created behind our back between the read and the create: patch it instead.
+            found = self._read() or {}
+        if (found.get("spec") or {}).get(FIELD) is False:
+            return "unchanged"
+        self._do(
+            "writing",
+            "PATCH",
+            f"{CONFIGS_PATH}/{NAME}?fieldManager={FIELD_MANAGER}",
+            PATCH_BODY,
+            content_type="application/merge-patch+json",
+        )
+        return "patched"
 
-    def _write(self, call: Callable[[], object]) -> None:
-        try:
-            call()
-        except ApiException as error:
-            raise self._fail("writing", error) from error
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise self._fail("writing", error) from error
+
+@dataclass(frozen=True)
+class LegacyPeerRemoval:
+    """Deletes the named BGPPeers of the original operator, each only if it is still the object
+    that was observed (a UID precondition): a BGPPeer re-created under that name stays."""
+
+    api: KubernetesAPI
+
+    def remove(self, peers: Iterable[tuple[str, str]]) -> list[str]:
+        """Delete (name, uid) pairs; returns the names deleted (absent ones count as gone)."""
+        removed = []
+        for name, uid in peers:
+            body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+            if uid:
+                body["preconditions"] = {"uid": uid}
+            try:
+                self.api.call("DELETE", f"{PEERS_PATH}/{name}", body)
+            except (_Refused, OSError) as error:
+                raise _fail(self.api, "deleting", f"BGPPeer {name!r}", error) from error
+            removed.append(name)
+        return removed

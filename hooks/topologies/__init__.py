@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from hooks.config import ClusterIDTemplate, Settings
+from hooks.legacy import carries_reflector_label
 from hooks.model import Group, NodeInfo, Plan, RouteReflector
 from hooks.selection import Choice, zone_of
 from hooks.wire import CLUSTER_ID_ANNOTATION, GroupWire, ReflectorWire
@@ -55,12 +56,13 @@ def served_elsewhere(choice: Choice) -> str | None:
 
 
 def labelled_reflectors(nodes: Iterable[NodeInfo], settings: Settings) -> dict[str, str]:
-    """Nodes carrying the RR label now, with the cluster ID annotation they carry ("" if none)."""
+    """Nodes carrying the RR label now (or the original operator's form of it), with the
+    cluster ID annotation they carry ("" if none)."""
     key, value = settings.reflector_label
     return {
         node.name: node.annotations.get(CLUSTER_ID_ANNOTATION, "")
         for node in nodes
-        if node.labels.get(key) == value
+        if carries_reflector_label(node.labels, key, value)
     }
 
 
