@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import time
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -22,9 +24,15 @@ from hooks.controllers import Applied, TopologyDecision
 from hooks.metrics import Metrics
 from hooks.model import Condition
 from hooks.paths import count_paths
+from hooks.server import byte_count, seconds
 
 log = logging.getLogger("hooks")
 DEFAULT_MAX_BODY = 512 * 1024 * 1024
+DEFAULT_INFLIGHT_BODY = 1024 * 1024 * 1024
+DEFAULT_BODY_IDLE_TIMEOUT = 30.0
+DEFAULT_BODY_TIMEOUT = 300.0
+PREALLOCATE = 1024 * 1024
+LOG_TEXT = 500  # characters of an error or a name kept in a log line
 Clock = Callable[[], datetime]
 Applier = Callable[[TopologyDecision], Applied]
 MeshSwitcher = Callable[[TopologyDecision], Condition]
@@ -37,7 +45,21 @@ class TooLarge(Exception):
 
 
 class Unavailable(Exception):
-    """A datastore the plan must be written to did not answer: 503, Metacontroller retries."""
+    """A datastore the plan must be written to did not answer: 503, Metacontroller retries.
+
+    `reason` is what the caller is told (short, no endpoint, no exception text); `detail` goes
+    to the log only."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def clip(text: object, size: int = LOG_TEXT) -> str:
+    """`text` cut to `size` characters for a log line, saying how much was cut."""
+    value = str(text)
+    return value if len(value) <= size else f"{value[:size]}...[{len(value) - size} more]"
 
 
 def _utcnow() -> datetime:
@@ -48,31 +70,84 @@ def error_response(status: int, message: str, field: str | None = None) -> JSONR
     return JSONResponse({"error": message, "field": field}, status_code=status)
 
 
-async def read_body(request: Request, limit: int) -> bytearray:
+class BodyTimeout(Exception):
+    pass
+
+
+class Busy(Exception):
+    """Other requests hold the byte budget for bodies in memory: 503, Metacontroller retries."""
+
+
+class ByteBudget:
+    """Bytes of request bodies held in memory at once, across requests.
+
+    Taken as bytes arrive (a client that declares 500 MB and stalls holds what it sent, not
+    what it declared) and given back when its request is answered. Only the event loop thread
+    touches it."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        if self.held + size > self.total:
+            raise Busy(
+                f"request bodies in memory would exceed MAX_INFLIGHT_BODY_BYTES ({self.total})"
+            )
+        self.held += size
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+async def read_body(
+    request: Request,
+    limit: int,
+    budget: ByteBudget | None = None,
+    idle_timeout: float | None = None,
+    total_timeout: float | None = None,
+) -> bytearray:
     """The body, refused (413) before it is read whole when it is over `limit` bytes.
 
-    With a Content-Length the chunks land in one preallocated buffer: a 300 MB request is
-    never held twice."""
+    Memory grows with the bytes that arrived, never with the declared Content-Length: at most
+    PREALLOCATE bytes are reserved up front. Each chunk must arrive within `idle_timeout` and the
+    whole body within `total_timeout` (BodyTimeout, 408): a Content-Length longer than the body
+    ends there. Every byte held is taken from `budget` (Busy when it is spent) and counted in
+    `request.state.body_bytes`: the caller gives that back once the request is answered."""
     declared = request.headers.get("content-length")
     size = int(declared) if declared is not None and declared.isdigit() else None
     if size is not None and size > limit:
         raise TooLarge(f"request body of {size} bytes is over MAX_BODY_BYTES ({limit})")
-    buffer = bytearray(size) if size is not None else bytearray()
-    view = memoryview(buffer)
+    buffer = bytearray(min(size, PREALLOCATE)) if size is not None else bytearray()
+    request.state.body_bytes = 0
+    loop = asyncio.get_running_loop()
+    deadline = None if total_timeout is None else loop.time() + total_timeout
     filled = 0
-    async for chunk in request.stream():
+    stream = request.stream().__aiter__()
+    while True:
+        wait = idle_timeout
+        if deadline is not None:
+            left = deadline - loop.time()
+            wait = left if wait is None else min(wait, left)
+        try:
+            async with asyncio.timeout(wait):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise BodyTimeout(f"request body not received in time ({filled} bytes read)") from None
         end = filled + len(chunk)
         if end > limit:
             raise TooLarge(f"request body is over MAX_BODY_BYTES ({limit})")
-        if size is not None and end <= size:
-            view[filled:end] = chunk
+        if budget is not None and end > request.state.body_bytes:
+            budget.take(end - request.state.body_bytes)
+            request.state.body_bytes = end
+        if end <= len(buffer):
+            buffer[filled:end] = chunk
         else:
-            view.release()
             del buffer[filled:]
             buffer += chunk
-            view = memoryview(buffer)
         filled = end
-    view.release()
     if filled < len(buffer):
         del buffer[filled:]
     return buffer
@@ -96,6 +171,9 @@ def create_app(
     """The hook service. `environ` defaults to the process environment, read once here."""
     env = dict(os.environ if environ is None else environ)
     limit = int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY))
+    budget = ByteBudget(byte_count(env, "MAX_INFLIGHT_BODY_BYTES", DEFAULT_INFLIGHT_BODY))
+    idle_timeout = seconds(env, "BODY_IDLE_TIMEOUT_SECONDS", DEFAULT_BODY_IDLE_TIMEOUT)
+    body_timeout = seconds(env, "BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT)
     metrics = Metrics()
     last_plans: dict[str, tuple[str, ...]] = {}
     routing_digests: dict[str, str] = {}  # owner → what its route counts were made from
@@ -187,7 +265,7 @@ def create_app(
             outcome = "ok"
             fields: dict[str, Any] = {}
             try:
-                body = await read_body(request, limit)
+                body = await read_body(request, limit, budget, idle_timeout, body_timeout)
                 metrics.request_bytes.labels(name).observe(len(body))
                 answer, fields = (
                     await run_in_threadpool(_paused, handler, body) if threaded else handler(body)
@@ -196,27 +274,40 @@ def create_app(
             except TooLarge as error:
                 outcome = "too_large"
                 return error_response(413, str(error))
+            except BodyTimeout as error:
+                outcome = "body_timeout"
+                fields["error"] = str(error)
+                return error_response(408, str(error))
+            except Busy as error:
+                outcome = "busy"
+                return error_response(503, str(error))
             except wire.BadRequest as error:
                 outcome = "bad_request"
-                fields["error"] = error.message
+                fields["error"] = clip(error.message)
                 return error_response(400, error.message, error.field)
             except Unavailable as error:
                 outcome = "unavailable"
-                fields["error"] = str(error)
-                return error_response(503, str(error))
+                fields["error"] = clip(error.detail)
+                return error_response(503, error.reason)
             except ClientDisconnect:
                 outcome = "disconnected"
                 return Response(status_code=499)
-            except Exception as error:  # a bug: say so, with the stack, and never answer 200
+            except Exception as error:  # a bug: say so in the log, and never answer 200
                 outcome = "internal_error"
-                log.exception("hook %s failed", name)
-                return error_response(500, f"internal error: {type(error).__name__}: {error}")
+                fields["error"] = clip(f"{type(error).__name__}: {error}")
+                fields["trace"] = clip(traceback.format_exc(limit=-3), 2000)
+                return error_response(500, "internal error")
             finally:
+                budget.give(getattr(request.state, "body_bytes", 0))
                 elapsed = time.perf_counter() - started
                 metrics.duration.labels(name).observe(elapsed)
                 if outcome != "ok":
                     metrics.errors.labels(name, outcome).inc()
-                level = logging.INFO if outcome in ("ok",) else logging.WARNING
+                if "parent" in fields:
+                    fields["parent"] = clip(fields["parent"], 253)
+                level = {"ok": logging.INFO, "internal_error": logging.ERROR}.get(
+                    outcome, logging.WARNING
+                )
                 if log.isEnabledFor(level):
                     log.log(
                         level,
@@ -275,15 +366,15 @@ def _etcd_applier(env: Mapping[str, str]) -> Applier:
             try:
                 state["applier"] = EtcdApplier(EtcdSettings.from_environ(env))
             except ValueError as error:
-                raise Unavailable(f"etcd settings: {error}") from None
+                raise Unavailable("etcd settings are invalid", str(error)) from None
         try:
             result = state["applier"].apply(desired_state(decision))
         except EtcdUnavailable as error:
-            raise Unavailable(f"etcd unavailable: {error}") from None
+            raise Unavailable("etcd unavailable, will retry", str(error)) from None
         except EtcdConflict as error:
-            raise Unavailable(f"etcd keys kept changing under us, will retry: {error}") from None
+            raise Unavailable("etcd keys kept changing under us, will retry", str(error)) from None
         except EtcdError as error:
-            raise Unavailable(f"etcd refused the plan: {error}") from None
+            raise Unavailable("etcd refused the plan", str(error)) from None
         return Applied(
             datastore="etcdv3",
             revision=result.revision,

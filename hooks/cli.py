@@ -58,16 +58,23 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from hooks.app import create_app
+    from hooks.server import uvicorn_settings
 
     level = os.environ.get("LOG_LEVEL", "info").upper()
     if not isinstance(logging.getLevelName(level), int):
         raise PlanInputError(f"LOG_LEVEL: {level.lower()!r} is not a log level")
+    try:
+        settings = uvicorn_settings(os.environ)
+        app = create_app()
+    except ValueError as error:
+        raise PlanInputError(str(error)) from None
     uvicorn.run(
-        create_app(),
+        app,
         host=args.host,
         port=args.port,
         log_config=logging_config(level),
         log_level=level.lower(),
+        **settings,
     )
     return 0
 
