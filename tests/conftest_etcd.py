@@ -36,8 +36,10 @@ def etcd_server(etcd_binary: str) -> Iterator[EtcdServer]:
 
 @pytest.fixture
 def etcd(etcd_server: EtcdServer) -> EtcdServer:
-    """The session etcd with Calico's tree wiped, so every test starts from nothing."""
+    """The session etcd with Calico's tree and our ownership records wiped: every test starts
+    from nothing."""
     etcd_server.delete_prefix("/calico/")
+    etcd_server.delete_prefix("/route-reflector.dev/")
     return etcd_server
 
 

@@ -18,6 +18,7 @@ from etcd_server import EtcdServer
 from hooks.datastores import etcd as etcd_module
 from hooks.datastores.etcd import (
     NODES_PREFIX,
+    OWNED_PREFIX,
     OWNER_LABEL,
     PEERS_PREFIX,
     DesiredState,
@@ -494,3 +495,39 @@ def test_invalid_settings_name_the_variable(environ: dict[str, str], field: str)
 def test_invalid_desired_state_is_rejected(state: Callable[[], DesiredState], field: str) -> None:
     with pytest.raises(ValueError, match=field):
         state()
+
+
+def test_cluster_ids_left_by_an_interrupted_apply_are_cleared_by_a_later_different_plan(
+    private_etcd: EtcdServer, transactions: list[BeforeTxn]
+) -> None:
+    server = private_etcd
+    names = [f"n{i:02d}" for i in range(20)]
+    seed_nodes(server, *names, "admin-rr")
+    admin = calico_node("admin-rr")  # a cluster ID someone else set: never ours to clear
+    admin["spec"]["bgp"] = {"ipv4Address": "10.0.0.1/24", "routeReflectorClusterID": "224.9.9.9"}
+    server.put(NODES_PREFIX + "admin-rr", admin)
+    applier = EtcdApplier(settings(server.url, timeout=3.0))
+    sent: list[str] = []
+
+    def stop_after_eight_writes(txn: dict[str, Any]) -> None:
+        if decoded_write(txn):
+            sent.append("write")
+            if len(sent) == 9:
+                server.stop()
+
+    transactions.append(stop_after_eight_writes)
+    with pytest.raises(EtcdUnavailable):
+        applier.apply(desired([peer("rr-big", "g")], {name: "224.0.0.1" for name in names}))
+    transactions.clear()
+    server.start()
+    carrying = [name for name in names if cluster_id(server, name) is not None]
+    assert len(carrying) == 8  # the interrupted apply left them; no status names them
+
+    # The next plan differs (fewer RRs) and, with no status written, names none of them.
+    result = applier.apply(desired([peer("rr-small", "g")], {"n15": "224.0.0.2"}))
+
+    assert result.writes > 0
+    assert [name for name in names if cluster_id(server, name) is not None] == ["n15"]
+    assert cluster_id(server, "admin-rr") == "224.9.9.9"
+    assert set(server.get_prefix(OWNED_PREFIX + OWNER + "/")) == {"n15"}
+    assert applier.apply(desired([peer("rr-small", "g")], {"n15": "224.0.0.2"})).writes == 0

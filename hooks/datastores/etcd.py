@@ -8,7 +8,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +23,7 @@ from hooks.calico import OWNER_LABEL
 
 __all__ = [
     "NODES_PREFIX",
+    "OWNED_PREFIX",
     "OWNER_LABEL",
     "PEERS_PREFIX",
     "ApplyResult",
@@ -40,6 +41,10 @@ _T = TypeVar("_T")
 PEERS_PREFIX: Final = "/calico/resources/v3/projectcalico.org/bgppeers/"
 NODES_PREFIX: Final = "/calico/resources/v3/projectcalico.org/nodes/"
 CLUSTER_ID_FIELD: Final = "routeReflectorClusterID"
+# Ownership of cluster IDs: `OWNED_PREFIX + owner + "/" + node` is written before this service
+# sets a node's cluster ID and deleted after it clears it, so an apply cut short (etcd down, a
+# crash) leaves a record the next sync of that owner finds and clears, whatever its plan.
+OWNED_PREFIX: Final = "/route-reflector.dev/v1/cluster-ids/"
 DEFAULT_ENDPOINT: Final = "http://127.0.0.1:2379"
 _CLUSTER_ID_BYTES: Final = b'"routeReflectorClusterID"'
 
@@ -290,43 +295,61 @@ class _Store:
     def apply(self, desired: DesiredState, progress: _Progress) -> ApplyResult:
         owner = desired.owner
         peers = self.read_prefix(PEERS_PREFIX)
-        nodes = self.read_keys(NODES_PREFIX, desired.cluster_ids)
+        owned_prefix = OWNED_PREFIX + owner + "/"
+        owned = self.read_prefix(owned_prefix)
+        nodes = self.read_keys(NODES_PREFIX, set(desired.cluster_ids) | set(owned))
 
         wanted = {str(peer["name"]): peer["spec"] for peer in desired.peers}
         conflicts = {
             name for name in wanted if name in peers and _owned_document(peers[name], owner) is None
         }
         to_set = {node: cid for node, cid in desired.cluster_ids.items() if cid is not None}
-        to_clear = sorted(node for node, cid in desired.cluster_ids.items() if cid is None)
+        to_clear = sorted(
+            {node for node, cid in desired.cluster_ids.items() if cid is None}
+            | (set(owned) - set(to_set))
+        )
         missing = {node for node in to_set if node not in nodes}
 
+        snapshot = {
+            **{PEERS_PREFIX + n: e for n, e in peers.items()},
+            **{NODES_PREFIX + n: e for n, e in nodes.items()},
+            **{owned_prefix + n: e for n, e in owned.items()},
+        }
         # Make before break: new reflectors, then their peerings, then drop old peerings,
         # then old reflectors. Each change is computed on the snapshot first, so a value we
-        # cannot parse stops the apply before its first write.
-        steps: list[tuple[str, _Change]] = []
+        # cannot parse stops the apply before its first write. A node's ownership record is
+        # written in the transaction that sets its cluster ID and deleted in the one that
+        # clears it; alone only when the node itself needs no change.
+        steps: list[tuple[str, _Change, tuple[dict[str, Any], ...]]] = []
         for node, cluster_id in sorted(to_set.items()):
-            if node not in missing:
-                steps.append((NODES_PREFIX + node, _set_cluster_id(cluster_id)))
+            if node in missing:
+                continue
+            record = _owned_record(cluster_id)
+            set_id = _set_cluster_id(cluster_id)
+            if set_id(snapshot.get(NODES_PREFIX + node)) is None:
+                steps.append((owned_prefix + node, _mark_owned(record), ()))
+            else:
+                steps.append((NODES_PREFIX + node, set_id, (_put_op(owned_prefix + node, record),)))
         for name, spec in sorted(wanted.items()):
             if name not in conflicts:
-                steps.append((PEERS_PREFIX + name, _put_peer(name, spec, owner)))
+                steps.append((PEERS_PREFIX + name, _put_peer(name, spec, owner), ()))
         # A make that cannot happen (a foreign peer in the way, a reflector without a Calico
         # Node) holds every break: the old peerings and reflectors may be all that routes.
         if not conflicts and not missing:
             for name, entry in sorted(peers.items()):
                 if name not in wanted and _owned_document(entry, owner) is not None:
-                    steps.append((PEERS_PREFIX + name, _delete_peer(owner)))
+                    steps.append((PEERS_PREFIX + name, _delete_peer(owner), ()))
             for node in to_clear:
-                if node in nodes:
-                    steps.append((NODES_PREFIX + node, _set_cluster_id(None)))
-        snapshot = {
-            **{PEERS_PREFIX + n: e for n, e in peers.items()},
-            **{NODES_PREFIX + n: e for n, e in nodes.items()},
-        }
-        pending = [(key, change) for key, change in steps if change(snapshot.get(key)) is not None]
+                clear = _set_cluster_id(None)
+                if node in nodes and clear(snapshot[NODES_PREFIX + node]) is not None:
+                    unmark = (_delete_op(owned_prefix + node),) if node in owned else ()
+                    steps.append((NODES_PREFIX + node, clear, unmark))
+                elif node in owned:
+                    steps.append((owned_prefix + node, _unmark_owned(), ()))
+        pending = [step for step in steps if step[1](snapshot.get(step[0])) is not None]
 
-        for key, change in pending:
-            final = self.swap(key, snapshot.get(key), change, progress)
+        for key, change, also in pending:
+            final = self.swap(key, snapshot.get(key), change, progress, also)
             name = key.rpartition("/")[2]
             if key.startswith(PEERS_PREFIX):
                 if final is None:
@@ -335,6 +358,8 @@ class _Store:
                     peers[name] = final
                     if name in wanted and _owned_document(final, owner) is None:
                         conflicts.add(name)
+            elif key.startswith(OWNED_PREFIX):
+                continue
             elif final is None:
                 if name in to_set:
                     missing.add(name)
@@ -404,9 +429,16 @@ class _Store:
         return entries
 
     def swap(
-        self, key: str, current: _Entry | None, change: _Change, progress: _Progress
+        self,
+        key: str,
+        current: _Entry | None,
+        change: _Change,
+        progress: _Progress,
+        also: Sequence[dict[str, Any]] = (),
     ) -> _Entry | None:
-        """Apply `change` to `key` by compare-and-swap; on conflict re-read and recompute."""
+        """Apply `change` to `key` by compare-and-swap; on conflict re-read and recompute.
+
+        `also`: operations on other keys made in the same transaction, only if the swap is."""
         encoded_key = _b64(key)
         for _ in range(self._settings.max_retries + 1):
             outcome = change(current)
@@ -427,7 +459,7 @@ class _Store:
                 operation = {"request_put": {"key": encoded_key, "value": _b64(outcome)}}
             txn = {
                 "compare": [compare],
-                "success": [operation],
+                "success": [operation, *also],
                 # On conflict the same round trip returns the key as it is now.
                 "failure": [{"request_range": {"key": encoded_key}}],
             }
@@ -510,6 +542,36 @@ def _set_cluster_id(cluster_id: str | None) -> _Change:
         else:
             spec.setdefault("bgp", {})[CLUSTER_ID_FIELD] = cluster_id
         return _dump(document)
+
+    return change
+
+
+def _owned_record(cluster_id: str) -> bytes:
+    return _dump({CLUSTER_ID_FIELD: cluster_id})
+
+
+def _put_op(key: str, value: bytes) -> dict[str, Any]:
+    return {"request_put": {"key": _b64(key), "value": _b64(value)}}
+
+
+def _delete_op(key: str) -> dict[str, Any]:
+    return {"request_delete_range": {"key": _b64(key)}}
+
+
+def _mark_owned(wanted: bytes) -> _Change:
+    """Record that this owner set the node's cluster ID (a node that already carries it)."""
+
+    def change(current: _Entry | None) -> bytes | None:
+        return None if current is not None and current.value == wanted else wanted
+
+    return change
+
+
+def _unmark_owned() -> _Change:
+    """Drop the record once the node's cluster ID is cleared (or the node is gone)."""
+
+    def change(current: _Entry | None) -> _Delete | None:
+        return None if current is None else _DELETE
 
     return change
 
