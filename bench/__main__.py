@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from bench import plan_input
+from bench import load, plan_input
 from bench import plans as plan_bench
 from bench.generate import NOW, SIZES, TOPOLOGIES, Generator, Json, slim, steady_state
 from bench.measure import (
@@ -155,6 +155,26 @@ def _line(row: dict[str, Any]) -> str:
     )
 
 
+def measure_load(nodes: Sequence[Json], gen: Generator) -> dict[str, Any]:
+    """The figures issue 15 says held, each on a fresh server (simple topology)."""
+    found: dict[str, Any] = {}
+    nodes = [*nodes, *(gen.node(i) for i in range(len(nodes), 20_000))]
+    for name, size in (("healthz_during_20000", 20_000), ("concurrent_5x5000", 5_000)):
+        body = steady_state(nodes[:size], "simple", ENVIRON).topology_body()
+        server = Server()
+        try:
+            if size == 20_000:
+                found[name] = load.healthz_during_sync(server, body)
+            else:
+                found[name] = load.concurrent_syncs(server, body, 5)
+        finally:
+            server.close()
+        del body
+        gc.collect()
+        log(f"  load {name}: {json.dumps(found[name])}")
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="100, 1,000 and 5,000 nodes only")
@@ -184,6 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="nodes for `plan` on a JSON and a YAML file (0: skip)",
     )
     parser.add_argument("--no-paths", action="store_true", help="skip the add-path route count")
+    parser.add_argument(
+        "--no-load",
+        action="store_true",
+        help="skip /healthz during a 20,000-node sync and 5 concurrent 5,000-node syncs",
+    )
     parser.add_argument("--output", type=Path, default=HERE, help="where results go")
     args = parser.parse_args(argv)
     sizes = sorted(
@@ -240,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server is not None:
             server.close()
 
+    loads: dict[str, Any] = {}
+    if not args.no_load and not args.no_http:
+        loads = measure_load(nodes, gen)
+
     plans: dict[str, Any] = {}
     churn: dict[str, Any] = {}
     if not args.no_plans:
@@ -274,8 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plans": plans,
         "churn": churn,
         "plan_input": inputs,
+        "load": loads,
     }
-    result["targets"] = targets(rows, plans, churn, args.plan_size)
+    result["targets"] = targets(rows, plans, churn, args.plan_size, loads)
     result["seconds"] = round(time.perf_counter() - started, 1)
     text = markdown(result)
     if inputs:

@@ -62,7 +62,11 @@ def _find(rows: Sequence[Row], size: int, topology: str) -> Row | None:
 
 
 def targets(
-    rows: Sequence[Row], plans: dict[str, Any], churn: dict[str, Any], plan_size: int = 5_000
+    rows: Sequence[Row],
+    plans: dict[str, Any],
+    churn: dict[str, Any],
+    plan_size: int = 5_000,
+    loads: dict[str, Any] | None = None,
 ) -> list[Row]:
     """Each target per topology: PASS, MISS, or SKIP when the run did not measure it."""
     found: list[Row] = []
@@ -157,6 +161,30 @@ def targets(
             if paths
             else "size not run",
         )
+    during = (loads or {}).get("healthz_during_20000", {})
+    worst = during.get("healthz_max_ms")
+    add(
+        "/healthz during a 20,000-node sync < 200 ms",
+        "simple",
+        worst,
+        200,
+        None if worst is None else worst < 200 and during.get("status") == 200,
+        f"sync {during['sync_ms']} ms, {during['healthz_probes']} probes"
+        if "sync_ms" in during
+        else during.get("skipped", "not run"),
+    )
+    burst = (loads or {}).get("concurrent_5x5000", {})
+    peak = burst.get("peak_rss_mb")
+    add(
+        "5 concurrent 5,000-node syncs all 200, peak RSS < 512 MB",
+        "simple",
+        peak,
+        512,
+        None if peak is None else peak < 512 and burst["statuses"] == [200] * 5,
+        f"slowest {burst['slowest_ms']} ms, statuses {burst['statuses']}"
+        if "slowest_ms" in burst
+        else burst.get("skipped", "not run"),
+    )
     multi = plans.get("multi")
     add(
         f"BGPPeers in multi at {plan_size:,} < 100",
