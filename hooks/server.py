@@ -1,9 +1,10 @@
 """uvicorn settings that keep stalled or oversized clients from holding the server.
 
-h11 (not httptools) parses requests: it caps an incomplete request head at
-`MAX_HEADER_BYTES` (400 above that), where httptools accepts any size. On top of it, a
-connection must finish each request head within `HEADER_TIMEOUT_SECONDS` of opening (or of
-its previous response): otherwise it is answered 408 and closed. Body timeouts and limits are
+httptools parses requests (h11 costs ~40% more on a 70 MB body: 0.56 s against 0.39 s for a
+5,000-node sync over curl), but httptools caps no request head, so the protocol below does: a
+request head still incomplete after `MAX_HEADER_BYTES` is answered 400 and the connection closed.
+A connection must also finish each request head within `HEADER_TIMEOUT_SECONDS` of opening (or
+of its previous response): otherwise it is answered 408 and closed. Body timeouts and limits are
 in hooks.app.read_body."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_MAX_HEADER_BYTES = 64 * 1024
@@ -50,14 +51,17 @@ TIMEOUT_RESPONSE = (
 )
 
 
-def protocol(header_timeout: float) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with a deadline for every request head."""
+def protocol(header_timeout: float, max_header_bytes: int) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a deadline and a size cap for every request head."""
 
-    class HeadDeadline(H11Protocol):
+    class HeadDeadline(HttpToolsProtocol):
         _head_timer: asyncio.TimerHandle | None = None
+        _awaiting_head = True
+        _head_bytes = 0
 
         def _arm(self) -> None:
             self._disarm()
+            self._awaiting_head, self._head_bytes = True, 0
             self._head_timer = self.loop.call_later(header_timeout, self._head_too_slow)
 
         def _disarm(self) -> None:
@@ -81,9 +85,19 @@ def protocol(header_timeout: float) -> type[H11Protocol]:
 
         def data_received(self, data: bytes) -> None:
             before = self.cycle
+            if self._awaiting_head:
+                self._head_bytes += len(data)
             super().data_received(data)
             if self.cycle is not before:  # a request head was complete
                 self._disarm()
+                self._awaiting_head = False
+            elif (
+                self._awaiting_head
+                and self._head_bytes > max_header_bytes
+                and not self.transport.is_closing()
+            ):
+                self._disarm()
+                self.send_400_response("request head too large")
 
         def on_response_complete(self) -> None:
             before = self.cycle
@@ -97,8 +111,8 @@ def protocol(header_timeout: float) -> type[H11Protocol]:
 def uvicorn_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """Keyword arguments for uvicorn.run / uvicorn.Config from the environment."""
     return {
-        "http": protocol(seconds(env, "HEADER_TIMEOUT_SECONDS", DEFAULT_HEADER_TIMEOUT)),
-        "h11_max_incomplete_event_size": byte_count(
-            env, "MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES
+        "http": protocol(
+            seconds(env, "HEADER_TIMEOUT_SECONDS", DEFAULT_HEADER_TIMEOUT),
+            byte_count(env, "MAX_HEADER_BYTES", DEFAULT_MAX_HEADER_BYTES),
         ),
     }
