@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).parents[1]
-# CI clones the repository next to shared/, so never an absolute path.
-SHARED = Path(__file__).parents[1].parent / "shared"
+DATA = ROOT / "tests" / "data"
 MANIFESTS = ROOT / "metacontroller"
 BASE = "metacontroller"
 MESH_SWITCH = "metacontroller/overlays/mesh-switch"
@@ -74,7 +73,7 @@ def kinds(manifests: tuple[Manifest, ...]) -> set[str]:
 
 @functools.cache
 def metacontroller_crds() -> dict[str, Manifest]:
-    path = SHARED / "schemas" / "metacontroller-crds-v1.yaml"
+    path = DATA / "schemas" / "metacontroller-crds-v1.yaml"
     docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
     return {doc["spec"]["names"]["kind"]: doc for doc in docs}
 
@@ -391,7 +390,7 @@ def test_crd_rejects(spec: Manifest) -> None:
 
 
 def example_controller(hook: str) -> Manifest:
-    request = json.loads((SHARED / "examples" / f"{hook}.request.json").read_text())
+    request = json.loads((DATA / "examples" / f"{hook}.request.json").read_text())
     controller: Manifest = request["controller"]
     return controller
 
