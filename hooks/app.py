@@ -242,11 +242,21 @@ def create_app(
 
     def node_sync(body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode(body, wire.NodeSyncRequest)
-        response = controllers.node_sync(request, env)
+        decision = controllers.decide_node(request, env)
+        response = decision.response
         changes = response.labels | response.annotations
+        fields: dict[str, Any] = {"parent": request.object.metadata.name, "changes": len(changes)}
+        if decision.skipped is not None:
+            metrics.node_sync_skipped.labels(decision.skipped).inc()
+            fields |= {"skipped": decision.skipped, "message": decision.message}
+        return wire.encode(response), fields
+
+    def topology_finalize(body: Body) -> tuple[bytes, dict[str, Any]]:
+        request = wire.decode(body, wire.TopologySyncRequest)
+        response = controllers.topology_finalize(request, env, clock())
         return wire.encode(response), {
-            "parent": request.object.metadata.name,
-            "changes": len(changes),
+            "parent": request.parent.metadata.name,
+            "finalized": response.finalized,
         }
 
     def topology_customize(body: Body) -> tuple[bytes, dict[str, Any]]:
@@ -338,6 +348,11 @@ def create_app(
             methods=["POST"],
         ),
         Route("/topology/sync", hook("topology_sync", topology_sync, True), methods=["POST"]),
+        Route(
+            "/topology/finalize",
+            hook("topology_finalize", topology_finalize, True),
+            methods=["POST"],
+        ),
         Route("/node/customize", hook("node_customize", node_customize, False), methods=["POST"]),
         Route("/node/sync", hook("node_sync", node_sync, False), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),

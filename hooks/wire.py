@@ -167,6 +167,12 @@ class LegacyOperatorWire(msgspec.Struct):
     keepLabels: bool = False
 
 
+class GuardStatusWire(msgspec.Struct):
+    """When this service first saw the Node set that tripped the guard (its own clock)."""
+
+    trippedSince: str = ""
+
+
 class TopologyStatusWire(msgspec.Struct):
     """What the topology sync wrote last time; read back for stable IDs, groups and conditions."""
 
@@ -176,6 +182,7 @@ class TopologyStatusWire(msgspec.Struct):
     zones: list[ZoneStatusWire] = []
     conditions: list[ConditionStatusWire] = []
     legacyOperator: LegacyOperatorWire | None = None
+    guard: GuardStatusWire | None = None
 
 
 class TopologyWire(msgspec.Struct):
@@ -240,6 +247,15 @@ class NodeSyncResponse(msgspec.Struct, forbid_unknown_fields=True):
 class TopologySyncResponse(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     status: dict[str, Any]
     children: list[dict[str, Any]]
+    resyncAfterSeconds: float | None = None
+
+
+class TopologyFinalizeResponse(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The finalize hook's answer: `finalized` lets Metacontroller remove its finalizer."""
+
+    status: dict[str, Any]
+    children: list[dict[str, Any]]
+    finalized: bool
     resyncAfterSeconds: float | None = None
 
 

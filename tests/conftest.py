@@ -36,7 +36,7 @@ def _beside_the_repository(path: str) -> bool:
     if not path.startswith(str(BESIDE)) or path.startswith(str(ROOT) + os.sep):
         return False
     resolved = Path(path)
-    return resolved != ROOT and not resolved.is_relative_to(TEMP) and BESIDE != Path("/")
+    return resolved != ROOT and not resolved.is_relative_to(TEMP) and Path("/") != BESIDE
 
 
 def _audit(event: str, args: tuple[object, ...]) -> None:

@@ -395,12 +395,16 @@ def example_controller(hook: str) -> Manifest:
     return controller
 
 
-def test_topology_controller_watches_topologies_and_owns_bgp_peers_and_node_statuses() -> None:
+def test_topology_controller_watches_topologies_owns_bgp_peers_and_finalizes_through_a_hook() -> (
+    None
+):
     composite = find(build(BASE), "CompositeController", "route-reflector-topology")
     example = example_controller("topology-sync")
     assert composite["spec"]["parentResource"] == example["spec"]["parentResource"]
-    assert composite["spec"]["hooks"] == example["spec"]["hooks"]
-    assert composite["spec"]["hooks"]["sync"]["webhook"]["url"] == f"{HOOK_URL}/topology/sync"
+    hooks = composite["spec"]["hooks"]
+    assert {k: v for k, v in hooks.items() if k != "finalize"} == example["spec"]["hooks"]
+    assert hooks["sync"]["webhook"]["url"] == f"{HOOK_URL}/topology/sync"
+    assert hooks["finalize"]["webhook"]["url"] == f"{HOOK_URL}/topology/finalize"
     assert composite["spec"]["generateSelector"] is True
     assert composite["spec"]["resyncPeriodSeconds"] == 60
     in_place = {"method": "InPlace"}
