@@ -295,6 +295,17 @@ def create_app(
                 outcome = "bad_request"
                 fields["error"] = clip(error.message)
                 return error_response(400, error.message, error.field)
+            except (UnicodeDecodeError, RecursionError) as error:
+                # A part decoded after the envelope (a child, a status) that is not UTF-8 or is
+                # nested too deep: the client's fault, named; anything else is a bug (below).
+                bad = wire.unreadable(body, error)
+                if bad is None:
+                    outcome = "internal_error"
+                    log.exception("hook %s failed", name)
+                    return error_response(500, f"internal error: {type(error).__name__}")
+                outcome = "bad_request"
+                fields["error"] = bad.message
+                return error_response(400, bad.message, bad.field)
             except Unavailable as error:
                 outcome = "unavailable"
                 fields["error"] = clip(error.detail)

@@ -43,6 +43,7 @@ from hooks.wire import (
     MANAGED_ANNOTATION,
     NODESTATUS_KEY,
     TOPOLOGY_API,
+    BadRequest,
     ConditionStatusWire,
     CustomizeRequest,
     CustomizeResponse,
@@ -56,6 +57,8 @@ from hooks.wire import (
     decode_nodes,
     decode_topologies,
     read_status,
+    wire_path,
+    without_path,
 )
 
 Environ = Mapping[str, str]
@@ -205,31 +208,46 @@ class TopologyDecision:
         return self.settings is not None and self.settings.paused
 
 
+class _EchoMeta(msgspec.Struct):
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class _EchoChild(msgspec.Struct):
+    apiVersion: str | None = None
+    kind: str | None = None
+    metadata: _EchoMeta = msgspec.field(default_factory=_EchoMeta)
+    spec: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 def _echo_children(request: TopologySyncRequest) -> tuple[dict[str, Any], ...]:
     """Observed children reduced to the fields we own, so an answer that must change nothing
-    can hand them back as they are."""
+    can hand them back as they are. A child that is not an object of that shape is a bad
+    request (400 naming it): echoing a mangled child would have Metacontroller rewrite it."""
     children = request.children or {}
-    observed = [
-        (kind, name, raw)
-        for kind in (BGPPEER_KEY, NODESTATUS_KEY)
-        for name, raw in sorted(children.get(kind, {}).items())
-    ]
     echoed = []
-    for _, name, raw in observed:
-        child = msgspec.json.decode(raw)
-        meta = child.get("metadata", {})
-        kept_meta = {"name": meta.get("name", name)}
-        for key in ("labels", "annotations"):
-            if meta.get(key):
-                kept_meta[key] = meta[key]
-        echoed.append(
-            {
-                "apiVersion": child.get("apiVersion"),
-                "kind": child.get("kind"),
-                "metadata": kept_meta,
-                "spec": child.get("spec", {}),
-            }
-        )
+    for kind in (BGPPEER_KEY, NODESTATUS_KEY):
+        for name, raw in sorted(children.get(kind, {}).items()):
+            where = f"children.{kind}.{name}"
+            try:
+                child = msgspec.json.decode(raw, type=_EchoChild)
+            except msgspec.ValidationError as error:
+                found = wire_path(str(error))
+                raise BadRequest(without_path(str(error)), where + found) from None
+            kept_meta: dict[str, Any] = {"name": child.metadata.name or name}
+            if child.metadata.labels:
+                kept_meta["labels"] = child.metadata.labels
+            if child.metadata.annotations:
+                kept_meta["annotations"] = child.metadata.annotations
+            echoed.append(
+                {
+                    "apiVersion": child.apiVersion,
+                    "kind": child.kind,
+                    "metadata": kept_meta,
+                    "spec": child.spec,
+                }
+            )
     return tuple(echoed)
 
 

@@ -186,7 +186,10 @@ class _Clock:
         self.resync = seconds if self.resync is None else min(self.resync, seconds)
 
     def left(self, since: str, span: timedelta) -> float:
+        """Seconds of `span` left from `since`; a stamp in the future (never ours: we write
+        `now`) counts as now, so a year-9999 stamp restarts the wait instead of overflowing."""
         started = parse_stamp(since) or self.now
+        started = min(started, self.now)
         return (started + span - self.now).total_seconds()
 
     def entering(self, rr: RouteReflector, old: ReflectorWire | None) -> RouteReflector:
