@@ -167,8 +167,12 @@ def create_app(
     applier: Applier | None = None,
     mesh_switch: MeshSwitcher | None = None,
     legacy_remover: LegacyRemover | None = None,
+    serve_metrics: bool = True,
 ) -> Starlette:
-    """The hook service. `environ` defaults to the process environment, read once here."""
+    """The hook service. `environ` defaults to the process environment, read once here.
+
+    With `serve_metrics` false /metrics is left to `create_metrics_app` on a port of its own, so
+    a NetworkPolicy can admit the scraper to the metrics and nothing else."""
     env = dict(os.environ if environ is None else environ)
     limit = int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY))
     budget = ByteBudget(byte_count(env, "MAX_INFLIGHT_BODY_BYTES", DEFAULT_INFLIGHT_BODY))
@@ -349,9 +353,6 @@ def create_app(
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
     routes = [
         Route(
             "/topology/customize",
@@ -367,11 +368,25 @@ def create_app(
         Route("/node/customize", hook("node_customize", node_customize, False), methods=["POST"]),
         Route("/node/sync", hook("node_sync", node_sync, False), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
+    if serve_metrics:
+        routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
     app = Starlette(routes=routes)
     app.state.metrics = metrics
     return app
+
+
+def _metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return endpoint
+
+
+def create_metrics_app(hooks: Starlette) -> Starlette:
+    """GET /metrics of the hook service `hooks`, and nothing else."""
+    metrics: Metrics = hooks.state.metrics
+    return Starlette(routes=[Route("/metrics", _metrics_endpoint(metrics), methods=["GET"])])
 
 
 def _etcd_applier(env: Mapping[str, str]) -> Applier:
