@@ -226,3 +226,14 @@ def test_the_finalize_hook_answers_over_http_with_the_contract_metacontroller_re
     answer = response.json()
     assert set(answer) == {"status", "children", "finalized", "resyncAfterSeconds"}
     assert answer["finalized"] is False and answer["status"]["released"] is True
+
+
+def test_the_finalize_status_validates_against_the_topology_crd() -> None:
+    from test_schemas import status_validator
+
+    body = json.loads((FIXTURES / "topology-sync" / "converged" / "request.json").read_text())
+    decoded = wire.decode(wire.encode(body), wire.TopologySyncRequest)
+    status = json.loads(wire.encode(controllers.topology_finalize(decoded, {}, NOW)))["status"]
+    errors = sorted(status_validator().iter_errors(status), key=str)
+    assert not errors, [e.message for e in errors]
+    assert status["released"] is True
