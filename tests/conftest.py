@@ -32,11 +32,18 @@ TEMP = Path(tempfile.gettempdir()).resolve()
 opened_beside: list[str] = []
 
 
+# Temporary files are not "beside the repository", except when the checkout sits in a folder of
+# its own under the temporary directory (then they are elsewhere in it, never in that folder).
+TEMP_BESIDE = Path("/") != BESIDE and TEMP.is_relative_to(BESIDE)
+
+
 def _beside_the_repository(path: str) -> bool:
     if not path.startswith(str(BESIDE)) or path.startswith(str(ROOT) + os.sep):
         return False
     resolved = Path(path)
-    return resolved != ROOT and not resolved.is_relative_to(TEMP) and Path("/") != BESIDE
+    if resolved == ROOT or Path("/") == BESIDE:
+        return False
+    return not (TEMP_BESIDE and resolved.is_relative_to(TEMP))
 
 
 def _audit(event: str, args: tuple[object, ...]) -> None:

@@ -4,7 +4,6 @@ the input did not validly ask to change (issue 13, section 4)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -265,10 +264,23 @@ def _damage(body: Json, path: tuple[str, ...], value: Any, delete: bool) -> None
 
 def _spec_invalid(spec: Any) -> bool:
     try:
-        load_settings(spec if isinstance(spec, dict) else {"x": spec}, {})
+        load_settings({} if spec is None else spec if isinstance(spec, dict) else {"x": spec}, {})
     except SpecError:
         return True
     return False
+
+
+def _a_valid_plan(topology: Any) -> bool:
+    """A topology whose spec is valid and whose status is a whole plan (it names its topology
+    and lists its routeReflectors, maybe none): a node sync may then change keys."""
+    if not isinstance(topology, dict) or _spec_invalid(topology.get("spec")):
+        return False
+    status = topology.get("status")
+    if not isinstance(status, dict) or not isinstance(status.get("routeReflectors"), list):
+        return False
+    name = status.get("topology")
+    read = wire.read_status(json.dumps(status).encode())
+    return isinstance(name, str) and bool(name) and read.topology == name
 
 
 @pytest.mark.parametrize("hook", list(PATHS))
@@ -282,7 +294,6 @@ def test_damaged_requests_are_never_5xx_and_never_drop_children_or_strip_keys_un
         topology = body["related"][TOPOLOGY]["default"]
         topology["status"].pop("released")
         topology["metadata"].pop("deletionTimestamp")
-    original = copy.deepcopy(body)
     for _ in range(data.draw(st.integers(1, 3), label="damages")):
         path = data.draw(st.sampled_from(PATHS[hook]), label="path")
         _damage(body, path, data.draw(values, label="value"), data.draw(st.booleans()))
@@ -301,16 +312,11 @@ def test_damaged_requests_are_never_5xx_and_never_drop_children_or_strip_keys_un
     if hook == "topology-sync" and _spec_invalid(body["parent"].get("spec")):
         # An invalid spec asks for nothing: every observed child is handed back.
         kept = {c["metadata"]["name"] for c in answer["children"]}
-        assert set(body["children"][wire.BGPPEER_KEY]) <= kept, answer
+        observed = (body.get("children") or {}).get(wire.BGPPEER_KEY) or {}
+        assert set(observed) <= kept, answer
     if hook == "node-sync":
-        related = original["related"][TOPOLOGY]["default"]
-        topology = (body.get("related") or {}).get(TOPOLOGY, {}).get("default")
-        asks = (
-            isinstance(topology, dict)
-            and topology.get("status") == related["status"]
-            and topology.get("spec") == related["spec"]
-        )
-        if not asks:  # the plan or the spec is gone or damaged: nothing may be taken back
+        topology = ((body.get("related") or {}).get(TOPOLOGY) or {}).get("default")
+        if not _a_valid_plan(topology):  # plan or spec gone or damaged: nothing may be taken back
             parts = ("labels", "annotations")
             taken = [k for part in parts for k, v in answer[part].items() if v is None]
             assert not taken, taken
