@@ -434,7 +434,7 @@ def render_node_statuses(plan: Plan, owner: str) -> list[dict[str, Any]]:
 # Flux's and kstatus' `Stalled`. Everything else that is not yet Ready is still moving.
 STALLED_REASONS = frozenset({"InvalidSpec", "Superseded", "ClusterIDsExhausted"})
 RECONCILING_REASONS = frozenset(
-    {"TransitionPending", "LabelsPending", "LegacyLabelsPending", "GuardTripped"}
+    {"TransitionPending", "LabelsPending", "LegacyLabelsPending", "GuardTripped", "Releasing"}
 )
 
 
@@ -997,7 +997,9 @@ def topology_finalize(
         )
     else:
         wanted = Condition("Ready", "False", "Released", "being deleted: no node carries a key")
-    status["conditions"] = _conditions([wanted], previous.conditions, now)
+    status["conditions"] = _conditions(
+        [wanted], previous.conditions, now, parent.metadata.generation
+    )
     return TopologyFinalizeResponse(
         status=status,
         children=list(_echo_children(request)) if holding else [],
