@@ -807,7 +807,6 @@ def topology_sync(
 # --- node sync ---------------------------------------------------------------------------------
 
 NO_CHANGE = NodeSyncResponse(labels={}, annotations={})
-OWNED_PREFIX = "route-reflector.dev/"
 
 
 @dataclass(frozen=True)
@@ -866,20 +865,23 @@ class NodeDecision:
     message: str = ""
 
 
+# The keys this service sets under route-reflector.dev/; other keys there (a user's
+# `route-reflector.dev/pool`, say) are not ours to remove.
+OWNED_LABELS = frozenset({REFLECTOR_LABEL, GROUP_LABEL, PREVIOUS_GROUP_LABEL})
+OWNED_ANNOTATIONS = frozenset({MANAGED_ANNOTATION, CLUSTER_ID_ANNOTATION})
+
+
 def owned_keys(
     labels: Mapping[str, str], annotations: Mapping[str, str], node_label: tuple[str, str] | None
 ) -> tuple[set[str], set[str]]:
-    """The keys this service may take back from a node: labels and annotations under
-    route-reflector.dev/, the cluster-ID annotation, and the configured nodeLabel key only while
+    """The keys this service may take back from a node: the route-reflector.dev/ labels and
+    annotation it sets, the cluster-ID annotation, and the configured nodeLabel key only while
     it carries our value (or the original operator's form of it, `value-N`, which a migration
     takes over). Nothing else, whatever the managed-keys annotation lists."""
-    owned_labels = {key for key in labels if key.startswith(OWNED_PREFIX)}
+    owned_labels = set(OWNED_LABELS & labels.keys())
     if node_label is not None and carries_reflector_label(labels, *node_label):
         owned_labels.add(node_label[0])
-    owned_annotations = {key for key in annotations if key.startswith(OWNED_PREFIX)}
-    if CLUSTER_ID_ANNOTATION in annotations:
-        owned_annotations.add(CLUSTER_ID_ANNOTATION)
-    return owned_labels, owned_annotations
+    return owned_labels, set(OWNED_ANNOTATIONS & annotations.keys())
 
 
 def _release(node: Any, node_label: tuple[str, str] | None) -> NodeSyncResponse:

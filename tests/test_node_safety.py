@@ -84,7 +84,11 @@ def test_missing_or_unreadable_information_changes_nothing_on_a_labelled_reflect
 def test_a_released_topology_takes_back_only_the_keys_the_service_owns() -> None:
     body = request("released-reflector")
     node = body["object"]["metadata"]
-    node["labels"] |= {"route-reflector.dev/group": "zone-a", "team": "blue"}
+    node["labels"] |= {
+        "route-reflector.dev/group": "zone-a",
+        "route-reflector.dev/pool": "true",  # the user's (README: a dedicated pool), not ours
+        "team": "blue",
+    }
     result = answer(body)
     assert removed(result) == {
         "calico-route-reflector",
@@ -94,6 +98,7 @@ def test_a_released_topology_takes_back_only_the_keys_the_service_owns() -> None
         "route-reflector.dev/managed",
     }
     assert not {k for k in result["labels"] if k.startswith("kubernetes.io/") or k == "team"}
+    assert "route-reflector.dev/pool" not in result["labels"]
 
 
 def test_a_managed_record_naming_foreign_labels_never_removes_them() -> None:
