@@ -18,7 +18,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 from hooks import controllers, wire
@@ -220,7 +219,11 @@ def _free_port() -> int:
 
 
 class Server:
-    """`python -m hooks serve` on a free loopback port, as deployed (uvicorn, INFO logs)."""
+    """`python -m hooks serve` on a free loopback port, as deployed (uvicorn, INFO logs).
+
+    The client must not be the bottleneck: a Python HTTP client spends seconds building and
+    sending a 281 MB body. Requests go out through a raw socket (`sendall` of the body as it is,
+    the answer read into one buffer), and `post_curl` times the same request with curl."""
 
     def __init__(self) -> None:
         self.port = _free_port()
@@ -241,26 +244,63 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self.client = httpx.Client(base_url=self.url, timeout=600)
+        self._files: dict[int, Path] = {}
+        self._folder = tempfile.TemporaryDirectory(prefix="rr-bench-")
         deadline = time.monotonic() + 30
         while True:
             if self.process.poll() is not None:
                 raise RuntimeError("python -m hooks serve exited at start")
             try:
-                if self.client.get("/healthz").status_code == 200:
+                if self._request(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"):
                     break
-            except httpx.TransportError:
+            except (OSError, RuntimeError):
                 pass
             if time.monotonic() > deadline:
                 self.close()
                 raise RuntimeError("python -m hooks serve did not answer /healthz in 30 s")
             time.sleep(0.05)
 
+    def _request(self, head: bytes, body: bytes = b"") -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port)) as sock:
+            sock.sendall(head)
+            if body:
+                sock.sendall(body)
+            chunks = []
+            while data := sock.recv(1 << 20):
+                chunks.append(data)
+        header, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
+        status = int(header.split(b" ", 2)[1])
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}: {payload[:300]!r}")
+        return payload
+
     def post(self, path: str, body: bytes) -> bytes:
-        answer = self.client.post(path, content=body, headers={"content-type": "application/json"})
-        if answer.status_code != 200:
-            raise RuntimeError(f"{path}: HTTP {answer.status_code}: {answer.text[:300]}")
-        return answer.content
+        """POST through a raw socket: the request line and headers, then the body as it is."""
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        try:
+            return self._request(head, body)
+        except RuntimeError as error:
+            raise RuntimeError(f"{path}: {error}") from None
+
+    def post_curl(self, path: str, body: bytes) -> bytes:
+        """POST with curl streaming the body from a file (written once per body, untimed)."""
+        key = id(body)
+        if key not in self._files:
+            file = Path(self._folder.name) / f"body-{len(self._files)}.json"
+            file.write_bytes(body)
+            self._files[key] = file
+        done = subprocess.run(
+            ["curl", "-sS", "--fail-with-body", "-X", "POST", "-T", str(self._files[key]),
+             "-H", "Content-Type: application/json", "-H", "Expect:", "-o", "-",
+             f"{self.url}{path}"],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"{path}: curl {done.returncode}: {done.stderr[:300]!r}")
+        return done.stdout
 
     def memory(self) -> dict[str, int]:
         return proc_status(self.process.pid)
@@ -269,7 +309,7 @@ class Server:
         return reset_peak(self.process.pid)
 
     def close(self) -> None:
-        self.client.close()
+        self._folder.cleanup()
         self.process.terminate()
         try:
             self.process.wait(timeout=10)

@@ -314,7 +314,11 @@ def markdown(result: dict[str, Any]) -> str:
         " ×orjson = sync median / reference median. exp = log(t2/t1)/log(n2/n1) from the previous"
         " size. Node sync: a client node's request (its Node + the topology with status)."
         " load = 1-minute load average when the row started (2 CPUs: above ~1.5, other work"
-        " was competing; the ratios are timed in turns and hold better than absolute times).",
+        " was competing; the ratios are timed in turns and hold better than absolute times)."
+        " HTTP = the same body POSTed to `python -m hooks serve` (uvicorn) on loopback by a client"
+        " that is not the bottleneck: curl streaming the body from a file (HTTP med/p95, curl's"
+        " own start included, a few ms), and a raw socket writer (`sendall` of the body, answer"
+        " read into one buffer: HTTP raw med). Node HTTP uses the raw socket writer.",
         "",
         "## Hook latency (ms)",
         "",
@@ -332,6 +336,7 @@ def markdown(result: dict[str, Any]) -> str:
         "exp",
         "HTTP med",
         "HTTP p95",
+        "HTTP raw med",
         "node sync med",
         "node p95",
         "node HTTP med",
@@ -349,11 +354,12 @@ def markdown(result: dict[str, Any]) -> str:
                     "-",
                     "-",
                     f"skipped ({r.get('skipped', '')})",
-                    *["-"] * 10,
+                    *["-"] * 11,
                 ]
             )
             continue
         http, node, node_http = r.get("http"), r.get("node_sync"), r.get("node_http")
+        raw = r.get("http_raw")
         body.append(
             [
                 f"{r['n']:,}",
@@ -368,6 +374,7 @@ def markdown(result: dict[str, Any]) -> str:
                 _x(r.get("exponent")),
                 _ms(http["median_ms"]) if http else "-",
                 _ms(http["p95_ms"]) if http else "-",
+                _ms(raw["median_ms"]) if raw else "-",
                 _ms(node["median_ms"]) if node else "-",
                 _ms(node["p95_ms"]) if node else "-",
                 _ms(node_http["median_ms"]) if node_http else "-",

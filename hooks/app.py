@@ -167,8 +167,12 @@ def create_app(
     applier: Applier | None = None,
     mesh_switch: MeshSwitcher | None = None,
     legacy_remover: LegacyRemover | None = None,
+    serve_metrics: bool = True,
 ) -> Starlette:
-    """The hook service. `environ` defaults to the process environment, read once here."""
+    """The hook service. `environ` defaults to the process environment, read once here.
+
+    With `serve_metrics` false /metrics is left to `create_metrics_app` on a port of its own, so
+    a NetworkPolicy can admit the scraper to the metrics and nothing else."""
     env = dict(os.environ if environ is None else environ)
     limit = int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY))
     budget = ByteBudget(byte_count(env, "MAX_INFLIGHT_BODY_BYTES", DEFAULT_INFLIGHT_BODY))
@@ -242,11 +246,21 @@ def create_app(
 
     def node_sync(body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode(body, wire.NodeSyncRequest)
-        response = controllers.node_sync(request, env)
+        decision = controllers.decide_node(request, env)
+        response = decision.response
         changes = response.labels | response.annotations
+        fields: dict[str, Any] = {"parent": request.object.metadata.name, "changes": len(changes)}
+        if decision.skipped is not None:
+            metrics.node_sync_skipped.labels(decision.skipped).inc()
+            fields |= {"skipped": decision.skipped, "message": decision.message}
+        return wire.encode(response), fields
+
+    def topology_finalize(body: Body) -> tuple[bytes, dict[str, Any]]:
+        request = wire.decode(body, wire.TopologySyncRequest)
+        response = controllers.topology_finalize(request, env, clock())
         return wire.encode(response), {
-            "parent": request.object.metadata.name,
-            "changes": len(changes),
+            "parent": request.parent.metadata.name,
+            "finalized": response.finalized,
         }
 
     def topology_customize(body: Body) -> tuple[bytes, dict[str, Any]]:
@@ -285,6 +299,17 @@ def create_app(
                 outcome = "bad_request"
                 fields["error"] = clip(error.message)
                 return error_response(400, error.message, error.field)
+            except (UnicodeDecodeError, RecursionError) as error:
+                # A part decoded after the envelope (a child, a status) that is not UTF-8 or is
+                # nested too deep: the client's fault, named; anything else is a bug (below).
+                bad = wire.unreadable(body, error)
+                if bad is None:
+                    outcome = "internal_error"
+                    log.exception("hook %s failed", name)
+                    return error_response(500, f"internal error: {type(error).__name__}")
+                outcome = "bad_request"
+                fields["error"] = bad.message
+                return error_response(400, bad.message, bad.field)
             except Unavailable as error:
                 outcome = "unavailable"
                 fields["error"] = clip(error.detail)
@@ -328,9 +353,6 @@ def create_app(
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
     routes = [
         Route(
             "/topology/customize",
@@ -338,14 +360,33 @@ def create_app(
             methods=["POST"],
         ),
         Route("/topology/sync", hook("topology_sync", topology_sync, True), methods=["POST"]),
+        Route(
+            "/topology/finalize",
+            hook("topology_finalize", topology_finalize, True),
+            methods=["POST"],
+        ),
         Route("/node/customize", hook("node_customize", node_customize, False), methods=["POST"]),
         Route("/node/sync", hook("node_sync", node_sync, False), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
+    if serve_metrics:
+        routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
     app = Starlette(routes=routes)
     app.state.metrics = metrics
     return app
+
+
+def _metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return endpoint
+
+
+def create_metrics_app(hooks: Starlette) -> Starlette:
+    """GET /metrics of the hook service `hooks`, and nothing else."""
+    metrics: Metrics = hooks.state.metrics
+    return Starlette(routes=[Route("/metrics", _metrics_endpoint(metrics), methods=["GET"])])
 
 
 def _etcd_applier(env: Mapping[str, str]) -> Applier:

@@ -114,19 +114,6 @@ def managed_record(labels: Sequence[str], annotations: Sequence[str]) -> str:
     )
 
 
-def read_managed_record(text: str | None) -> tuple[set[str], set[str]]:
-    """The label and annotation keys a node's record says we set; a broken record names none."""
-    if not text:
-        return set(), set()
-    try:
-        record = json.loads(text)
-        labels = {str(k) for k in record.get("labels", [])}
-        annotations = {str(k) for k in record.get("annotations", [])}
-    except (ValueError, AttributeError, TypeError):
-        return set(), set()
-    return labels, annotations
-
-
 def node_changes(
     desired_labels: Mapping[str, str],
     desired_annotations: Mapping[str, str],
@@ -158,7 +145,6 @@ __all__ = [
     "bgp_peer_name",
     "label_value",
     "node_changes",
-    "read_managed_record",
     "reflector_token",
     "render_bgp_peers",
     "render_selector",

@@ -4,6 +4,7 @@ the command line, thin around the hook functions."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import os
@@ -57,7 +58,7 @@ def logging_config(level: str) -> dict[str, Any]:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from hooks.app import create_app
+    from hooks.app import create_app, create_metrics_app
     from hooks.server import uvicorn_settings
 
     level = os.environ.get("LOG_LEVEL", "info").upper()
@@ -65,17 +66,38 @@ def _serve(args: argparse.Namespace) -> int:
         raise PlanInputError(f"LOG_LEVEL: {level.lower()!r} is not a log level")
     try:
         settings = uvicorn_settings(os.environ)
-        app = create_app()
+        app = create_app(serve_metrics=not args.metrics_port)
     except ValueError as error:
         raise PlanInputError(str(error)) from None
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_config=logging_config(level),
-        log_level=level.lower(),
-        **settings,
-    )
+    if not args.metrics_port:
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_config=logging_config(level),
+            log_level=level.lower(),
+            **settings,
+        )
+        return 0
+    # /metrics on a port of its own: the hook port then answers only the hooks and /healthz.
+    servers = [
+        uvicorn.Server(
+            uvicorn.Config(
+                served,
+                host=args.host,
+                port=port,
+                log_config=logging_config(level),
+                log_level=level.lower(),
+                **settings,
+            )
+        )
+        for served, port in ((app, args.port), (create_metrics_app(app), args.metrics_port))
+    ]
+
+    async def both() -> None:
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    asyncio.run(both())
     return 0
 
 
@@ -287,6 +309,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve the Metacontroller hooks over HTTP")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("METRICS_PORT", "0")),
+        help="serve /metrics on this port only (0: on --port, beside the hooks)",
+    )
     serve.set_defaults(run=_serve)
     plan = commands.add_parser("plan", help="preview the topology for `kubectl get nodes -o json`")
     plan.add_argument("nodes", help="a NodeList (JSON or YAML), or - for standard input")

@@ -71,6 +71,17 @@ class LabelMatch:
         return self.key if self.value is None else f"{self.key}={self.value}"
 
 
+RESERVED_LABEL_DOMAINS = ("kubernetes.io", "k8s.io")
+
+
+def reserved_label_key(key: str) -> bool:
+    """A label key in the kubernetes.io/ or k8s.io/ namespace (or a subdomain of either)."""
+    prefix, slash, _ = key.partition("/")
+    if not slash:
+        return False
+    return any(prefix == d or prefix.endswith("." + d) for d in RESERVED_LABEL_DOMAINS)
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
 
@@ -355,6 +366,12 @@ def load_settings(spec: Mapping[str, Any] | None, environ: Mapping[str, str]) ->
         node_label = LabelMatch.parse(merged["nodeLabel"])
     except ValueError as error:
         raise fail("nodeLabel", str(error)) from None
+    if reserved_label_key(node_label.key):
+        raise fail(
+            "nodeLabel",
+            f"{node_label.key!r} is in a namespace Kubernetes reserves (kubernetes.io/, k8s.io/):"
+            " the hook removes this key from nodes that are not route reflectors",
+        )
     try:
         template = _check_template(merged["clusterID"])
     except ValueError as error:

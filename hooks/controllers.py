@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -21,16 +20,21 @@ from hooks.calico import (
     label_value,
     name_part,
     node_changes,
-    read_managed_record,
     reflector_token,
     render_bgp_peers,
 )
 from hooks.config import ENVIRONMENT, Settings, SpecError, load_settings
-from hooks.legacy import LegacyPeer, find_legacy_peers, is_legacy_value
+from hooks.legacy import LegacyPeer, carries_reflector_label, find_legacy_peers, is_legacy_value
 from hooks.model import Condition, Group, NodeInfo, Plan, ReflectorState
 from hooks.selection import unmatched_labels, zone_of
 from hooks.topologies import PlanError, Previous, builder_for, group_for, labelled_reflectors
-from hooks.transitions import Sessions, apply_transitions, guard_tripped
+from hooks.transitions import (
+    Sessions,
+    apply_transitions,
+    guard_holds,
+    guard_tripped,
+    trusted_since,
+)
 from hooks.verify import SimNode
 from hooks.wire import (
     BGPPEER_API,
@@ -39,11 +43,13 @@ from hooks.wire import (
     MANAGED_ANNOTATION,
     NODESTATUS_KEY,
     TOPOLOGY_API,
+    BadRequest,
     ConditionStatusWire,
     CustomizeRequest,
     CustomizeResponse,
     NodeSyncRequest,
     NodeSyncResponse,
+    TopologyFinalizeResponse,
     TopologyStatusWire,
     TopologySyncRequest,
     TopologySyncResponse,
@@ -51,10 +57,13 @@ from hooks.wire import (
     decode_nodes,
     decode_topologies,
     read_status,
+    wire_path,
+    without_path,
 )
 
 Environ = Mapping[str, str]
 GUARD_RESYNC_SECONDS = 30.0
+RELEASE_RESYNC_SECONDS = 10.0
 
 
 def topology_customize(request: CustomizeRequest) -> CustomizeResponse:
@@ -137,6 +146,7 @@ class TopologyDecision:
     resync_after: float | None = None
     legacy_peers: tuple[LegacyPeer, ...] = ()  # the original operator's BGPPeers, still there
     legacy_valued: frozenset[str] = frozenset()  # RRs still carrying its label value
+    guard_since: str | None = None  # when this service first saw the Node set the guard refuses
 
     @cached_property
     def bgp_peers(self) -> list[dict[str, Any]]:
@@ -198,31 +208,46 @@ class TopologyDecision:
         return self.settings is not None and self.settings.paused
 
 
+class _EchoMeta(msgspec.Struct):
+    name: str | None = None
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
+
+
+class _EchoChild(msgspec.Struct):
+    apiVersion: str | None = None
+    kind: str | None = None
+    metadata: _EchoMeta = msgspec.field(default_factory=_EchoMeta)
+    spec: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 def _echo_children(request: TopologySyncRequest) -> tuple[dict[str, Any], ...]:
     """Observed children reduced to the fields we own, so an answer that must change nothing
-    can hand them back as they are."""
+    can hand them back as they are. A child that is not an object of that shape is a bad
+    request (400 naming it): echoing a mangled child would have Metacontroller rewrite it."""
     children = request.children or {}
-    observed = [
-        (kind, name, raw)
-        for kind in (BGPPEER_KEY, NODESTATUS_KEY)
-        for name, raw in sorted(children.get(kind, {}).items())
-    ]
     echoed = []
-    for _, name, raw in observed:
-        child = msgspec.json.decode(raw)
-        meta = child.get("metadata", {})
-        kept_meta = {"name": meta.get("name", name)}
-        for key in ("labels", "annotations"):
-            if meta.get(key):
-                kept_meta[key] = meta[key]
-        echoed.append(
-            {
-                "apiVersion": child.get("apiVersion"),
-                "kind": child.get("kind"),
-                "metadata": kept_meta,
-                "spec": child.get("spec", {}),
-            }
-        )
+    for kind in (BGPPEER_KEY, NODESTATUS_KEY):
+        for name, raw in sorted(children.get(kind, {}).items()):
+            where = f"children.{kind}.{name}"
+            try:
+                child = msgspec.json.decode(raw, type=_EchoChild)
+            except msgspec.ValidationError as error:
+                found = wire_path(str(error))
+                raise BadRequest(without_path(str(error)), where + found) from None
+            kept_meta: dict[str, Any] = {"name": child.metadata.name or name}
+            if child.metadata.labels:
+                kept_meta["labels"] = child.metadata.labels
+            if child.metadata.annotations:
+                kept_meta["annotations"] = child.metadata.annotations
+            echoed.append(
+                {
+                    "apiVersion": child.apiVersion,
+                    "kind": child.kind,
+                    "metadata": kept_meta,
+                    "spec": child.spec,
+                }
+            )
     return tuple(echoed)
 
 
@@ -267,12 +292,19 @@ def decide_topology(
     except SpecError as error:
         return refuse("InvalidSpec", f"{error.field}: {error.message}")
     nodes = [node.to_info() for node in decode_nodes(request.related)]
-    tripped = guard_tripped(nodes, previous, settings, now)
+    tripped = guard_tripped(nodes, previous, settings)
     if tripped is not None:
-        refused = refuse(
-            "GuardTripped", f"{tripped}; keeping the last good route reflectors", settings
-        )
-        return replace(refused, resync_after=GUARD_RESYNC_SECONDS)
+        recorded = previous.guard.trippedSince if previous.guard is not None else ""
+        since = trusted_since(recorded, parent.metadata.creationTimestamp or "", now)
+        if guard_holds(nodes, since, settings, now):
+            refused = refuse(
+                "GuardTripped", f"{tripped}; keeping the last good route reflectors", settings
+            )
+            return replace(
+                refused,
+                resync_after=GUARD_RESYNC_SECONDS,
+                guard_since=since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            )
     prior = Previous(
         reflectors={rr.node: rr for rr in previous.routeReflectors},
         groups=previous.groups,
@@ -402,7 +434,7 @@ def render_node_statuses(plan: Plan, owner: str) -> list[dict[str, Any]]:
 # Flux's and kstatus' `Stalled`. Everything else that is not yet Ready is still moving.
 STALLED_REASONS = frozenset({"InvalidSpec", "Superseded", "ClusterIDsExhausted"})
 RECONCILING_REASONS = frozenset(
-    {"TransitionPending", "LabelsPending", "LegacyLabelsPending", "GuardTripped"}
+    {"TransitionPending", "LabelsPending", "LegacyLabelsPending", "GuardTripped", "Releasing"}
 )
 
 
@@ -671,8 +703,10 @@ def render_topology(
         status = {
             k: v
             for k, v in decision.previous_raw.items()
-            if k not in ("conditions", "observedGeneration")
+            if k not in ("conditions", "observedGeneration", "guard")
         }
+        if decision.guard_since is not None:
+            status["guard"] = {"trippedSince": decision.guard_since}
         wanted = [failure, Condition("Degraded", "True", failure.reason, failure.message)]
         status["conditions"] = _conditions(
             wanted, previous_conditions, decision.now, decision.generation
@@ -785,11 +819,25 @@ class _PlanView:
     groups: tuple[Group, ...]  # the groups clients may join (retiring ones excluded)
     retiring: frozenset[str]  # label values of retiring groups
     keep_legacy_labels: bool  # RRs keep the original operator's label value for now
+    complete: bool  # the status names a topology and lists its routeReflectors (maybe none)
+    released: bool  # the topology is being deleted: every node gives its keys back
+
+
+class _StatusShape(msgspec.Struct):
+    """Which parts a status has at all: a missing `routeReflectors` is not an empty one."""
+
+    topology: str | None = None
+    routeReflectors: list[Any] | None = None
+    released: bool = False
 
 
 @lru_cache(maxsize=8)
 def _plan_view(raw: bytes) -> _PlanView:
     status = read_status(raw)
+    try:
+        shape = msgspec.json.decode(raw, type=_StatusShape | None)
+    except msgspec.ValidationError:
+        shape = None
     return _PlanView(
         topology=status.topology,
         reflectors={rr.node: rr.clusterID for rr in status.routeReflectors},
@@ -800,32 +848,80 @@ def _plan_view(raw: bytes) -> _PlanView:
         ),
         retiring=frozenset(label_value(g.name) for g in status.groups if g.retiringSince),
         keep_legacy_labels=status.legacyOperator is not None and status.legacyOperator.keepLabels,
+        complete=shape is not None
+        and bool(shape.topology)
+        and shape.routeReflectors is not None
+        and status.topology == shape.topology,
+        released=shape is not None and shape.released,
     )
 
 
-def node_sync(request: NodeSyncRequest, environ: Environ) -> NodeSyncResponse:
-    """The labels and annotations one Node should carry, by the plan in the topology's status."""
+@dataclass(frozen=True)
+class NodeDecision:
+    """A node sync's answer, and why it changes nothing when it must not (logged, counted)."""
+
+    response: NodeSyncResponse
+    skipped: str | None = None
+    message: str = ""
+
+
+# The keys this service sets under route-reflector.dev/; other keys there (a user's
+# `route-reflector.dev/pool`, say) are not ours to remove.
+OWNED_LABELS = frozenset({REFLECTOR_LABEL, GROUP_LABEL, PREVIOUS_GROUP_LABEL})
+OWNED_ANNOTATIONS = frozenset({MANAGED_ANNOTATION, CLUSTER_ID_ANNOTATION})
+
+
+def owned_keys(
+    labels: Mapping[str, str], annotations: Mapping[str, str], node_label: tuple[str, str] | None
+) -> tuple[set[str], set[str]]:
+    """The keys this service may take back from a node: the route-reflector.dev/ labels and
+    annotation it sets, the cluster-ID annotation, and the configured nodeLabel key only while
+    it carries our value (or the original operator's form of it, `value-N`, which a migration
+    takes over). Nothing else, whatever the managed-keys annotation lists."""
+    owned_labels = set(OWNED_LABELS & labels.keys())
+    if node_label is not None and carries_reflector_label(labels, *node_label):
+        owned_labels.add(node_label[0])
+    return owned_labels, set(OWNED_ANNOTATIONS & annotations.keys())
+
+
+def _release(node: Any, node_label: tuple[str, str] | None) -> NodeSyncResponse:
+    labels, annotations = owned_keys(node.labels, node.annotations, node_label)
+    return NodeSyncResponse(
+        labels=dict.fromkeys(sorted(labels)), annotations=dict.fromkeys(sorted(annotations))
+    )
+
+
+def decide_node(request: NodeSyncRequest, environ: Environ) -> NodeDecision:
+    """The labels and annotations one Node should carry, by the plan in the topology's status.
+
+    Missing information never takes a key back: with no topology, an unreadable or incomplete
+    status, or an invalid spec the answer is empty (no change). Keys go back only when the
+    topology's status says they are released (its finalizer is running)."""
     node = request.object.to_info()
-    known_labels, known_annotations = read_managed_record(node.annotations.get(MANAGED_ANNOTATION))
-    known_labels |= {REFLECTOR_LABEL, GROUP_LABEL, PREVIOUS_GROUP_LABEL}
-    known_annotations.add(CLUSTER_ID_ANNOTATION)
     topologies = decode_topologies(request.related)
     if not topologies:
-        # No topology object (uninstalled): take every key we manage back.
-        with contextlib.suppress(SpecError):
-            known_labels.add(settings_for(None, environ).node_label.key)
-        labels, annotations = node_changes({}, {}, known_labels, known_annotations)
-        return NodeSyncResponse(labels=labels, annotations=annotations)
+        return NodeDecision(NO_CHANGE, "no_topology", "no RouteReflectorTopology in the request")
     topology = topologies[0]
-    try:
-        settings = settings_for(topology.spec, environ)
-    except SpecError:
-        return NO_CHANGE
     view = _plan_view(bytes(topology.status))
-    if settings.paused or not view.topology:
-        return NO_CHANGE
+    try:
+        settings: Settings | None = settings_for(topology.spec, environ)
+    except SpecError as error:
+        settings = None
+        invalid = f"{error.field}: {error.message}"
+    if view.released:
+        return NodeDecision(_release(node, settings.reflector_label if settings else None))
+    if settings is None:
+        return NodeDecision(NO_CHANGE, "invalid_spec", invalid)
+    if settings.paused:
+        return NodeDecision(NO_CHANGE, "paused", "spec.paused")
+    if not view.complete:
+        return NodeDecision(
+            NO_CHANGE,
+            "incomplete_status",
+            f"RouteReflectorTopology {topology.metadata.name!r} has no plan in its status"
+            " (absent, unreadable, or without routeReflectors)",
+        )
     key, value = settings.reflector_label
-    known_labels.add(key)
     desired_labels: dict[str, str] = {}
     desired_annotations: dict[str, str] = {}
     cluster_id = view.reflectors.get(node.name)
@@ -845,7 +941,75 @@ def node_sync(request: NodeSyncRequest, environ: Environ) -> NodeSyncResponse:
             if held in view.retiring and held != desired_labels.get(GROUP_LABEL):
                 desired_labels[PREVIOUS_GROUP_LABEL] = held
                 break
+    known_labels, known_annotations = owned_keys(
+        node.labels, node.annotations, settings.reflector_label
+    )
+    known_annotations.discard(MANAGED_ANNOTATION)
     labels, annotations = node_changes(
         desired_labels, desired_annotations, known_labels, known_annotations
     )
-    return NodeSyncResponse(labels=labels, annotations=annotations)
+    return NodeDecision(NodeSyncResponse(labels=labels, annotations=annotations))
+
+
+def topology_finalize(
+    request: TopologySyncRequest, environ: Environ, now: datetime
+) -> TopologyFinalizeResponse:
+    """The topology is being deleted: its status says the node keys are released (the node hook
+    then takes them back), its children stay until no node carries a key, then it is finalized.
+
+    A topology superseded by an older one owns no key and is finalized at once."""
+    parent = request.parent
+    owner = parent.metadata.name
+    previous = parent.read_status()
+    previous_raw: dict[str, Any] = {}
+    if bytes(parent.status) != b"null":
+        decoded = msgspec.json.decode(parent.status)
+        previous_raw = decoded if isinstance(decoded, dict) else {}
+    mine = (parent.metadata.creationTimestamp or "", owner)
+    superseded = any(
+        (t.metadata.creationTimestamp or "", t.metadata.name) < mine
+        for t in decode_topologies(request.related)
+        if t.metadata.name != owner
+    )
+    try:
+        node_label: tuple[str, str] | None = settings_for(parent.spec, environ).reflector_label
+    except SpecError:
+        node_label = None  # the node hook then takes back only route-reflector.dev/ keys
+    holding = []
+    if not superseded:
+        for node in decode_nodes(request.related):
+            info = node.to_info()
+            labels, annotations = owned_keys(info.labels, info.annotations, node_label)
+            if labels or annotations:
+                holding.append(info.name)
+    holding.sort()
+    status = {
+        k: v for k, v in previous_raw.items() if k not in ("conditions", "observedGeneration")
+    }
+    status["released"] = True
+    if holding:
+        shown = ", ".join(holding[:10]) + (
+            f" and {len(holding) - 10} more" if len(holding) > 10 else ""
+        )
+        wanted = Condition(
+            "Ready",
+            "False",
+            "Releasing",
+            f"being deleted: {len(holding)} node(s) still carry route reflector keys: {shown}",
+        )
+    else:
+        wanted = Condition("Ready", "False", "Released", "being deleted: no node carries a key")
+    status["conditions"] = _conditions(
+        [wanted], previous.conditions, now, parent.metadata.generation
+    )
+    return TopologyFinalizeResponse(
+        status=status,
+        children=list(_echo_children(request)) if holding else [],
+        finalized=not holding,
+        resyncAfterSeconds=RELEASE_RESYNC_SECONDS if holding else None,
+    )
+
+
+def node_sync(request: NodeSyncRequest, environ: Environ) -> NodeSyncResponse:
+    """The node hook's answer (see decide_node)."""
+    return decide_node(request, environ).response

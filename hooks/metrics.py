@@ -80,6 +80,12 @@ class Metrics:
             ["owner"],
             registry=r,
         )
+        self.node_sync_skipped = Counter(
+            "rr_node_sync_skipped_total",
+            "Node syncs answered with no change because the information to act on was missing",
+            ["reason"],
+            registry=r,
+        )
         self.bgp_peers = Gauge(
             "rr_bgp_peers", "BGPPeer objects the plan renders", ["topology"], registry=r
         )

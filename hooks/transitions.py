@@ -186,7 +186,10 @@ class _Clock:
         self.resync = seconds if self.resync is None else min(self.resync, seconds)
 
     def left(self, since: str, span: timedelta) -> float:
+        """Seconds of `span` left from `since`; a stamp in the future (never ours: we write
+        `now`) counts as now, so a year-9999 stamp restarts the wait instead of overflowing."""
         started = parse_stamp(since) or self.now
+        started = min(started, self.now)
         return (started + span - self.now).total_seconds()
 
     def entering(self, rr: RouteReflector, old: ReflectorWire | None) -> RouteReflector:
@@ -264,25 +267,19 @@ def _with_draining(
 
 
 def guard_tripped(
-    nodes: list[NodeInfo], previous: TopologyStatusWire, settings: Settings, now: datetime
+    nodes: list[NodeInfo], previous: TopologyStatusWire, settings: Settings
 ) -> str | None:
     """Why this Node set looks broken (and must not strip RRs), or None.
 
     Empty, fewer than `guard.minNodes`, or more than `guard.maxMissingFraction` of the nodes
-    that were Ready last time gone or NotReady at once. A trip older than `guard.holdSeconds`
-    is accepted as the new truth.
-    """
-    if not previous.routeReflectors:
-        return None
-    for condition in previous.conditions:
-        if condition.type == "Degraded" and condition.reason == "GuardTripped":
-            since = parse_stamp(condition.lastTransitionTime)
-            if since is not None and (now - since).total_seconds() >= settings.guard.holdSeconds:
-                return None
-    ready = sum(1 for n in nodes if n.ready and not n.deleting)
-    was_ready = sum(zone.ready for zone in previous.zones)
+    that were Ready last time gone or NotReady at once. An empty set trips even with no plan
+    yet (the hook runs on a node: a request without one is never the truth)."""
     if not nodes:
         return "the request holds no Node at all"
+    if not previous.routeReflectors:
+        return None
+    ready = sum(1 for n in nodes if n.ready and not n.deleting)
+    was_ready = sum(zone.ready for zone in previous.zones)
     if len(nodes) < settings.guard.minNodes:
         return (
             f"the request holds {len(nodes)} Node(s),"
@@ -294,3 +291,18 @@ def guard_tripped(
             f" {settings.guard.maxMissingFraction:.0%} gone or NotReady at once"
         )
     return None
+
+
+def trusted_since(recorded: str, created: str, now: datetime) -> datetime:
+    """When a trip started, by the stamp this service wrote in status: a missing, unreadable,
+    future or pre-creation stamp is not ours to trust and counts as now."""
+    since = parse_stamp(recorded)
+    born = parse_stamp(created)
+    if since is None or since > now or (born is not None and since < born):
+        return now
+    return since
+
+
+def guard_holds(nodes: list[NodeInfo], since: datetime, settings: Settings, now: datetime) -> bool:
+    """A trip is held for guard.holdSeconds from when we first saw it; an empty set for good."""
+    return not nodes or (now - since).total_seconds() < settings.guard.holdSeconds

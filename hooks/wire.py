@@ -167,6 +167,12 @@ class LegacyOperatorWire(msgspec.Struct):
     keepLabels: bool = False
 
 
+class GuardStatusWire(msgspec.Struct):
+    """When this service first saw the Node set that tripped the guard (its own clock)."""
+
+    trippedSince: str = ""
+
+
 class TopologyStatusWire(msgspec.Struct):
     """What the topology sync wrote last time; read back for stable IDs, groups and conditions."""
 
@@ -176,6 +182,7 @@ class TopologyStatusWire(msgspec.Struct):
     zones: list[ZoneStatusWire] = []
     conditions: list[ConditionStatusWire] = []
     legacyOperator: LegacyOperatorWire | None = None
+    guard: GuardStatusWire | None = None
 
 
 class TopologyWire(msgspec.Struct):
@@ -243,6 +250,15 @@ class TopologySyncResponse(msgspec.Struct, forbid_unknown_fields=True, omit_defa
     resyncAfterSeconds: float | None = None
 
 
+class TopologyFinalizeResponse(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    """The finalize hook's answer: `finalized` lets Metacontroller remove its finalizer."""
+
+    status: dict[str, Any]
+    children: list[dict[str, Any]]
+    finalized: bool
+    resyncAfterSeconds: float | None = None
+
+
 class CustomizeResponse(msgspec.Struct, forbid_unknown_fields=True):
     relatedResources: list[dict[str, Any]]
 
@@ -282,11 +298,106 @@ collector_paused = _GarbageCollectorPause()
 _NO_GC = collector_paused
 
 
+# Nesting deeper than this is refused before the decoder's recursion limit is reached.
+MAX_DEPTH = 200
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
+
+
+def _path_text(path: list[str | int]) -> str:
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else ("." if text else "") + part
+    return text
+
+
+def locate(body: bytes | bytearray, offset: int | None = None, depth: int | None = None) -> str:
+    """The JSON path (`a.b[2].c`) at byte `offset`, or where nesting first exceeds `depth`.
+
+    Only called for a body already known to be bad, so a plain scan over its tokens is fine;
+    a string that is not UTF-8 is named by the key it sits under (its own text may not print)."""
+    stack: list[list[Any]] = []  # [opening byte, its current key or index]
+    for token in _TOKEN.finditer(body):
+        start, text = token.start(), token.group()
+        if offset is not None and start > offset:
+            break
+        if text in (b"{", b"["):
+            if depth is not None and len(stack) >= depth:
+                break
+            stack.append([text, None if text == b"{" else 0])
+        elif text in (b"}", b"]"):
+            if stack:
+                stack.pop()
+        elif text == b",":
+            if stack:
+                stack[-1][1] = stack[-1][1] + 1 if stack[-1][0] == b"[" else None
+        elif (
+            text != b":"
+            and stack
+            and stack[-1][0] == b"{"
+            and stack[-1][1] is None
+            and body[token.end() : token.end() + 64].lstrip()[:1] == b":"
+        ):
+            stack[-1][1] = text[1:-1].decode("utf-8", "replace")
+            if offset is not None and offset < token.end():
+                break
+    path: list[str | int] = [slot for _, slot in stack if slot is not None]
+    return _path_text(path[:24]) + (" …" if len(path) > 24 else "")
+
+
+def unreadable(body: bytes | bytearray, error: Exception) -> BadRequest | None:
+    """A 400 for a body msgspec cannot take at all: text that is not UTF-8, or nesting so deep
+    it would exhaust the decoder's recursion. None when the body shows neither (a bug)."""
+    if isinstance(error, UnicodeDecodeError):
+        try:
+            bytes(body).decode("utf-8")
+            return None
+        except UnicodeDecodeError as found:
+            field = locate(body, offset=found.start)
+            return BadRequest(f"a string is not valid UTF-8 (byte {found.start})", field or None)
+    if isinstance(error, RecursionError):
+        deep = _deeper_than(body, MAX_DEPTH)
+        if deep:
+            field = locate(body, depth=MAX_DEPTH)
+            return BadRequest(f"JSON nested deeper than {MAX_DEPTH} levels", field or None)
+    return None
+
+
+def _deeper_than(body: bytes | bytearray, limit: int) -> bool:
+    level = 0
+    for token in _TOKEN.finditer(body):
+        text = token.group()
+        if text in (b"{", b"["):
+            level += 1
+            if level > limit:
+                return True
+        elif text in (b"}", b"]"):
+            level -= 1
+    return False
+
+
+def without_path(message: str) -> str:
+    return _PATH.sub("", message).strip().rstrip("-").strip()
+
+
+def wire_path(message: str) -> str:
+    """The `.a.b[0]` suffix msgspec names in a validation error ("" at the top)."""
+    found = _PATH.search(message)
+    if found is None or not found.group(1):
+        return ""
+    path = found.group(1)
+    return path if path.startswith("[") else "." + path
+
+
 def decode(body: bytes | bytearray, kind: type[T]) -> T:
     """Decode a request body, or raise BadRequest naming the field that is wrong."""
     try:
         with _NO_GC:
             return msgspec.json.decode(body, type=kind)
+    except (UnicodeDecodeError, RecursionError) as error:
+        bad = unreadable(body, error)
+        if bad is None:
+            raise
+        raise bad from None
     except msgspec.ValidationError as error:
         text = str(error)
         found = _PATH.search(text)

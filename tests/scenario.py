@@ -347,6 +347,17 @@ class Scenario:
             fresh[key][name] = applied
         self.children = fresh
 
+    def finalize_step(self) -> wire.TopologyFinalizeResponse:
+        """One round of deleting the topology: its finalize hook, then every node's sync."""
+        self.now += self.tick
+        request = wire.decode(self.topology_request(), wire.TopologySyncRequest)
+        response = controllers.topology_finalize(request, self.environ, self.now)
+        answer = wire.decode(wire.encode(response), dict[str, Any])
+        self._apply_children(answer["children"])
+        self.status = dict(answer["status"])
+        self._decorate_nodes()
+        return response
+
     def _decorate_nodes(self) -> None:
         topology = self.topology()
         for name in sorted(self.node_map):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import orjson
@@ -147,3 +148,21 @@ def test_the_bench_counts_add_path_routes_on_the_steady_state_and_reports_them(
     assert "| EXPLODES |" in lines[-1]
     [target] = [t for t in targets([row | {"n": 5_000}], {}, {}) if "route count" in t["target"]]
     assert (target["verdict"], target["note"]) == ("PASS", "explodes: a lower bound")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not on PATH")
+def test_the_bench_http_clients_get_the_very_bytes_the_hook_function_answers() -> None:
+    from golden import FIXTURES, call_hook
+
+    from bench.measure import Server
+
+    body = (FIXTURES / "node-sync" / "former-reflector" / "request.json").read_bytes()
+    server = Server()
+    try:
+        expected = call_hook("node-sync", body)
+        assert server.post("/node/sync", body) == expected
+        assert server.post_curl("/node/sync", body) == expected
+        with pytest.raises(RuntimeError, match="400"):
+            server.post("/node/sync", b"{")
+    finally:
+        server.close()

@@ -20,8 +20,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).parents[1]
-# CI clones the repository next to shared/, so never an absolute path.
-SHARED = Path(__file__).parents[1].parent / "shared"
+DATA = ROOT / "tests" / "data"
 MANIFESTS = ROOT / "metacontroller"
 BASE = "metacontroller"
 MESH_SWITCH = "metacontroller/overlays/mesh-switch"
@@ -35,7 +34,14 @@ HOOK_URL = f"http://{HOOKS}.{NAMESPACE}.svc"
 CRD_NAME = "routereflectortopologies.route-reflector.dev"
 CEL_MIN_MAX = "!has(self.min) || !has(self.max) || self.min <= self.max"
 # The API groups whose kinds kubernetes_validate knows; anything else is a custom resource.
-BUILT_IN_GROUPS = {"", "apps", "policy", "rbac.authorization.k8s.io", "apiextensions.k8s.io"}
+BUILT_IN_GROUPS = {
+    "",
+    "apps",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "apiextensions.k8s.io",
+    "networking.k8s.io",
+}
 KUBERNETES_VERSION = kubernetes_validate.latest_version()
 
 Manifest = dict[str, Any]
@@ -74,7 +80,7 @@ def kinds(manifests: tuple[Manifest, ...]) -> set[str]:
 
 @functools.cache
 def metacontroller_crds() -> dict[str, Manifest]:
-    path = SHARED / "schemas" / "metacontroller-crds-v1.yaml"
+    path = DATA / "schemas" / "metacontroller-crds-v1.yaml"
     docs = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
     return {doc["spec"]["names"]["kind"]: doc for doc in docs}
 
@@ -222,10 +228,74 @@ def test_service_and_disruption_budget_select_the_hook_pods(kustomization: str) 
     assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert budget["spec"]["minAvailable"] == 1
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}
+        {"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"},
+        {"name": "metrics", "port": 9090, "protocol": "TCP", "targetPort": "metrics"},
     ]
     http = {"name": "http", "containerPort": 8080, "protocol": "TCP"}
+    metrics = {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}
     assert http in container(manifests)["ports"]
+    assert metrics in container(manifests)["ports"]
+    assert {"name": "METRICS_PORT", "value": "9090"} in container(manifests)["env"]
+
+
+def _selects(selector: Manifest, labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "only matchLabels is used (no expressions)"
+    wanted: dict[str, str] = selector.get("matchLabels", {})
+    return wanted.items() <= labels.items()
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_the_network_policy_admits_only_metacontroller_to_hooks_and_the_scraper_to_metrics(
+    kustomization: str,
+) -> None:
+    manifests = build(kustomization)
+    deployment = find(manifests, "Deployment", HOOKS)
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    policy = find(manifests, "NetworkPolicy", HOOKS)
+    assert policy["metadata"]["namespace"] == deployment["metadata"]["namespace"] == NAMESPACE
+    assert _selects(policy["spec"]["podSelector"], pod_labels), "the policy selects the hook pods"
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    port_names = {p["name"] for p in container(manifests)["ports"]}
+    rules = {}
+    for rule in policy["spec"]["ingress"]:
+        (port,) = rule["ports"]
+        assert port["port"] in port_names, f"{port['port']} is not a port of the hook container"
+        (peer,) = rule["from"]  # one peer, namespace AND pod selector in the same element
+        assert set(peer) == {"namespaceSelector", "podSelector"}
+        rules[port["port"]] = peer
+    assert set(rules) == {"http", "metrics"}
+    assert rules["http"] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "metacontroller"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "metacontroller"}},
+    }
+    assert rules["metrics"]["podSelector"] == {
+        "matchLabels": {"app.kubernetes.io/name": "prometheus"}
+    }
+    # Every other hook-pod port stays closed: nothing but these two rules.
+    assert len(policy["spec"]["ingress"]) == 2
+
+
+def test_the_metacontroller_peer_of_the_policy_is_configurable_in_an_overlay(
+    tmp_path: Path,
+) -> None:
+    shutil.copytree(MANIFESTS, tmp_path / "metacontroller", symlinks=True)
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "resources:\n- ../metacontroller/base\n"
+        "patches:\n- target:\n    kind: NetworkPolicy\n    name: route-reflector-hooks\n"
+        "  patch: |-\n"
+        "    - op: replace\n"
+        "      path: /spec/ingress/0/from/0/namespaceSelector/matchLabels\n"
+        "      value: {kubernetes.io/metadata.name: mc-system}\n"
+        "    - op: replace\n"
+        "      path: /spec/ingress/0/from/0/podSelector/matchLabels\n"
+        "      value: {app: metacontroller-helm}\n"
+    )
+    policy = find(build(str(overlay)), "NetworkPolicy", HOOKS)
+    peer = policy["spec"]["ingress"][0]["from"][0]
+    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "mc-system"}
+    assert peer["podSelector"]["matchLabels"] == {"app": "metacontroller-helm"}
 
 
 # The CRD
@@ -283,7 +353,7 @@ def test_spec_fields_are_all_optional_and_status_keeps_unknown_fields() -> None:
     assert status["x-kubernetes-preserve-unknown-fields"] is True
     assert set(status["properties"]) == {
         "topology", "reflectors", "zoneCount", "routeReflectors", "zones", "groups",
-        "conditions", "observedGeneration",
+        "conditions", "observedGeneration", "released", "guard",
     }  # fmt: skip
 
 
@@ -391,17 +461,21 @@ def test_crd_rejects(spec: Manifest) -> None:
 
 
 def example_controller(hook: str) -> Manifest:
-    request = json.loads((SHARED / "examples" / f"{hook}.request.json").read_text())
+    request = json.loads((DATA / "examples" / f"{hook}.request.json").read_text())
     controller: Manifest = request["controller"]
     return controller
 
 
-def test_topology_controller_watches_topologies_and_owns_bgp_peers_and_node_statuses() -> None:
+def test_topology_controller_watches_topologies_owns_bgp_peers_and_finalizes_through_a_hook() -> (
+    None
+):
     composite = find(build(BASE), "CompositeController", "route-reflector-topology")
     example = example_controller("topology-sync")
     assert composite["spec"]["parentResource"] == example["spec"]["parentResource"]
-    assert composite["spec"]["hooks"] == example["spec"]["hooks"]
-    assert composite["spec"]["hooks"]["sync"]["webhook"]["url"] == f"{HOOK_URL}/topology/sync"
+    hooks = composite["spec"]["hooks"]
+    assert {k: v for k, v in hooks.items() if k != "finalize"} == example["spec"]["hooks"]
+    assert hooks["sync"]["webhook"]["url"] == f"{HOOK_URL}/topology/sync"
+    assert hooks["finalize"]["webhook"]["url"] == f"{HOOK_URL}/topology/finalize"
     assert composite["spec"]["generateSelector"] is True
     assert composite["spec"]["resyncPeriodSeconds"] == 60
     in_place = {"method": "InPlace"}
@@ -466,6 +540,7 @@ def test_hook_deployment_sets_the_original_operator_environment() -> None:
         "ROUTE_REFLECTOR_INCOMPATIBLE_NODE_LABELS": "",
         "ROUTE_REFLECTOR_WAIT_TIMEOUT": "0",
         "LOG_LEVEL": "info",
+        "METRICS_PORT": "9090",
     }
 
 
@@ -600,3 +675,22 @@ def test_dockerfile_builds_in_stages_and_runs_the_hook_server_as_non_root() -> N
 def test_dockerignore_keeps_the_venv_git_and_tests_out_of_the_build_context() -> None:
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".venv", ".git", "tests"} <= ignored
+
+
+@pytest.mark.parametrize(
+    ("kustomization", "mounted"), [(BASE, False), (ETCD, False), (MESH_SWITCH, True)]
+)
+def test_only_the_mesh_switch_overlay_mounts_a_service_account_token(
+    kustomization: str, mounted: bool
+) -> None:
+    manifests = build(kustomization)
+    assert pod_spec(manifests)["automountServiceAccountToken"] is mounted
+    assert find(manifests, "ServiceAccount", HOOKS)["automountServiceAccountToken"] is mounted
+
+
+@pytest.mark.parametrize("kustomization", KUSTOMIZATIONS)
+def test_every_overlay_runs_a_pinned_image_tag(kustomization: str) -> None:
+    image = container(build(kustomization))["image"]
+    name, _, tag = image.rpartition(":")
+    assert name == "ghcr.io/route-reflector/calico-route-reflector-hooks"
+    assert tag and tag != "latest" and "/" not in tag

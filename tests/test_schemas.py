@@ -16,8 +16,7 @@ import yaml
 from golden import FIXTURES, call_hook, cases
 
 ROOT = Path(__file__).resolve().parents[1]
-# CI clones the repository with shared/ beside it: never an absolute path.
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SCHEMAS = ROOT / "tests" / "data" / "schemas"
 CASES = cases()
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
@@ -58,7 +57,7 @@ def _crd_schema(path: Path, version: str) -> Json:
 
 @functools.cache
 def bgp_peer_validator() -> jsonschema.Draft7Validator:
-    schema = _crd_schema(SHARED / "schemas" / "crd.projectcalico.org_bgppeers.yaml", "v1")
+    schema = _crd_schema(SCHEMAS / "crd.projectcalico.org_bgppeers.yaml", "v1")
     return jsonschema.Draft7Validator(_strict(schema))
 
 
@@ -89,8 +88,8 @@ PEERS = [
 ]
 
 
-def test_the_shared_schemas_are_found() -> None:
-    assert (SHARED / "schemas" / "crd.projectcalico.org_bgppeers.yaml").is_file()
+def test_the_schemas_are_the_repositorys_own() -> None:
+    assert (SCHEMAS / "crd.projectcalico.org_bgppeers.yaml").is_file()
     assert PEERS, "the golden cases emit BGPPeers"
 
 

@@ -8,7 +8,7 @@ healthy RR is never removed.
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -250,7 +250,7 @@ def test_five_hundred_nodes_joining_at_once_move_no_existing_client() -> None:
 # --- the guard ---------------------------------------------------------------------------------
 
 
-def test_an_empty_node_list_trips_the_guard_until_hold_seconds_pass() -> None:
+def test_an_empty_node_list_is_refused_for_good_past_hold_seconds() -> None:
     scenario = converged(extra={"guard": {"holdSeconds": 60}})
     children_before = scenario.children
     labelled_before = scenario.labelled()
@@ -273,15 +273,47 @@ def test_an_empty_node_list_trips_the_guard_until_hold_seconds_pass() -> None:
     assert scenario.status["routeReflectors"] == status_before["routeReflectors"]  # type: ignore[index]
     assert wire.decode(record.response, dict[str, Any])["resyncAfterSeconds"] > 0
 
-    scenario.step(5)  # 50 s: still held
+    scenario.step(20)  # 200 s, well past guard.holdSeconds: an empty set is never the truth
     assert scenario.condition("Degraded")["reason"] == "GuardTripped"
     assert scenario.labelled() == labelled_before
+    assert _specs(scenario.children) == _specs(children_before)
 
-    scenario.remove(*list(scenario.node_map))  # the nodes really are gone
-    scenario.step(2)
-    assert scenario.reflectors() == {}
-    assert scenario.children[wire.BGPPEER_KEY] == {}
+
+def _stamp(when: datetime) -> str:
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_the_guard_hold_runs_from_the_services_own_first_sighting_not_the_requests_stamps() -> None:
+    scenario = converged(extra={"guard": {"maxMissingFraction": 0.2, "holdSeconds": 60}})
+    labelled_before = scenario.labelled()
+    for name in [n for n in scenario.node_map if n.startswith("a-")]:
+        scenario.set_ready(name, False)
+    scenario.step()
+    first_seen = scenario.status["guard"]["trippedSince"]  # type: ignore[index]
+    assert first_seen == _stamp(scenario.last.now)
+
+    # A forged transition time in the request does not shorten the hold.
+    assert scenario.status is not None
+    for condition in scenario.status["conditions"]:
+        condition["lastTransitionTime"] = "0001-01-01T00:00:00Z"
+    scenario.step()
+    assert scenario.condition("Degraded")["reason"] == "GuardTripped"
+    assert scenario.status["guard"]["trippedSince"] == first_seen
+    assert scenario.labelled() == labelled_before
+
+    # A stamp before the object was created, or in the future, counts as now: the hold restarts.
+    for forged in ("0001-01-01T00:00:00Z", "2999-01-01T00:00:00Z", "9999-12-31T23:59:59Z"):
+        scenario.status["guard"]["trippedSince"] = forged
+        scenario.step()
+        assert scenario.condition("Degraded")["reason"] == "GuardTripped"
+        assert scenario.status["guard"]["trippedSince"] == _stamp(scenario.last.now)
+        assert scenario.labelled() == labelled_before
+
+    # Held for holdSeconds from the last sighting we trust, then accepted; the record goes.
+    scenario.step(6)
     assert scenario.condition("Degraded")["reason"] != "GuardTripped"
+    assert "guard" not in scenario.status
+    assert not [n for n in scenario.reflectors() if n.startswith("a-")]
 
 
 # --- sessions ----------------------------------------------------------------------------------
