@@ -97,7 +97,12 @@ def _serve(args: argparse.Namespace) -> int:
     async def both() -> None:
         await asyncio.gather(*(server.serve() for server in servers))
 
-    asyncio.run(both())
+    try:  # the loop uvicorn.run picks by itself ("auto"); asyncio's where uvloop is absent
+        import uvloop
+
+        uvloop.run(both())
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        asyncio.run(both())
     return 0
 
 

@@ -58,6 +58,7 @@ def protocol(header_timeout: float, max_header_bytes: int) -> type[HttpToolsProt
         _head_timer: asyncio.TimerHandle | None = None
         _awaiting_head = True
         _head_bytes = 0
+        _message_done = False
 
         def _arm(self) -> None:
             self._disarm()
@@ -99,11 +100,23 @@ def protocol(header_timeout: float, max_header_bytes: int) -> type[HttpToolsProt
                 self._disarm()
                 self.send_400_response("request head too large")
 
+        def on_message_begin(self) -> None:
+            self._message_done = False
+            super().on_message_begin()
+
+        def on_message_complete(self) -> None:
+            self._message_done = True
+            super().on_message_complete()
+            if self.cycle.response_complete and not self.transport.is_closing():
+                self._arm()  # answered before its body ended: the next head's deadline starts now
+
         def on_response_complete(self) -> None:
             before = self.cycle
             super().on_response_complete()
-            if self.cycle is before and not self.transport.is_closing():
-                self._arm()  # the next request on this connection gets its own deadline
+            # The next request on this connection gets its own deadline, once this one's body
+            # has been read to its end (an early answer, e.g. 503, leaves the rest arriving).
+            if self.cycle is before and self._message_done and not self.transport.is_closing():
+                self._arm()
 
     return HeadDeadline
 
