@@ -528,9 +528,13 @@ def _phase(
     )
 
 
-def format_check(check: BirdCheck, roles: Mapping[str, str], limit: int = 40) -> list[str]:
+def format_check(
+    check: BirdCheck, roles: Mapping[str, str], limit: int = 40, note: str = ""
+) -> list[str]:
     """Per-node BIRD and model counts (mismatches first, up to `limit` rows a phase), a verdict."""
     lines = [f"BIRD: {check.nodes} nodes ({check.reflectors} RRs), one BIRD 1.6 each on loopback"]
+    if note:
+        lines.append(note)
     for phase in check.phases:
         lines.append(
             f"-- {phase.title}: converged in {phase.seconds} s;"

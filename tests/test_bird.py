@@ -19,7 +19,9 @@ from hooks import cli
 from hooks.bird import (
     BirdCheck,
     BirdError,
+    Phase,
     bird_available,
+    format_check,
     render_config,
     render_lab,
     run_check,
@@ -118,6 +120,24 @@ def test_a_sample_keeps_every_rr_and_spreads_the_clients_over_the_name_order() -
 
     assert chosen == ["c00", "c03", "c06", "r"]
     assert len(sample_nodes(nodes, None)) == len(sample_nodes(nodes, 50)) == 11
+
+
+def test_the_report_lists_mismatches_first_and_fails_the_verdict() -> None:
+    phase = Phase(
+        "all up",
+        bird={"a": 5, "b": 4, "r": 9},
+        model={"a": 5, "b": 3, "r": 9},
+        networks={"a": 4, "b": 4, "r": 3},
+        seconds=1.0,
+    )
+    check = BirdCheck(3, 1, None, (phase,))
+
+    lines = format_check(check, {"a": "client", "b": "client", "r": "RR"})
+
+    assert not check.ok and phase.mismatched == ["b"] and phase.unreachable == ["r"]
+    assert lines[1].startswith("-- all up: converged in 1.0 s; 1 nodes differ")
+    assert lines[3].split() == ["b", "client", "4", "3", "MISMATCH"]
+    assert lines[-1] == "verdict: FAIL"
 
 
 # --- the tier: every topology on real BIRD ------------------------------------------------------
