@@ -327,9 +327,9 @@ class BirdLab:
     def stop(self, name: str) -> None:
         """SIGTERM by PID, then every running neighbour restarts its session to the stopped node
         (as on noticing the failure).  Measured on BIRD 1.6.8 (hierarchy, 60 nodes): after the
-        SIGTERM alone the stopped RR's own prefix was still held at every node 12 s later,
-        reflected by RRs that had peered with it (graceful restart is on); with the restart the
-        survivors' counts equal the model's for the plan without it."""
+        SIGTERM alone, 2 of the stopped RR's 26 neighbours (the other spine RRs) kept its 115
+        paths as graceful-restart helpers ("Neighbor graceful restart active", restart timer
+        120 s) and reflected them on; with the restart the counts equal the model's at once."""
         proc = self.started.pop(name)
         _terminate(proc.process)
         session = protocol_name(proc.node.address)
