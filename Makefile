@@ -18,7 +18,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 SOURCE ?= https://github.com/route-reflector/calico-route-reflector-hooks
 KUBECTL ?= kubectl
 
-.PHONY: venv lock image run test browser lua lint typecheck bench docker-build docker-push install uninstall deploy undeploy clean
+.PHONY: venv lock image run test browser lua bird lint typecheck bench docker-build docker-push install uninstall deploy undeploy clean
 
 venv: $(STAMP)
 
@@ -70,9 +70,17 @@ LUA ?= /usr/bin/lua5.4
 lua:
 	$(call system-packages,the Argo CD health check tests,RR_SKIP_LUA,$(LUA),lua5.4)
 
-test: venv browser lua lint
+# The BIRD tier (tests/test_bird.py) starts one BIRD 1.6 per node on loopback addresses (no kernel
+# protocol: the host routing table is untouched): Debian's bird, installed the same way.
+BIRD ?= /usr/sbin/bird
+
+bird:
+	$(call system-packages,the BIRD test tier,RR_SKIP_BIRD,$(BIRD),bird)
+
+test: venv browser lua bird lint
 	@if [ ! -x $(CHROMIUM) ]; then export RR_SKIP_BROWSER=1; fi; \
 	if [ ! -x $(LUA) ]; then export RR_SKIP_LUA=1; fi; \
+	if [ ! -x $(BIRD) ]; then export RR_SKIP_BIRD=1; fi; \
 	$(BIN)/python -m pytest -p no:cacheprovider --cov --cov-report=term:skip-covered
 
 lint: venv

@@ -301,11 +301,80 @@ def _verify(args: argparse.Namespace) -> int:
         report = report.with_promises(
             status["topology"], [g for g in groups if isinstance(g, dict)]
         )
+    bird = _verify_bird(args, sim_nodes, peers) if args.bird else None
     if args.output == "json":
-        print(json.dumps(report.to_dict() | {"paths": paths.to_dict()}, indent=2))
+        extra = {} if bird is None else {"bird": bird[1]}
+        print(json.dumps(report.to_dict() | {"paths": paths.to_dict()} | extra, indent=2))
     else:
-        print("\n".join([format_report(report), *format_paths(paths)]))
-    return 0 if report.ok else 1
+        lines = [format_report(report), *format_paths(paths)]
+        print("\n".join(lines if bird is None else [*lines, *bird[2]]))
+    return 0 if report.ok and (bird is None or bird[0]) else 1
+
+
+def _verify_bird(
+    args: argparse.Namespace, sim_nodes: Any, peers: list[dict[str, Any]]
+) -> tuple[bool, dict[str, Any], list[str]]:
+    """The plan on real BIRD: every RR and a sample of clients, counts next to the model's."""
+    import tempfile
+    from pathlib import Path
+
+    from hooks.bird import BirdError, bird_available, format_check, run_check, sample_nodes
+
+    if args.mesh:
+        raise PlanInputError("--bird runs the plan's BGPPeers only: drop --mesh")
+    binary = bird_available()
+    if binary is None:
+        raise PlanInputError("--bird needs BIRD 1.6 (`bird`): apt-get install bird")
+    chosen = sample_nodes(sim_nodes, args.sample)
+    roles = {node.name: "RR" if node.is_reflector else "client" for node in chosen}
+    port = args.bird_port
+    try:
+        with tempfile.TemporaryDirectory(prefix="rr-bird-") as workdir:
+            check = run_check(chosen, peers, workdir=Path(workdir), port=port, bird=binary)
+    except BirdError as error:
+        return False, {"ok": False, "error": str(error)}, [f"BIRD: FAIL: {error}"]
+    clients = sum(not node.is_reflector for node in sim_nodes)
+    sampled = sum(role == "client" for role in roles.values())
+    note = (
+        f"every RR and {sampled} of {clients} clients; the model is counted for these nodes"
+        " (clients relay nothing: a sampled client holds what it would in the full plan, less"
+        " the prefixes of clients left out)"
+    )
+    return check.ok, _check_json(check), format_check(check, roles, note=note)
+
+
+def _check_json(check: Any) -> dict[str, Any]:
+    return {
+        "ok": check.ok,
+        "nodes": check.nodes,
+        "reflectors": check.reflectors,
+        "stopped": check.stopped,
+        "phases": [
+            {
+                "title": phase.title,
+                "ok": phase.ok,
+                "seconds": phase.seconds,
+                "mismatched": phase.mismatched,
+                "unreachable": phase.unreachable,
+                "routes": {n: {"bird": phase.bird[n], "model": phase.model[n]} for n in phase.bird},
+            }
+            for phase in check.phases
+        ],
+    }
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: expected a number of at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text}: expected a port from 1 to 65535")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -332,8 +401,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--pairs", action="store_true", help="also every pair of RRs failing")
     check.add_argument("--mesh", action="store_true", help="the node-to-node mesh is still on")
     check.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    check.add_argument(
+        "--bird", action="store_true", help="also run it on real BIRD 1.6 (one per node, loopback)"
+    )
+    check.add_argument(
+        "--sample",
+        type=_positive,
+        default=20,
+        help="with --bird: all RRs and this many clients (default 20)",
+    )
+    check.add_argument(
+        "--bird-port",
+        type=_port,
+        default=None,
+        help="with --bird: the BGP port every BIRD listens on (default 179 as root, else 1179)",
+    )
     check.set_defaults(run=_verify)
     args = parser.parse_args(argv)
+    if getattr(args, "bird_port", 0) is None:
+        from hooks.bird import default_port
+
+        args.bird_port = default_port()
     try:
         code: int = args.run(args)
     except PlanInputError as error:

@@ -1,0 +1,242 @@
+"""Every topology on real BIRD 1.6: one BIRD per node on its own 127.x.y.z, configured as
+calico/node configures it; every node's BGP route count must equal the path model's, with all
+RRs up and with the busiest RR stopped.  `python -m hooks verify --bird` runs the same check."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scenario import ZONE, zoned_nodes
+
+from hooks import cli
+from hooks.bird import (
+    BirdCheck,
+    BirdError,
+    Phase,
+    bird_available,
+    format_check,
+    render_config,
+    render_lab,
+    run_check,
+    sample_nodes,
+)
+from hooks.planner import run_plan
+from hooks.verify import SimNode, nodes_from_objects
+
+NOW = datetime(2026, 11, 28, tzinfo=UTC)
+RACK = "topology.example.com/rack"
+INSTALL = "make test (as root: apt-get install --no-install-recommends bird)"
+# Per test run: a port and a 127.N.0.0/16 of its own, so parallel runs on one host do not meet.
+PORT = 20000 + os.getpid() % 20000
+NET = 100 + os.getpid() % 100
+
+
+def bird() -> str:
+    found = bird_available()
+    if found:
+        return found
+    if os.environ.get("RR_SKIP_BIRD") == "1":
+        pytest.skip("bird (BIRD 1.6) missing and RR_SKIP_BIRD=1: the BIRD tier did NOT run")
+    pytest.fail(f"bird is missing: run `{INSTALL}` (or set RR_SKIP_BIRD=1 to skip)")
+
+
+def plan(
+    topology: str, zones: Mapping[str, int], racks: int = 0, **spec: Any
+) -> tuple[list[SimNode], list[dict[str, Any]]]:
+    nodes = zoned_nodes(zones)
+    document: dict[str, Any] = {
+        "apiVersion": "route-reflector.dev/v1alpha1",
+        "kind": "RouteReflectorTopology",
+        "metadata": {"name": "default"},
+        "spec": {"topology": topology, "zoneLabel": ZONE, **spec},
+    }
+    if racks:
+        for i, node in enumerate(nodes):
+            labels = node["metadata"]["labels"]
+            labels[RACK] = f"{labels[ZONE]}-rack{i // len(zones) % racks}"
+        document["spec"]["rackLabel"] = RACK
+    result = run_plan({"items": nodes}, document, {}, NOW)
+    return nodes_from_objects(result.nodes), result.bgp_peers
+
+
+# --- configs, no BIRD needed ------------------------------------------------------------------
+
+
+def node(name: str, cluster_id: str | None = None, **labels: str) -> SimNode:
+    return SimNode(name, {"name": name, **labels}, cluster_id)
+
+
+def peer(selector: str, nodes: str) -> dict[str, Any]:
+    return {"metadata": {"name": nodes}, "spec": {"nodeSelector": nodes, "peerSelector": selector}}
+
+
+def test_rr_client_is_set_by_calicos_rule_on_the_rr_side_only() -> None:
+    nodes = [node("c", role="client"), node("r1", "1.1.1.1", role="rr"), node("r2", "1.1.1.1")]
+    nodes.append(node("r3", "2.2.2.2", role="rr"))
+    peers = [peer("role == 'rr'", "all()"), peer("name == 'r2'", "name == 'r1'")]
+
+    by_name = {n.name: n for n in render_lab(nodes, peers)}
+    configs = {name: render_config(n, port=1179) for name, n in by_name.items()}
+
+    r1 = {p.name: p.rr_client for p in by_name["r1"].neighbours}
+    assert r1 == {"c": True, "r2": False, "r3": True}  # same cluster ID: not a client
+    assert not any(p.rr_client for p in by_name["c"].neighbours)  # a client has no cluster ID
+    assert "rr client" not in configs["c"]
+    assert configs["r1"].count("rr cluster id 1.1.1.1;") == 2
+    assert configs["r3"].count("rr cluster id 2.2.2.2;") == 3  # for c, r1 and r2
+
+
+def test_each_node_gets_its_own_loopback_address_pod_block_and_calicos_bgp_settings() -> None:
+    nodes = [node("a", "9.9.9.9"), node("b")]
+    lab = render_lab(
+        [*nodes], [peer("all()", "all()")], first_address=ipaddress.IPv4Address("127.5.0.1")
+    )
+
+    config = render_config(lab[1], port=1179)
+
+    assert [(n.name, n.address, n.block) for n in lab] == [
+        ("a", "127.5.0.1", "10.0.0.0/26"),
+        ("b", "127.5.0.2", "10.0.0.64/26"),
+    ]
+    assert "router id 127.5.0.2;" in config
+    assert "listen bgp address 127.5.0.2 port 1179;" in config
+    assert "neighbor 127.5.0.1 port 1179 as 64512;" in config
+    for setting in ("add paths on;", "graceful restart;", "multihop;", "connect retry time 3;"):
+        assert setting in config
+    assert "protocol kernel" not in config  # the host routing table never changes
+
+
+def test_a_sample_keeps_every_rr_and_spreads_the_clients_over_the_name_order() -> None:
+    nodes = [node(f"c{i:02d}") for i in range(10)] + [node("r", "1.1.1.1")]
+
+    chosen = [n.name for n in sample_nodes(nodes, 3)]
+
+    assert chosen == ["c00", "c03", "c06", "r"]
+    assert len(sample_nodes(nodes, None)) == len(sample_nodes(nodes, 50)) == 11
+
+
+def test_the_report_lists_mismatches_first_and_fails_the_verdict() -> None:
+    phase = Phase(
+        "all up",
+        bird={"a": 5, "b": 4, "r": 9},
+        model={"a": 5, "b": 3, "r": 9},
+        networks={"a": 4, "b": 4, "r": 3},
+        seconds=1.0,
+    )
+    check = BirdCheck(3, 1, None, (phase,))
+
+    lines = format_check(check, {"a": "client", "b": "client", "r": "RR"})
+
+    assert not check.ok and phase.mismatched == ["b"] and phase.unreachable == ["r"]
+    assert lines[1].startswith("-- all up: converged in 1.0 s; 1 nodes differ")
+    assert lines[3].split() == ["b", "client", "4", "3", "MISMATCH"]
+    assert lines[-1] == "verdict: FAIL"
+
+
+# --- the tier: every topology on real BIRD ------------------------------------------------------
+
+
+def assert_matches_the_model(check: BirdCheck) -> None:
+    assert check.stopped is not None and len(check.phases) == 2
+    for phase in check.phases:
+        assert dict(phase.bird) == dict(phase.model), phase.title
+        assert phase.unreachable == [], phase.title
+    assert check.ok
+
+
+# Settings that converge today (the defaults explode: multi holds millions of routes); the check
+# compares BIRD with the model whatever the plan, so it runs unchanged on redesigned topologies.
+CASES = {
+    "simple": ("simple", {"a": 20, "b": 20, "c": 20}, 0, {"min": 2, "max": 2}),
+    "multi": ("multi", {"a": 20, "b": 20}, 0, {"min": 2, "max": 2}),
+    "quorum": ("quorum", {"a": 20, "b": 20}, 0, {}),
+    "hierarchy": ("hierarchy", {"a": 20, "b": 20, "c": 20}, 4, {}),
+}
+
+
+@pytest.mark.bird
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_nodes_bgp_routes_on_real_bird_equal_the_models_before_and_after_an_rr_stops(
+    case: str, tmp_path: Path
+) -> None:
+    binary = bird()
+    topology, zones, racks, spec = CASES[case]
+    nodes, peers = plan(topology, zones, racks, **spec)
+    assert 40 <= len(nodes) <= 60
+
+    offset = sorted(CASES).index(case)
+    check = run_check(
+        nodes,
+        peers,
+        workdir=tmp_path,
+        port=PORT,
+        first_address=ipaddress.IPv4Address(f"127.{NET}.{offset}.1"),
+        bird=binary,
+    )
+
+    assert check.nodes == len(nodes)
+    assert_matches_the_model(check)
+
+
+# --- verify --bird ------------------------------------------------------------------------------
+
+
+def small_plan_file(tmp_path: Path, topology: str = "simple", **spec: Any) -> Path:
+    document = {
+        "apiVersion": "route-reflector.dev/v1alpha1",
+        "kind": "RouteReflectorTopology",
+        "metadata": {"name": "default"},
+        "spec": {"topology": topology, "zoneLabel": ZONE, **spec},
+    }
+    nodes = tmp_path / "nodes.json"
+    nodes.write_text(json.dumps({"items": zoned_nodes({"a": 6, "b": 6})}))
+    (tmp_path / "topology.json").write_text(json.dumps(document))
+    return nodes
+
+
+@pytest.mark.bird
+def test_verify_bird_prints_counts_next_to_the_models_and_exits_0_when_they_agree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bird()
+    nodes = small_plan_file(tmp_path, min=2, max=2)
+    argv = ["verify", str(nodes), "--topology", str(tmp_path / "topology.json"), "--bird"]
+    argv += ["--sample", "5", "--bird-port", str(PORT + 1), "-o", "json"]
+
+    code = cli.main(argv)
+
+    out = json.loads(capsys.readouterr().out)["bird"]
+    assert code == 0 and out["ok"]
+    assert out["nodes"] == 4 + 5  # every RR, 5 of the 8 clients
+    assert [p["ok"] for p in out["phases"]] == [True, True]
+    routes = out["phases"][0]["routes"]
+    assert all(r["bird"] == r["model"] > 0 for r in routes.values())
+
+
+def test_verify_bird_without_bird_installed_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("hooks.bird.bird_available", lambda: None)
+    nodes = small_plan_file(tmp_path)
+
+    code = cli.main(["verify", str(nodes), "--topology", str(tmp_path / "topology.json"), "--bird"])
+
+    assert code == 2
+    assert "apt-get install bird" in capsys.readouterr().err
+
+
+def test_no_bird_is_started_when_the_models_count_explodes(tmp_path: Path) -> None:
+    nodes, peers = plan("multi", {"a": 8, "b": 8}, min=4, max=4)
+
+    with pytest.raises(BirdError, match="explodes"):
+        run_check(nodes, peers, workdir=tmp_path, port=PORT, bird="/nonexistent/bird", budget=10)
+
+    assert list(tmp_path.iterdir()) == []  # no config written, nothing started
