@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from hooks import controllers, wire
 from hooks.controllers import Applied, TopologyDecision
-from hooks.metrics import Metrics
+from hooks.metrics import DEFAULT_MAX_OWNERS, DEFAULT_MAX_ZONES, Metrics
 from hooks.model import Condition
 from hooks.paths import count_paths
 
@@ -96,7 +96,10 @@ def create_app(
     """The hook service. `environ` defaults to the process environment, read once here."""
     env = dict(os.environ if environ is None else environ)
     limit = int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY))
-    metrics = Metrics()
+    metrics = Metrics(
+        max_owners=int(env.get("METRICS_MAX_OWNERS", DEFAULT_MAX_OWNERS)),
+        max_zones=int(env.get("METRICS_MAX_ZONES", DEFAULT_MAX_ZONES)),
+    )
     last_plans: dict[str, tuple[str, ...]] = {}
     routing_digests: dict[str, str] = {}  # owner → what its route counts were made from
     if applier is None:

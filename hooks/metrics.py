@@ -167,6 +167,8 @@ class Metrics:
         self.owners_tracked = Gauge(
             "rr_metrics_owners", "Owners that have series now", registry=r
         )
+        for kind in ("owner", "zone"):
+            self.rejected.labels(kind)  # 0 from the start: a rate over it needs a first sample
 
     # -- bounds ---------------------------------------------------------------------------------
 

@@ -222,7 +222,8 @@ def test_service_and_disruption_budget_select_the_hook_pods(kustomization: str) 
     assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert budget["spec"]["minAvailable"] == 1
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"}
+        {"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"},
+        {"name": "metrics", "port": 9090, "protocol": "TCP", "targetPort": "http"},
     ]
     http = {"name": "http", "containerPort": 8080, "protocol": "TCP"}
     assert http in container(manifests)["ports"]
