@@ -8,6 +8,7 @@ parent or zone name therefore never creates series for good."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -164,9 +165,7 @@ class Metrics:
             ["owner"],
             registry=r,
         )
-        self.owners_tracked = Gauge(
-            "rr_metrics_owners", "Owners that have series now", registry=r
-        )
+        self.owners_tracked = Gauge("rr_metrics_owners", "Owners that have series now", registry=r)
         for kind in ("owner", "zone"):
             self.rejected.labels(kind)  # 0 from the start: a rate over it needs a first sample
 
@@ -296,7 +295,5 @@ class Metrics:
 
 def _discard(metric: Gauge | Counter, *labels: str) -> None:
     """Remove one series if it exists (prometheus_client raises KeyError otherwise)."""
-    try:
+    with contextlib.suppress(KeyError):
         metric.remove(*labels)
-    except KeyError:
-        pass
