@@ -194,7 +194,14 @@ class Metrics:
         for zone in state.zones:
             for gauge in (self.expected, self.actual, self.eligible):
                 _discard(gauge, owner, zone)
-        for labelled in (self.plan_changes, self.role_changes, self.draining, self.pending, self.wait, self.bgp_peers):
+        for labelled in (
+            self.plan_changes,
+            self.role_changes,
+            self.draining,
+            self.pending,
+            self.wait,
+            self.bgp_peers,
+        ):
             _discard(labelled, owner)
         for key in state.conditions:
             for status in CONDITION_STATUSES:
