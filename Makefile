@@ -18,7 +18,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 SOURCE ?= https://github.com/route-reflector/calico-route-reflector-hooks
 KUBECTL ?= kubectl
 
-.PHONY: venv lock image run test browser lua bird lint typecheck bench docker-build docker-push install uninstall deploy undeploy clean
+.PHONY: venv lock image run test browser lua bird promtool lint typecheck bench docker-build docker-push install uninstall deploy undeploy clean
 
 venv: $(STAMP)
 
@@ -77,10 +77,19 @@ BIRD ?= /usr/sbin/bird
 bird:
 	$(call system-packages,the BIRD test tier,RR_SKIP_BIRD,$(BIRD),bird)
 
-test: venv browser lua bird lint
+# The alert tests run Prometheus' promtool (check rules, test rules on synthetic series, check
+# metrics on a real scrape): Debian's `prometheus` package carries it (with the server binary,
+# which is not started here).
+PROMTOOL ?= /usr/bin/promtool
+
+promtool:
+	$(call system-packages,the alert tests (promtool),RR_SKIP_PROMTOOL,$(PROMTOOL),prometheus)
+
+test: venv browser lua bird promtool lint
 	@if [ ! -x $(CHROMIUM) ]; then export RR_SKIP_BROWSER=1; fi; \
 	if [ ! -x $(LUA) ]; then export RR_SKIP_LUA=1; fi; \
 	if [ ! -x $(BIRD) ]; then export RR_SKIP_BIRD=1; fi; \
+	if [ ! -x $(PROMTOOL) ]; then export RR_SKIP_PROMTOOL=1; fi; \
 	$(BIN)/python -m pytest -p no:cacheprovider --cov --cov-report=term:skip-covered
 
 lint: venv

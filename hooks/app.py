@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from hooks import controllers, wire
 from hooks.controllers import Applied, TopologyDecision
-from hooks.metrics import Metrics
+from hooks.metrics import DEFAULT_MAX_OWNERS, DEFAULT_MAX_ZONES, Metrics
 from hooks.model import Condition
 from hooks.paths import count_paths
 from hooks.server import byte_count, seconds
@@ -178,7 +178,10 @@ def create_app(
     budget = ByteBudget(byte_count(env, "MAX_INFLIGHT_BODY_BYTES", DEFAULT_INFLIGHT_BODY))
     idle_timeout = seconds(env, "BODY_IDLE_TIMEOUT_SECONDS", DEFAULT_BODY_IDLE_TIMEOUT)
     body_timeout = seconds(env, "BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT)
-    metrics = Metrics()
+    metrics = Metrics(
+        max_owners=int(env.get("METRICS_MAX_OWNERS", DEFAULT_MAX_OWNERS)),
+        max_zones=int(env.get("METRICS_MAX_ZONES", DEFAULT_MAX_ZONES)),
+    )
     last_plans: dict[str, tuple[str, ...]] = {}
     routing_digests: dict[str, str] = {}  # owner → what its route counts were made from
     if applier is None:
@@ -190,7 +193,8 @@ def create_app(
 
     def topology_sync(body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode(body, wire.TopologySyncRequest)
-        decision = controllers.decide_topology(request, env, clock())
+        now = clock()
+        decision = controllers.decide_topology(request, env, now)
         applied = None
         settings = decision.settings
         if decision.applies and settings is not None and settings.datastore == "etcdv3":
@@ -212,24 +216,34 @@ def create_app(
             legacy = remove_legacy(decision)
         response = controllers.render_topology(decision, applied, mesh, legacy)
         fields: dict[str, Any] = {"parent": decision.owner}
+        # Series only for a bounded set of owners; what an owner no longer tracked left behind
+        # (its last plan, its routing digest) goes with it.
+        observed = metrics.admit(decision.owner, now)
+        for gone in [owner for owner in last_plans if owner not in metrics.owners]:
+            del last_plans[gone]
+            routing_digests.pop(gone, None)
+        if observed:
+            metrics.observe_conditions(decision.owner, response.status.get("conditions", ()))
         if decision.plan is not None:
             rrs = tuple(rr.node for rr in decision.plan.reflectors)
             changed = last_plans.get(decision.owner) != rrs
-            last_plans[decision.owner] = rrs
-            metrics.observe_plan(
-                decision.owner,
-                decision.plan,
-                changed,
-                len(response.children),
-                decision.role_changes,
-            )
+            if observed:
+                last_plans[decision.owner] = rrs
+                metrics.observe_plan(
+                    decision.owner,
+                    decision.plan,
+                    changed,
+                    len(decision.bgp_peers),
+                    settings.wait_seconds if settings is not None else 0,
+                    decision.role_changes,
+                )
             fields |= {
                 "reflectors": len(rrs),
                 "changed": changed,
                 "children": len(response.children),
             }
             digest = controllers.routing_digest(decision)
-            if decision.applies and routing_digests.get(decision.owner) != digest:
+            if observed and decision.applies and routing_digests.get(decision.owner) != digest:
                 # counted only when the peerings or the RR set change: a steady sync costs nothing
                 nodes = (node.to_info() for node in wire.decode_nodes(request.related))
                 paths = count_paths(controllers.planned_nodes(decision, nodes), decision.bgp_peers)

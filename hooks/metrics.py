@@ -1,8 +1,17 @@
-"""Prometheus metrics of the hook service, on a registry of its own (one per app)."""
+"""Prometheus metrics of the hook service, on a registry of its own (one per app).
+
+Label values come only from topologies seen in syncs, and they are bounded: at most
+`max_owners` owners and `max_zones` zone series in all; an owner not synced for `owner_idle`
+is forgotten (its series removed), a zone gone from its owner's latest sync loses its series,
+and whatever did not fit is counted in `rr_metrics_rejected_total{kind}` instead. A forged
+parent or zone name therefore never creates series for good."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from prometheus_client import (
     CollectorRegistry,
@@ -15,11 +24,33 @@ from prometheus_client import (
 
 from hooks.model import Plan, ReflectorState
 from hooks.paths import PathReport
+from hooks.transitions import parse_stamp
+
+DEFAULT_MAX_OWNERS = 16
+DEFAULT_MAX_ZONES = 512
+DEFAULT_OWNER_IDLE = timedelta(hours=1)  # Metacontroller resyncs a real topology every minute
+CONDITION_STATUSES = ("True", "False", "Unknown")
+TRANSITION_STATES = (ReflectorState.PENDING, ReflectorState.DRAINING)
+# The stated bound on add-path routes per remote prefix, by role, today's topologies' target.
+PATHS_PER_PREFIX_BOUND = {"client": 16, "reflector": 32}
+
+
+@dataclass
+class _Owner:
+    seen: datetime
+    zones: frozenset[str] = frozenset()
+    conditions: frozenset[str] = frozenset()
+    transitions: frozenset[str] = frozenset()
+    paths: bool = False
 
 
 @dataclass
 class Metrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+    max_owners: int = DEFAULT_MAX_OWNERS
+    max_zones: int = DEFAULT_MAX_ZONES
+    owner_idle: timedelta = DEFAULT_OWNER_IDLE
+    owners: dict[str, _Owner] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -46,31 +77,28 @@ class Metrics:
             ["hook", "reason"],
             registry=r,
         )
+        self.rejected = Counter(
+            "rr_metrics_rejected_total",
+            "Owners or zones given no series because the label bounds were reached",
+            ["kind"],
+            registry=r,
+        )
         self.expected = Gauge(
-            "rr_zone_reflectors_expected", "RRs planned per zone", ["topology", "zone"], registry=r
+            "rr_zone_reflectors_expected", "RRs planned per zone", ["owner", "zone"], registry=r
         )
         self.actual = Gauge(
-            "rr_zone_reflectors_actual",
-            "RRs labelled per zone now",
-            ["topology", "zone"],
-            registry=r,
+            "rr_zone_reflectors_actual", "RRs labelled per zone now", ["owner", "zone"], registry=r
         )
         self.eligible = Gauge(
             "rr_zone_eligible_nodes",
             "Nodes eligible to be RRs per zone",
-            ["topology", "zone"],
+            ["owner", "zone"],
             registry=r,
         )
         self.plan_changes = Counter(
             "rr_plan_changes_total",
             "Syncs whose RR set differed from the previous one",
-            ["topology"],
-            registry=r,
-        )
-        self.draining = Gauge(
-            "rr_reflectors_draining",
-            "RRs kept while their replacement comes up",
-            ["topology"],
+            ["owner"],
             registry=r,
         )
         self.role_changes = Counter(
@@ -86,14 +114,49 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.bgp_peers = Gauge(
-            "rr_bgp_peers", "BGPPeer objects the plan renders", ["topology"], registry=r
+        self.draining = Gauge(
+            "rr_reflectors_draining",
+            "RRs kept while their replacement comes up",
+            ["owner"],
+            registry=r,
         )
-
+        self.pending = Gauge(
+            "rr_reflectors_pending",
+            "RRs chosen whose sessions are not up yet (or whose wait has not passed)",
+            ["owner"],
+            registry=r,
+        )
+        self.transition_started = Gauge(
+            "rr_reflector_transition_started_timestamp_seconds",
+            "When the oldest RR still Pending or Draining entered that state (Unix time)",
+            ["owner", "state"],
+            registry=r,
+        )
+        self.wait = Gauge(
+            "rr_reflector_wait_seconds",
+            "waitSeconds of the topology: how long a new RR waits for its sessions",
+            ["owner"],
+            registry=r,
+        )
+        self.condition = Gauge(
+            "rr_condition",
+            "1 for the status a condition of the topology has now, 0 for the others",
+            ["owner", "type", "status"],
+            registry=r,
+        )
+        self.bgp_peers = Gauge(
+            "rr_bgp_peers", "BGPPeer objects the plan renders", ["owner"], registry=r
+        )
         self.paths = Gauge(
             "rr_paths_per_prefix",
             "Add-path routes a node holds per remote prefix (a lower bound when exploded)",
             ["owner", "role", "stat"],
+            registry=r,
+        )
+        self.paths_bound = Gauge(
+            "rr_paths_per_prefix_bound",
+            "The stated bound on add-path routes per remote prefix a node of this role holds",
+            ["owner", "role"],
             registry=r,
         )
         self.routes = Gauge(
@@ -108,6 +171,126 @@ class Metrics:
             ["owner"],
             registry=r,
         )
+        self.owners_tracked = Gauge("rr_metrics_owners", "Owners that have series now", registry=r)
+        for kind in ("owner", "zone"):
+            self.rejected.labels(kind)  # 0 from the start: a rate over it needs a first sample
+
+    # -- bounds ---------------------------------------------------------------------------------
+
+    def admit(self, owner: str, now: datetime) -> bool:
+        """Whether `owner` may have series: known already, or a free slot (after forgetting the
+        idle ones). A refusal is counted."""
+        for idle in [o for o, s in self.owners.items() if now - s.seen > self.owner_idle]:
+            self.forget(idle)
+        if owner in self.owners:
+            self.owners[owner].seen = now
+            return True
+        if len(self.owners) >= self.max_owners:
+            self.rejected.labels("owner").inc()
+            return False
+        self.owners[owner] = _Owner(seen=now)
+        self.owners_tracked.set(len(self.owners))
+        return True
+
+    def forget(self, owner: str) -> None:
+        """Remove every series of `owner` (it disappeared, or was idle too long)."""
+        state = self.owners.pop(owner, None)
+        if state is None:
+            return
+        for zone in state.zones:
+            for gauge in (self.expected, self.actual, self.eligible):
+                _discard(gauge, owner, zone)
+        for labelled in (
+            self.plan_changes,
+            self.role_changes,
+            self.draining,
+            self.pending,
+            self.wait,
+            self.bgp_peers,
+        ):
+            _discard(labelled, owner)
+        for key in state.conditions:
+            for status in CONDITION_STATUSES:
+                _discard(self.condition, owner, key, status)
+        for key in state.transitions:
+            _discard(self.transition_started, owner, key)
+        if state.paths:
+            for role in PATHS_PER_PREFIX_BOUND:
+                _discard(self.paths_bound, owner, role)
+                for stat in ("max", "mean"):
+                    _discard(self.paths, owner, role, stat)
+            for stat in ("max", "mean"):
+                _discard(self.routes, owner, stat)
+            _discard(self.paths_exploded, owner)
+        self.owners_tracked.set(len(self.owners))
+
+    def _zone_room(self, owner: str) -> int:
+        return self.max_zones - sum(len(s.zones) for o, s in self.owners.items() if o != owner)
+
+    # -- observations ---------------------------------------------------------------------------
+
+    def observe_plan(
+        self,
+        owner: str,
+        plan: Plan,
+        changed: bool,
+        bgp_peers: int,
+        wait_seconds: int,
+        role_changes: int = 0,
+    ) -> None:
+        """Per-zone figures (zones gone from this plan lose their series), RR states, peers.
+        Call after `admit(owner)` returned True."""
+        state = self.owners[owner]
+        room = self._zone_room(owner)
+        kept = plan.zones[: max(room, 0)]
+        if len(kept) < len(plan.zones):
+            self.rejected.labels("zone").inc(len(plan.zones) - len(kept))
+        names = frozenset(zone.name for zone in kept)
+        for gone in state.zones - names:
+            for gauge in (self.expected, self.actual, self.eligible):
+                _discard(gauge, owner, gone)
+        state.zones = names
+        for zone in kept:
+            self.expected.labels(owner, zone.name).set(zone.expected)
+            self.actual.labels(owner, zone.name).set(zone.actual)
+            self.eligible.labels(owner, zone.name).set(zone.eligible)
+        if changed:
+            self.plan_changes.labels(owner).inc()
+        else:
+            self.plan_changes.labels(owner)  # the series exists from the first sync
+        self.role_changes.labels(owner).inc(role_changes)
+        states = [rr.state for rr in plan.reflectors]
+        self.draining.labels(owner).set(states.count(ReflectorState.DRAINING))
+        self.pending.labels(owner).set(states.count(ReflectorState.PENDING))
+        self.wait.labels(owner).set(wait_seconds)
+        started: dict[str, float] = {}
+        for rr in plan.reflectors:
+            when = parse_stamp(rr.since) if rr.state in TRANSITION_STATES else None
+            if when is not None:
+                key = str(rr.state)
+                started[key] = min(started.get(key, when.timestamp()), when.timestamp())
+        for gone in state.transitions - started.keys():
+            _discard(self.transition_started, owner, gone)
+        for key, stamp in started.items():
+            self.transition_started.labels(owner, key).set(stamp)
+        state.transitions = frozenset(started)
+        self.bgp_peers.labels(owner).set(bgp_peers)
+
+    def observe_conditions(self, owner: str, conditions: Iterable[Mapping[str, object]]) -> None:
+        """rr_condition{type,status} from the conditions written to the topology's status."""
+        state = self.owners[owner]
+        now: dict[str, str] = {}
+        for condition in conditions:
+            key, status = condition.get("type"), condition.get("status")
+            if isinstance(key, str) and status in CONDITION_STATUSES:
+                now[key] = str(status)
+        for gone in state.conditions - now.keys():
+            for status in CONDITION_STATUSES:
+                _discard(self.condition, owner, gone, status)
+        for key, current in now.items():
+            for status in CONDITION_STATUSES:
+                self.condition.labels(owner, key, status).set(1 if status == current else 0)
+        state.conditions = frozenset(now)
 
     def observe_paths(self, owner: str, report: PathReport) -> None:
         for role, top, mean in (
@@ -116,21 +299,14 @@ class Metrics:
         ):
             self.paths.labels(owner, role, "max").set(top)
             self.paths.labels(owner, role, "mean").set(mean)
+            self.paths_bound.labels(owner, role).set(PATHS_PER_PREFIX_BOUND[role])
         self.routes.labels(owner, "max").set(report.routes_per_node_max)
         self.routes.labels(owner, "mean").set(report.routes_per_node_mean)
         self.paths_exploded.labels(owner).set(1 if report.exploded else 0)
+        self.owners[owner].paths = True
 
-    def observe_plan(
-        self, owner: str, plan: Plan, changed: bool, bgp_peers: int, role_changes: int = 0
-    ) -> None:
-        for zone in plan.zones:
-            self.expected.labels(owner, zone.name).set(zone.expected)
-            self.actual.labels(owner, zone.name).set(zone.actual)
-            self.eligible.labels(owner, zone.name).set(zone.eligible)
-        if changed:
-            self.plan_changes.labels(owner).inc()
-        self.draining.labels(owner).set(
-            sum(rr.state == ReflectorState.DRAINING for rr in plan.reflectors)
-        )
-        self.bgp_peers.labels(owner).set(bgp_peers)
-        self.role_changes.labels(owner).inc(role_changes)
+
+def _discard(metric: Gauge | Counter, *labels: str) -> None:
+    """Remove one series if it exists (prometheus_client raises KeyError otherwise)."""
+    with contextlib.suppress(KeyError):
+        metric.remove(*labels)

@@ -47,12 +47,12 @@ def test_metrics_name_every_figure_an_operator_watches() -> None:
         'rr_hook_duration_seconds_count{hook="node_sync"}',
         'rr_hook_request_bytes_count{hook="topology_sync"}',
         'rr_hook_errors_total{hook="topology_sync",reason="bad_request"} 1.0',
-        'rr_zone_reflectors_expected{topology="default",zone=',
-        'rr_zone_reflectors_actual{topology="default",zone=',
-        'rr_zone_eligible_nodes{topology="default",zone=',
-        'rr_plan_changes_total{topology="default"} 1.0',
-        'rr_reflectors_draining{topology="default"} 0.0',
-        'rr_bgp_peers{topology="default"}',
+        'rr_zone_reflectors_expected{owner="default",zone=',
+        'rr_zone_reflectors_actual{owner="default",zone=',
+        'rr_zone_eligible_nodes{owner="default",zone=',
+        'rr_plan_changes_total{owner="default"} 1.0',
+        'rr_reflectors_draining{owner="default"} 0.0',
+        'rr_bgp_peers{owner="default"}',
     ):
         assert family in text, family
 
