@@ -1,0 +1,113 @@
+"""Planes: how RRs of different cluster IDs are connected so paths per prefix stay bounded.
+
+With Calico's `add paths on`, every chain of RRs with distinct cluster IDs multiplies the paths a
+node holds (issue 10). So RRs come in LEAF GROUPS sharing one cluster ID (meshed with each other:
+same ID, non-client sessions), and the RRs of a group are numbered planes 1..p. Plane j is a
+star: one plane-j RR is its hub and every other plane-j RR peers with the hub only. A route of a
+client of group A reaches a client of group B through each plane j it shares with both groups as
+C -> A_j -> hub_j -> B_j -> D; a path that went through a sibling carries the group's own ID and
+is never sent to clients. So a client holds at most one path per plane (p), an RR about p plus
+its siblings, whatever the node and zone counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from hooks.model import Peering, Reflectors
+from hooks.topologies import weight
+
+
+def planes_of(clusters: Sequence[Sequence[str]]) -> dict[str, int]:
+    """Plane 1..len(cluster) per RR: its place in its cluster's node-name order."""
+    return {rr: j for members in clusters for j, rr in enumerate(sorted(members), start=1)}
+
+
+def choose_hubs(
+    planes: Mapping[str, int], zone_of_rr: Mapping[str, str], fixed: Mapping[int, str] = {}
+) -> dict[int, str]:
+    """One hub per plane, by rendezvous hashing over the plane's RRs, preferring a zone that
+    hosts no other plane's hub (a zone outage then takes one plane's hub, not several)."""
+    by_plane: dict[int, list[str]] = {}
+    for rr, plane in planes.items():
+        by_plane.setdefault(plane, []).append(rr)
+    hubs: dict[int, str] = {}
+    for plane in sorted(by_plane):
+        if plane in fixed:
+            hubs[plane] = fixed[plane]
+            continue
+        taken = {zone_of_rr[h] for h in hubs.values()}
+        hubs[plane] = min(
+            by_plane[plane],
+            key=lambda rr: (zone_of_rr[rr] in taken, -weight(f"plane-{plane}", rr), rr),
+        )
+    return hubs
+
+
+def plane_peerings(
+    clusters: Sequence[tuple[str, Sequence[str]]],
+    hubs: Mapping[int, str],
+    planes: Mapping[str, int],
+) -> list[Peering]:
+    """Each cluster's RRs meshed (one BGPPeer per cluster of two or more), then one BGPPeer per
+    plane: its RRs with its hub. No other RR-RR session."""
+    peerings = [
+        Peering(f"group-{name}", Reflectors(tuple(sorted(m))), Reflectors(tuple(sorted(m))))
+        for name, m in clusters
+        if len(m) > 1
+    ]
+    members: dict[int, list[str]] = {}
+    for rr, plane in planes.items():
+        if rr != hubs.get(plane):
+            members.setdefault(plane, []).append(rr)
+    for plane in sorted(members):
+        if plane in hubs:
+            peerings.append(
+                Peering(
+                    f"plane-{plane}",
+                    Reflectors(tuple(sorted(members[plane]))),
+                    Reflectors((hubs[plane],)),
+                )
+            )
+    return peerings
+
+
+def partition(members: Sequence[str], previous: Mapping[str, str], size: int) -> list[list[str]]:
+    """Cut `members` into max(1, n // size) clusters (of size to 2 * size - 1), keeping previous
+    clusters together where they fit: a cluster is keyed by the ID its members had; the largest
+    old clusters survive. New members fill clusters in the order given."""
+    count = max(1, len(members) // size)
+    old: dict[str, list[str]] = {}
+    for member in sorted(members):
+        if previous.get(member):
+            old.setdefault(previous[member], []).append(member)
+    kept = sorted(old.values(), key=lambda c: (-len(c), c[0]))[:count]
+    sizes = [len(members) // count + (1 if i < len(members) % count else 0) for i in range(count)]
+    clusters: list[list[str]] = [list(c) for c in kept] + [[] for _ in range(count - len(kept))]
+    # Sizes are fixed by the count; trim kept clusters that are too big, then fill the rest.
+    order = sorted(range(count), key=lambda i: -len(clusters[i]))
+    loose: list[str] = []
+    for slot, index in enumerate(order):
+        while len(clusters[index]) > sizes[slot]:
+            loose.append(clusters[index].pop())
+    placed = {m for c in clusters for m in c}
+    loose += [m for m in members if m not in placed and m not in loose]
+    for slot, index in enumerate(order):
+        while len(clusters[index]) < sizes[slot]:
+            clusters[index].append(loose.pop(0))
+    return [sorted(c) for c in clusters if c]
+
+
+def cluster_key_ids(
+    clusters: Sequence[tuple[str, Sequence[str]]], old_ids: Mapping[str, str]
+) -> dict[str, str]:
+    """The ID each cluster would keep: the one most of its members carry (ties: the lowest)."""
+    kept: dict[str, str] = {}
+    for key, members in clusters:
+        counts: dict[str, int] = {}
+        for member in members:
+            if old_ids.get(member):
+                counts[old_ids[member]] = counts.get(old_ids[member], 0) + 1
+        if counts:
+            kept[key] = min(counts, key=lambda i: (-counts[i], i))
+    return kept
