@@ -174,7 +174,9 @@ def test_multi_with_three_peers_survives_any_two_rr_failures(spec: Json, nodes: 
     # Precondition: every group has >= 2 RRs (as above), and >= 3 RRs in >= 2 zones.
     assume(failure_tolerant_by_design(status))
     assume(len(status["routeReflectors"]) >= 3 and len(zones) >= 2)
-    assert all(len(g["reflectors"]) == 3 for g in status["groups"]), status["groups"]
+    # A group is peersPerNode to 2 * peersPerNode - 1 RRs sharing one cluster ID (the RRs left
+    # over when the count is not a multiple join groups rather than form a smaller one).
+    assert all(3 <= len(g["reflectors"]) <= 5 for g in status["groups"]), status["groups"]
     check_routing(result, pairs=True)
 
 
