@@ -17,7 +17,7 @@ from hooks.model import Group, NodeInfo, Plan, RouteReflector
 from hooks.selection import select_reflectors
 from hooks.topologies import Previous, assign_cluster_ids, reflector_sort, served_elsewhere
 from hooks.topologies.common import plane_plan, serving_zones
-from hooks.topologies.planes import cluster_key_ids, partition
+from hooks.topologies.planes import cluster_key_ids, inherited_names, partition
 
 
 def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> Plan:
@@ -32,7 +32,10 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     ]
     old_ids = {c.node: previous.cluster_id(c.node) or "" for c in selection.choices}
     cut = partition(interleaved, old_ids, max(2, settings.peers_per_node)) if interleaved else []
-    clusters = [(f"g-{members[0]}", members) for members in cut]
+    # Names outlive members: a cluster keeps the group name most of its RRs had, so its clients
+    # keep their label when one RR is replaced.
+    names = inherited_names(cut, previous.groups, lambda i: f"g-{cut[i][0]}")
+    clusters = list(zip(names, cut, strict=True))
     ids = assign_cluster_ids(
         [name for name, _ in clusters],
         cluster_key_ids(clusters, old_ids),

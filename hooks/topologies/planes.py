@@ -12,10 +12,11 @@ its siblings, whatever the node and zone counts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from hooks.model import Peering, Reflectors
 from hooks.topologies import weight
+from hooks.wire import GroupWire
 
 
 def planes_of(clusters: Sequence[Sequence[str]]) -> dict[str, int]:
@@ -111,3 +112,37 @@ def cluster_key_ids(
         if counts:
             kept[key] = min(counts, key=lambda i: (-counts[i], i))
     return kept
+
+
+def inherited_names(
+    clusters: Sequence[Sequence[str]], previous: Sequence[GroupWire], fresh: Callable[[int], str]
+) -> list[str]:
+    """A name per cluster: the previous group most of its members were in (so its clients keep
+    their label), else `fresh(i)`, else a numbered variant; names are unique."""
+    before: dict[str, str] = {}
+    for group in previous:
+        for member in group.reflectors:
+            before.setdefault(member, group.name)
+    taken: set[str] = set()
+    chosen: list[str | None] = []
+    for members in clusters:
+        votes: dict[str, int] = {}
+        for member in members:
+            if member in before:
+                votes[before[member]] = votes.get(before[member], 0) + 1
+        name = next(
+            (n for n in sorted(votes, key=lambda n: (-votes[n], n)) if n not in taken), None
+        )
+        if name is not None:
+            taken.add(name)
+        chosen.append(name)
+    names: list[str] = []
+    for index, name in enumerate(chosen):
+        if name is None:
+            name = fresh(index)
+            suffix = 2
+            while name in taken:
+                name, suffix = f"{fresh(index)}-{suffix}", suffix + 1
+            taken.add(name)
+        names.append(name)
+    return names

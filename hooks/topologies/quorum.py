@@ -1,5 +1,6 @@
 """quorum: RRs in clusters of k sharing a cluster ID, clusters joined by planes (planes.py); a
-client peers with m RRs of one cluster, 2m - k > 1, so any two clients of a cluster still share an RR after one fails.
+client peers with m RRs of one cluster, 2m - k > 1, so any two clients of a cluster still
+share an RR after one fails.
 
 RRs sharing a cluster ID never pass their clients' routes to each other (RFC 4456): a client's
 route reaches another client of the same cluster only through an RR both peer with. Clusters are
