@@ -19,7 +19,13 @@ from hooks.model import (
 )
 from hooks.selection import Selection, zone_of
 from hooks.topologies import Previous
-from hooks.topologies.planes import choose_hubs, plane_peerings, planes_of
+from hooks.topologies.planes import (
+    ROLL_POLL_SECONDS,
+    choose_hubs,
+    plane_peerings,
+    planes_of,
+    roll_cluster_ids,
+)
 
 
 def zone_summaries(
@@ -88,11 +94,13 @@ def plane_plan(
     (hooks/topologies/planes.py), and whose clients peer by group."""
     planes = planes_of([members for _, members in clusters])
     hubs = choose_hubs(planes, {rr.node: rr.zone for rr in reflectors})
+    reflectors, rolling = roll_cluster_ids(reflectors, previous)
     return Plan(
         topology=topology,
         reflectors=reflectors,
         groups=tuple(sorted(groups, key=lambda g: g.name)),
         zones=zone_summaries(selection, nodes, settings, previous),
         peerings=tuple(plane_peerings(clusters, hubs, planes) + client_peerings(groups)),
-        problems=selection_problems(selection),
+        problems=selection_problems(selection) + ((rolling,) if rolling else ()),
+        resync_after=ROLL_POLL_SECONDS if rolling else None,
     )

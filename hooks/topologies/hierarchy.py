@@ -17,7 +17,12 @@ from hooks.model import Group, NodeInfo, Peering, Plan, Reflectors, RouteReflect
 from hooks.selection import Choice, Selection, ZoneCount, ineligibility, is_preferred, zone_of
 from hooks.topologies import Previous, assign_cluster_ids, reflector_sort
 from hooks.topologies.common import client_peerings, selection_problems, zone_summaries
-from hooks.topologies.planes import plane_peerings, planes_of
+from hooks.topologies.planes import (
+    ROLL_POLL_SECONDS,
+    plane_peerings,
+    planes_of,
+    roll_cluster_ids,
+)
 
 RACK_REFLECTORS = 2
 SPINE = "spine"
@@ -116,6 +121,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         )
         for c in choices
     )
+    reflectors, rolling = roll_cluster_ids(reflectors, previous)
     spine = tuple(rr.node for rr in reflectors if rr.role == "spine")
     rack_rrs = tuple(rr.node for rr in reflectors if rr.role == "rack")
     members: dict[str, list[str]] = {}
@@ -156,5 +162,6 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         groups=tuple(sorted(groups, key=lambda g: g.name)),
         zones=zone_summaries(selection, nodes, settings, previous),
         peerings=tuple(peerings),
-        problems=selection_problems(selection),
+        problems=selection_problems(selection) + ((rolling,) if rolling else ()),
+        resync_after=ROLL_POLL_SECONDS if rolling else None,
     )

@@ -13,9 +13,10 @@ its siblings, whatever the node and zone counts.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
-from hooks.model import Peering, Reflectors
-from hooks.topologies import weight
+from hooks.model import Condition, Peering, Reflectors, RouteReflector
+from hooks.topologies import Previous, weight
 from hooks.wire import GroupWire
 
 
@@ -146,3 +147,33 @@ def inherited_names(
             taken.add(name)
         names.append(name)
     return names
+
+
+ROLL_POLL_SECONDS = 10.0
+
+
+def roll_cluster_ids(
+    reflectors: tuple[RouteReflector, ...], previous: Previous
+) -> tuple[tuple[RouteReflector, ...], Condition | None]:
+    """A new cluster ID restarts every BGP session of a live RR, so per target ID (a group, the
+    RRs its clients depend on) only one RR that carries another ID changes per sync; the others
+    keep the ID they carry until a later sync (the plan asks to be called again)."""
+    changing: dict[str, list[str]] = {}
+    for rr in reflectors:
+        old = previous.cluster_id(rr.node)
+        if old and old != rr.cluster_id:
+            changing.setdefault(rr.cluster_id, []).append(rr.node)
+    held = {node for nodes in changing.values() for node in sorted(nodes)[1:]}
+    if not changing:
+        return reflectors, None
+    rolled = tuple(
+        replace(rr, cluster_id=previous.cluster_id(rr.node) or rr.cluster_id)
+        if rr.node in held
+        else rr
+        for rr in reflectors
+    )
+    now = sorted(sorted(nodes)[0] for nodes in changing.values())
+    message = f"cluster ID changing on {', '.join(now)}"
+    if held:
+        message += f"; {len(held)} RR(s) change theirs on later syncs, one per group"
+    return rolled, Condition("Progressing", "True", "TransitionPending", message)
