@@ -108,8 +108,10 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     old: dict[str, str] = {}
     for name, (role, serves) in roles.items():
         key = f"rack:{serves}" if role == "rack" else SPINE
-        if was.get(name) == (role, serves) and previous.cluster_id(name):
-            old.setdefault(key, previous.cluster_id(name) or "")
+        carried = previous.cluster_id(name) or ""
+        # Only an ID the template gives can be kept: a rolling change converges on the new one.
+        if was.get(name) == (role, serves) and settings.cluster_id.index_of(carried) is not None:
+            old.setdefault(key, carried)
     ids = assign_cluster_ids(keys, old, settings.cluster_id, previous.held_ids())
     reflectors = reflector_sort(
         RouteReflector(

@@ -38,7 +38,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     clusters = list(zip(names, cut, strict=True))
     ids = assign_cluster_ids(
         [name for name, _ in clusters],
-        cluster_key_ids(clusters, old_ids),
+        cluster_key_ids(clusters, old_ids, settings.cluster_id),
         settings.cluster_id,
         previous.held_ids(),
     )

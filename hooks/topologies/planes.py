@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
+from hooks.config import ClusterIDTemplate
 from hooks.model import Condition, Peering, Reflectors, RouteReflector
 from hooks.topologies import Previous, weight
 from hooks.wire import GroupWire
@@ -101,14 +102,17 @@ def partition(members: Sequence[str], previous: Mapping[str, str], size: int) ->
 
 
 def cluster_key_ids(
-    clusters: Sequence[tuple[str, Sequence[str]]], old_ids: Mapping[str, str]
+    clusters: Sequence[tuple[str, Sequence[str]]],
+    old_ids: Mapping[str, str],
+    template: ClusterIDTemplate,
 ) -> dict[str, str]:
-    """The ID each cluster would keep: the one most of its members carry (ties: the lowest)."""
+    """The ID each cluster would keep: the one most of its members carry (ties: the lowest)
+    among those the template gives, so a rolling change converges on the first new ID."""
     kept: dict[str, str] = {}
     for key, members in clusters:
         counts: dict[str, int] = {}
         for member in members:
-            if old_ids.get(member):
+            if old_ids.get(member) and template.index_of(old_ids[member]) is not None:
                 counts[old_ids[member]] = counts.get(old_ids[member], 0) + 1
         if counts:
             kept[key] = min(counts, key=lambda i: (-counts[i], i))

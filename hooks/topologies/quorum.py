@@ -33,7 +33,7 @@ from hooks.topologies import (
     served_elsewhere,
 )
 from hooks.topologies.common import plane_plan, serving_zones
-from hooks.topologies.planes import partition
+from hooks.topologies.planes import cluster_key_ids, partition
 from hooks.topologies.simple import group_name
 
 CLUSTER_SIZE = 3
@@ -84,14 +84,11 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     for zone in sorted(serving):
         clusters += [(zone, members) for members in partition(serving[zone], old_ids, CLUSTER_SIZE)]
     keys = [members[0] for _, members in clusters]
-    key_ids: dict[str, str] = {}
-    for (_, members), key in zip(clusters, keys, strict=True):
-        counts: dict[str, int] = {}
-        for member in members:
-            if old_ids[member]:
-                counts[old_ids[member]] = counts.get(old_ids[member], 0) + 1
-        if counts:
-            key_ids[key] = min(counts, key=lambda i: (-counts[i], i))
+    key_ids = cluster_key_ids(
+        [(key, members) for (_, members), key in zip(clusters, keys, strict=True)],
+        old_ids,
+        settings.cluster_id,
+    )
     ids = assign_cluster_ids(keys, key_ids, settings.cluster_id, previous.held_ids())
     cluster_of = {
         m: ids[key] for (_, members), key in zip(clusters, keys, strict=True) for m in members

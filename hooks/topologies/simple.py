@@ -78,7 +78,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     names = [name for name, _, _ in clusters]
     ids = assign_cluster_ids(
         names,
-        cluster_key_ids([(n, m) for n, _, m in clusters], old_ids),
+        cluster_key_ids([(n, m) for n, _, m in clusters], old_ids, settings.cluster_id),
         settings.cluster_id,
         previous.held_ids(),
     )
