@@ -260,6 +260,12 @@ def _check_template(text: str) -> ClusterIDTemplate:
                 f"{text!r} does not give valid IPv4 addresses (e.g. {template.format(probe)!r});"
                 " use a literal IPv4 or a template like 224.0.0.%d"
             ) from None
+    # Each `%d` is 1..254, so only a literal 0.0.0.0 can give the unset ID.
+    if ipaddress.IPv4Address(template.format(0)) == ipaddress.IPv4Address(0):
+        raise ValueError(
+            f"{text!r} gives the cluster ID 0.0.0.0, which BIRD reads as unset (each RR would use"
+            " its router ID, so RRs meant to share an ID would not); choose another"
+        )
     return template
 
 

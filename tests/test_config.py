@@ -156,6 +156,7 @@ INVALID_SPEC = [
     ({"incompatibleLabels": ["ok", "bad key"]}, "spec.incompatibleLabels", "label key"),
     ({"clusterID": "300.0.0.%d"}, "spec.clusterID", "IPv4"),
     ({"clusterID": "10.0.0.%s"}, "spec.clusterID", "%d"),
+    ({"clusterID": "0.0.0.0"}, "spec.clusterID", "0.0.0.0"),
     ({"unknownField": 1}, "spec.unknownField", ""),
 ]
 

@@ -382,3 +382,65 @@ def test_a_transition_in_progress_answers_the_same_bytes_while_it_waits() -> Non
     responses = {scenario.step().response for _ in range(3)}
 
     assert len(responses) == 1
+
+
+# --- cluster-ID changes roll, one RR per group per step (issue 11 §2) ----------------------------
+
+
+def carried_ids(scenario: Scenario) -> dict[str, str]:
+    """RR → the cluster-ID annotation its node carries now."""
+    found = {}
+    for name in scenario.reflectors():
+        annotations = scenario.node(name)["metadata"].get("annotations") or {}
+        found[name] = annotations.get(wire.CLUSTER_ID_ANNOTATION, "")
+    return found
+
+
+def changes_per_group(scenario: Scenario, steps: int) -> list[dict[str, list[str]]]:
+    """Per step: target cluster ID → the RRs whose carried ID changed in that step."""
+    per_step = []
+    for _ in range(steps):
+        before = carried_ids(scenario)
+        scenario.step()
+        after = carried_ids(scenario)
+        changed: dict[str, list[str]] = {}
+        for name, cid in after.items():
+            if before.get(name) and before[name] != cid:
+                changed.setdefault(cid, []).append(name)
+        per_step.append(changed)
+    return per_step
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_a_cluster_id_template_change_rolls_one_rr_per_group_per_step(topology: str) -> None:
+    scenario = converged(topology)
+    scenario.set_spec(clusterID="10.9.0.%d")
+
+    steps = changes_per_group(scenario, 12)
+
+    assert any(steps), "no cluster ID changed"
+    assert all(len(nodes) <= 1 for step in steps for nodes in step.values()), steps
+    assert all(cid.startswith("10.9.0.") for cid in carried_ids(scenario).values())
+    assert scenario.run_until_still() and scenario.condition("Ready")["reason"] == "Converged"
+
+
+def test_a_first_install_over_the_go_operators_rrs_keeps_one_of_their_ids_and_rolls_the_rest() -> (
+    None
+):
+    nodes = zoned_nodes({"a": 20, "b": 20, "c": 20})
+    old = {"a-005": "224.0.0.42", "b-005": "224.0.0.99", "c-005": "224.0.0.7"}
+    for node in nodes:
+        if node["metadata"]["name"] in old:
+            node["metadata"]["labels"]["calico-route-reflector"] = ""
+            node["metadata"]["annotations"] = {
+                wire.CLUSTER_ID_ANNOTATION: old[node["metadata"]["name"]]
+            }
+    scenario = Scenario(spec("multi", min=3, max=3, ratio=0.01), nodes)
+
+    steps = changes_per_group(scenario, 12)
+
+    final = carried_ids(scenario)
+    assert set(old) <= set(final), final  # they stay RRs
+    assert any(final[name] == cid for name, cid in old.items()), final  # not all renumbered
+    assert all(len(nodes) <= 1 for step in steps for nodes in step.values()), steps
+    assert scenario.condition("Ready")["reason"] == "Converged", scenario.condition("Ready")

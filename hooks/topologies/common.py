@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 from hooks.config import Settings
 from hooks.model import (
-    AllReflectors,
     Clients,
     Condition,
     Group,
@@ -20,6 +19,13 @@ from hooks.model import (
 )
 from hooks.selection import Selection, zone_of
 from hooks.topologies import Previous
+from hooks.topologies.planes import (
+    ROLL_POLL_SECONDS,
+    choose_hubs,
+    plane_peerings,
+    planes_of,
+    roll_cluster_ids,
+)
 
 
 def zone_summaries(
@@ -74,22 +80,27 @@ def serving_zones(selection: Selection) -> dict[str, list[str]]:
     return serving
 
 
-def meshed_plan(
+def plane_plan(
     topology: Topology,
     reflectors: tuple[RouteReflector, ...],
+    clusters: Sequence[tuple[str, Sequence[str]]],
     groups: Sequence[Group],
     selection: Selection,
     nodes: Sequence[NodeInfo],
     settings: Settings,
     previous: Previous,
 ) -> Plan:
-    """A plan whose RRs are fully meshed (simple, multi, quorum) and whose clients peer by group."""
-    peerings = [Peering("mesh", AllReflectors(), AllReflectors())] if reflectors else []
+    """A plan whose RRs form `clusters` (one cluster ID each, meshed inside) joined by planes
+    (hooks/topologies/planes.py), and whose clients peer by group."""
+    planes = planes_of([members for _, members in clusters])
+    hubs = choose_hubs(planes, {rr.node: rr.zone for rr in reflectors})
+    reflectors, rolling = roll_cluster_ids(reflectors, previous)
     return Plan(
         topology=topology,
         reflectors=reflectors,
         groups=tuple(sorted(groups, key=lambda g: g.name)),
         zones=zone_summaries(selection, nodes, settings, previous),
-        peerings=tuple(peerings + client_peerings(groups)),
-        problems=selection_problems(selection),
+        peerings=tuple(plane_peerings(clusters, hubs, planes) + client_peerings(groups)),
+        problems=selection_problems(selection) + ((rolling,) if rolling else ()),
+        resync_after=ROLL_POLL_SECONDS if rolling else None,
     )

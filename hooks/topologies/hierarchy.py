@@ -1,5 +1,6 @@
 """hierarchy: two RRs per rack sharing the rack's cluster ID, spine RRs sharing the spine's;
-rack RRs peer with every spine RR, spine RRs mesh, clients peer with both RRs of their rack.
+a rack's RRs mesh, rack RR j (plane j, node-name order) peers with spine RR j only (the hub of
+plane j, planes.py), spine RRs mesh, clients peer with both RRs of their rack.
 
 A rack with fewer than two eligible nodes (or nodes without the rack label) is served by the
 spine directly: its clients peer with every spine RR. The spine has max(2, min) RRs, spread over
@@ -16,6 +17,12 @@ from hooks.model import Group, NodeInfo, Peering, Plan, Reflectors, RouteReflect
 from hooks.selection import Choice, Selection, ZoneCount, ineligibility, is_preferred, zone_of
 from hooks.topologies import Previous, assign_cluster_ids, reflector_sort
 from hooks.topologies.common import client_peerings, selection_problems, zone_summaries
+from hooks.topologies.planes import (
+    ROLL_POLL_SECONDS,
+    plane_peerings,
+    planes_of,
+    roll_cluster_ids,
+)
 
 RACK_REFLECTORS = 2
 SPINE = "spine"
@@ -101,8 +108,10 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     old: dict[str, str] = {}
     for name, (role, serves) in roles.items():
         key = f"rack:{serves}" if role == "rack" else SPINE
-        if was.get(name) == (role, serves) and previous.cluster_id(name):
-            old.setdefault(key, previous.cluster_id(name) or "")
+        carried = previous.cluster_id(name) or ""
+        # Only an ID the template gives can be kept: a rolling change converges on the new one.
+        if was.get(name) == (role, serves) and settings.cluster_id.index_of(carried) is not None:
+            old.setdefault(key, carried)
     ids = assign_cluster_ids(keys, old, settings.cluster_id, previous.held_ids())
     reflectors = reflector_sort(
         RouteReflector(
@@ -114,6 +123,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         )
         for c in choices
     )
+    reflectors, rolling = roll_cluster_ids(reflectors, previous)
     spine = tuple(rr.node for rr in reflectors if rr.role == "spine")
     rack_rrs = tuple(rr.node for rr in reflectors if rr.role == "rack")
     members: dict[str, list[str]] = {}
@@ -129,7 +139,12 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     if spine:
         peerings.append(Peering("spine-mesh", Reflectors(spine), Reflectors(spine)))
         if rack_rrs:
-            peerings.append(Peering("racks-to-spine", Reflectors(rack_rrs), Reflectors(spine)))
+            # Planes (planes.py): a rack's RRs mesh (one cluster ID), rack RR j peers with spine
+            # RR j only, so a client holds one path per rack RR, not rack RRs x spine RRs.
+            racks_ = [(g.name, g.reflectors) for g in groups if g.rack is not None]
+            planes = planes_of([m for _, m in racks_])
+            hubs = {j: spine[(j - 1) % len(spine)] for j in set(planes.values())}
+            peerings += plane_peerings(racks_, hubs, planes)
     elif rack_rrs:
         # No node left for a spine (every eligible node is a rack RR): the rack RRs mesh, as the
         # RRs of `multi` do, or the racks could not reach each other.
@@ -149,5 +164,6 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         groups=tuple(sorted(groups, key=lambda g: g.name)),
         zones=zone_summaries(selection, nodes, settings, previous),
         peerings=tuple(peerings),
-        problems=selection_problems(selection),
+        problems=selection_problems(selection) + ((rolling,) if rolling else ()),
+        resync_after=ROLL_POLL_SECONDS if rolling else None,
     )

@@ -1,9 +1,11 @@
-"""multi: a unique cluster ID per RR, RRs meshed; clients in groups of `peersPerNode` RRs.
+"""multi: RRs in groups of `peersPerNode` sharing one cluster ID per group, spread over zones,
+groups joined by planes (planes.py); each client peers with every RR of one group.
 
-A zone gets one group per RR it demands. A group's first RR is from the zone it serves, the rest
-from other zones when there are any; each slot is filled by rendezvous hashing on the group's
-name, so losing an RR changes only the groups it was in (its slot goes to the next RR), and no
-client label changes at all: clients keep their group.
+The RRs are interleaved over zones (the first of each zone, then the second...) before they are
+cut into groups, so a group spans two or more zones when there are any. A group serves the zone
+most of its members are in; a zone's clients peer with one of its groups (any group where it has
+none). A client holds at most one path per RR of its group (peersPerNode to 2 * peersPerNode - 1)
+for any remote prefix; with peersPerNode >= 3 any two RR failures leave it connected.
 """
 
 from __future__ import annotations
@@ -11,51 +13,43 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from hooks.config import Settings
-from hooks.model import (
-    Group,
-    NodeInfo,
-    Plan,
-    RouteReflector,
-)
+from hooks.model import Group, NodeInfo, Plan, RouteReflector
 from hooks.selection import select_reflectors
-from hooks.topologies import (
-    Previous,
-    assign_cluster_ids,
-    reflector_sort,
-    rendezvous_top,
-    served_elsewhere,
-)
-from hooks.topologies.common import meshed_plan, serving_zones
-from hooks.topologies.simple import group_name
+from hooks.topologies import Previous, assign_cluster_ids, reflector_sort, served_elsewhere
+from hooks.topologies.common import plane_plan, serving_zones
+from hooks.topologies.planes import cluster_key_ids, inherited_names, partition
 
 
 def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> Plan:
     selection = select_reflectors(nodes, settings, previous.serving(nodes, settings))
-    names = [choice.node for choice in selection.choices]
+    serving = serving_zones(selection)
+    serves = {c.node: c.serves for c in selection.choices}
+    interleaved = [
+        rr
+        for rank in range(max((len(m) for m in serving.values()), default=0))
+        for zone in sorted(serving)
+        for rr in serving[zone][rank : rank + 1]
+    ]
+    old_ids = {c.node: previous.cluster_id(c.node) or "" for c in selection.choices}
+    cut = partition(interleaved, old_ids, max(2, settings.peers_per_node)) if interleaved else []
+    # Names outlive members: a cluster keeps the group name most of its RRs had, so its clients
+    # keep their label when one RR is replaced.
+    names = inherited_names(cut, previous.groups, lambda i: f"g-{cut[i][0]}")
+    clusters = list(zip(names, cut, strict=True))
     ids = assign_cluster_ids(
-        names,
-        {n: previous.cluster_id(n) or "" for n in names},
+        [name for name, _ in clusters],
+        cluster_key_ids(clusters, old_ids, settings.cluster_id),
         settings.cluster_id,
         previous.held_ids(),
     )
+    id_of = {m: ids[name] for name, members in clusters for m in members}
     reflectors = reflector_sort(
-        RouteReflector(c.node, c.zone, ids[c.node], serves=served_elsewhere(c))
+        RouteReflector(c.node, c.zone, id_of[c.node], serves=served_elsewhere(c))
         for c in selection.choices
     )
-    serving = serving_zones(selection)
-    demand = {zone.name: zone.demand for zone in selection.zones}
-    groups: list[Group] = []
-    size = settings.peers_per_node
-    for zone in sorted(serving):
-        own = serving[zone]
-        others = [n for n in names if n not in set(own)]
-        for index in range(1, max(demand.get(zone, 0), 1) + 1):
-            name = f"{group_name(zone)}-{index}"
-            first = rendezvous_top(name, own, 1)
-            rest = rendezvous_top(name, others, size - 1)
-            if len(rest) < size - 1:
-                rest += rendezvous_top(
-                    name, [n for n in own if n not in first], size - 1 - len(rest)
-                )
-            groups.append(Group(name, zone, tuple(sorted(first + rest))))
-    return meshed_plan("multi", reflectors, groups, selection, nodes, settings, previous)
+    groups = []
+    for name, members in clusters:
+        zones = sorted(serves[m] for m in members)
+        home = min(zones, key=lambda z: (-zones.count(z), z))
+        groups.append(Group(name, home, tuple(members)))
+    return plane_plan("multi", reflectors, clusters, groups, selection, nodes, settings, previous)

@@ -1,5 +1,6 @@
-"""quorum: RRs in clusters of k sharing a cluster ID, all RRs meshed; a client peers with m RRs of
-one cluster, 2m - k > 1, so any two clients of a cluster still share an RR after one fails.
+"""quorum: RRs in clusters of k sharing a cluster ID, clusters joined by planes (planes.py); a
+client peers with m RRs of one cluster, 2m - k > 1, so any two clients of a cluster still
+share an RR after one fails.
 
 RRs sharing a cluster ID never pass their clients' routes to each other (RFC 4456): a client's
 route reaches another client of the same cluster only through an RR both peer with. Clusters are
@@ -31,7 +32,8 @@ from hooks.topologies import (
     rendezvous_top,
     served_elsewhere,
 )
-from hooks.topologies.common import meshed_plan, serving_zones
+from hooks.topologies.common import plane_plan, serving_zones
+from hooks.topologies.planes import cluster_key_ids, partition
 from hooks.topologies.simple import group_name
 
 CLUSTER_SIZE = 3
@@ -40,31 +42,6 @@ CLUSTER_SIZE = 3
 def members_per_client(k: int) -> int:
     """Smallest m with 2m - k > 1 (every RR of a cluster of one or two)."""
     return min(k, (k + 1) // 2 + 1)
-
-
-def partition(members: Sequence[str], previous: dict[str, str]) -> list[list[str]]:
-    """Cut `members` into max(1, n // 3) clusters, keeping previous clusters together where they
-    fit: a cluster is keyed by the ID its members had; the largest old clusters survive."""
-    count = max(1, len(members) // CLUSTER_SIZE)
-    old: dict[str, list[str]] = {}
-    for member in sorted(members):
-        if previous.get(member):
-            old.setdefault(previous[member], []).append(member)
-    kept = sorted(old.values(), key=lambda c: (-len(c), c[0]))[:count]
-    sizes = [len(members) // count + (1 if i < len(members) % count else 0) for i in range(count)]
-    clusters: list[list[str]] = [list(c) for c in kept] + [[] for _ in range(count - len(kept))]
-    # Sizes are fixed by the count; trim kept clusters that are too big, then fill the rest.
-    order = sorted(range(count), key=lambda i: -len(clusters[i]))
-    loose: list[str] = []
-    for slot, index in enumerate(order):
-        while len(clusters[index]) > sizes[slot]:
-            loose.append(clusters[index].pop())
-    placed = {m for c in clusters for m in c}
-    loose += [m for m in sorted(members) if m not in placed and m not in loose]
-    for slot, index in enumerate(order):
-        while len(clusters[index]) < sizes[slot]:
-            clusters[index].append(loose.pop(0))
-    return [sorted(c) for c in clusters if c]
 
 
 def _ordinals(clusters: list[tuple[str, list[str]]], previous: Previous) -> list[int]:
@@ -105,16 +82,13 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     old_ids = {c.node: previous.cluster_id(c.node) or "" for c in selection.choices}
     clusters: list[tuple[str, list[str]]] = []
     for zone in sorted(serving):
-        clusters += [(zone, members) for members in partition(serving[zone], old_ids)]
+        clusters += [(zone, members) for members in partition(serving[zone], old_ids, CLUSTER_SIZE)]
     keys = [members[0] for _, members in clusters]
-    key_ids: dict[str, str] = {}
-    for (_, members), key in zip(clusters, keys, strict=True):
-        counts: dict[str, int] = {}
-        for member in members:
-            if old_ids[member]:
-                counts[old_ids[member]] = counts.get(old_ids[member], 0) + 1
-        if counts:
-            key_ids[key] = min(counts, key=lambda i: (-counts[i], i))
+    key_ids = cluster_key_ids(
+        [(key, members) for (_, members), key in zip(clusters, keys, strict=True)],
+        old_ids,
+        settings.cluster_id,
+    )
     ids = assign_cluster_ids(keys, key_ids, settings.cluster_id, previous.held_ids())
     cluster_of = {
         m: ids[key] for (_, members), key in zip(clusters, keys, strict=True) for m in members
@@ -125,11 +99,13 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     )
     groups: list[Group] = []
     ordinals = _ordinals(clusters, previous)
+    named: list[tuple[str, Sequence[str]]] = []
     for (zone, members), ordinal in zip(clusters, ordinals, strict=True):
+        named.append((f"{group_name(zone)}-q{ordinal}", members))
         size = members_per_client(len(members))
         for slot in range(1, comb(len(members), size) + 1):
             # Any two m-subsets of a k-cluster share 2m - k RRs, so a slot need not be a distinct
             # subset: filled by rendezvous hashing, a replaced member changes only its own slots.
             name = f"{group_name(zone)}-q{ordinal}-{slot}"
             groups.append(Group(name, zone, tuple(sorted(rendezvous_top(name, members, size)))))
-    return meshed_plan("quorum", reflectors, groups, selection, nodes, settings, previous)
+    return plane_plan("quorum", reflectors, named, groups, selection, nodes, settings, previous)

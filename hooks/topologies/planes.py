@@ -1,0 +1,183 @@
+"""Planes: how RRs of different cluster IDs are connected so paths per prefix stay bounded.
+
+With Calico's `add paths on`, every chain of RRs with distinct cluster IDs multiplies the paths a
+node holds (issue 10). So RRs come in LEAF GROUPS sharing one cluster ID (meshed with each other:
+same ID, non-client sessions), and the RRs of a group are numbered planes 1..p. Plane j is a
+star: one plane-j RR is its hub and every other plane-j RR peers with the hub only. A route of a
+client of group A reaches a client of group B through each plane j it shares with both groups as
+C -> A_j -> hub_j -> B_j -> D; a path that went through a sibling carries the group's own ID and
+is never sent to clients. So a client holds at most one path per plane (p), an RR about p plus
+its siblings, whatever the node and zone counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+from hooks.config import ClusterIDTemplate
+from hooks.model import Condition, Peering, Reflectors, RouteReflector
+from hooks.topologies import Previous, weight
+from hooks.wire import GroupWire
+
+
+def planes_of(clusters: Sequence[Sequence[str]]) -> dict[str, int]:
+    """Plane 1..len(cluster) per RR: its place in its cluster's node-name order."""
+    return {rr: j for members in clusters for j, rr in enumerate(sorted(members), start=1)}
+
+
+def choose_hubs(
+    planes: Mapping[str, int], zone_of_rr: Mapping[str, str], fixed: Mapping[int, str] = {}
+) -> dict[int, str]:
+    """One hub per plane, by rendezvous hashing over the plane's RRs, preferring a zone that
+    hosts no other plane's hub (a zone outage then takes one plane's hub, not several)."""
+    by_plane: dict[int, list[str]] = {}
+    for rr, plane in planes.items():
+        by_plane.setdefault(plane, []).append(rr)
+    hubs: dict[int, str] = {}
+    for plane in sorted(by_plane):
+        if plane in fixed:
+            hubs[plane] = fixed[plane]
+            continue
+        taken = {zone_of_rr[h] for h in hubs.values()}
+        hubs[plane] = min(
+            by_plane[plane],
+            key=lambda rr: (zone_of_rr[rr] in taken, -weight(f"plane-{plane}", rr), rr),
+        )
+    return hubs
+
+
+def plane_peerings(
+    clusters: Sequence[tuple[str, Sequence[str]]],
+    hubs: Mapping[int, str],
+    planes: Mapping[str, int],
+) -> list[Peering]:
+    """Each cluster's RRs meshed (one BGPPeer per cluster of two or more), then one BGPPeer per
+    plane: its RRs with its hub. No other RR-RR session."""
+    peerings = [
+        Peering(f"group-{name}", Reflectors(tuple(sorted(m))), Reflectors(tuple(sorted(m))))
+        for name, m in clusters
+        if len(m) > 1
+    ]
+    members: dict[int, list[str]] = {}
+    for rr, plane in planes.items():
+        if rr != hubs.get(plane):
+            members.setdefault(plane, []).append(rr)
+    for plane in sorted(members):
+        if plane in hubs:
+            peerings.append(
+                Peering(
+                    f"plane-{plane}",
+                    Reflectors(tuple(sorted(members[plane]))),
+                    Reflectors((hubs[plane],)),
+                )
+            )
+    return peerings
+
+
+def partition(members: Sequence[str], previous: Mapping[str, str], size: int) -> list[list[str]]:
+    """Cut `members` into max(1, n // size) clusters (of size to 2 * size - 1), keeping previous
+    clusters together where they fit: a cluster is keyed by the ID its members had; the largest
+    old clusters survive. New members fill clusters in the order given."""
+    count = max(1, len(members) // size)
+    old: dict[str, list[str]] = {}
+    for member in sorted(members):
+        if previous.get(member):
+            old.setdefault(previous[member], []).append(member)
+    kept = sorted(old.values(), key=lambda c: (-len(c), c[0]))[:count]
+    sizes = [len(members) // count + (1 if i < len(members) % count else 0) for i in range(count)]
+    clusters: list[list[str]] = [list(c) for c in kept] + [[] for _ in range(count - len(kept))]
+    # Sizes are fixed by the count; trim kept clusters that are too big, then fill the rest.
+    order = sorted(range(count), key=lambda i: -len(clusters[i]))
+    loose: list[str] = []
+    for slot, index in enumerate(order):
+        while len(clusters[index]) > sizes[slot]:
+            loose.append(clusters[index].pop())
+    placed = {m for c in clusters for m in c}
+    loose += [m for m in members if m not in placed and m not in loose]
+    for slot, index in enumerate(order):
+        while len(clusters[index]) < sizes[slot]:
+            clusters[index].append(loose.pop(0))
+    return [sorted(c) for c in clusters if c]
+
+
+def cluster_key_ids(
+    clusters: Sequence[tuple[str, Sequence[str]]],
+    old_ids: Mapping[str, str],
+    template: ClusterIDTemplate,
+) -> dict[str, str]:
+    """The ID each cluster would keep: the one most of its members carry (ties: the lowest)
+    among those the template gives, so a rolling change converges on the first new ID."""
+    kept: dict[str, str] = {}
+    for key, members in clusters:
+        counts: dict[str, int] = {}
+        for member in members:
+            if old_ids.get(member) and template.index_of(old_ids[member]) is not None:
+                counts[old_ids[member]] = counts.get(old_ids[member], 0) + 1
+        if counts:
+            kept[key] = min(counts, key=lambda i: (-counts[i], i))
+    return kept
+
+
+def inherited_names(
+    clusters: Sequence[Sequence[str]], previous: Sequence[GroupWire], fresh: Callable[[int], str]
+) -> list[str]:
+    """A name per cluster: the previous group most of its members were in (so its clients keep
+    their label), else `fresh(i)`, else a numbered variant; names are unique."""
+    before: dict[str, str] = {}
+    for group in previous:
+        for member in group.reflectors:
+            before.setdefault(member, group.name)
+    taken: set[str] = set()
+    chosen: list[str | None] = []
+    for members in clusters:
+        votes: dict[str, int] = {}
+        for member in members:
+            if member in before:
+                votes[before[member]] = votes.get(before[member], 0) + 1
+        name = next(
+            (n for n in sorted(votes, key=lambda n: (-votes[n], n)) if n not in taken), None
+        )
+        if name is not None:
+            taken.add(name)
+        chosen.append(name)
+    names: list[str] = []
+    for index, name in enumerate(chosen):
+        if name is None:
+            name = fresh(index)
+            suffix = 2
+            while name in taken:
+                name, suffix = f"{fresh(index)}-{suffix}", suffix + 1
+            taken.add(name)
+        names.append(name)
+    return names
+
+
+ROLL_POLL_SECONDS = 10.0
+
+
+def roll_cluster_ids(
+    reflectors: tuple[RouteReflector, ...], previous: Previous
+) -> tuple[tuple[RouteReflector, ...], Condition | None]:
+    """A new cluster ID restarts every BGP session of a live RR, so per target ID (a group, the
+    RRs its clients depend on) only one RR that carries another ID changes per sync; the others
+    keep the ID they carry until a later sync (the plan asks to be called again)."""
+    changing: dict[str, list[str]] = {}
+    for rr in reflectors:
+        old = previous.cluster_id(rr.node)
+        if old and old != rr.cluster_id:
+            changing.setdefault(rr.cluster_id, []).append(rr.node)
+    held = {node for nodes in changing.values() for node in sorted(nodes)[1:]}
+    if not changing:
+        return reflectors, None
+    rolled = tuple(
+        replace(rr, cluster_id=previous.cluster_id(rr.node) or rr.cluster_id)
+        if rr.node in held
+        else rr
+        for rr in reflectors
+    )
+    now = sorted(sorted(nodes)[0] for nodes in changing.values())
+    message = f"cluster ID changing on {', '.join(now)}"
+    if held:
+        message += f"; {len(held)} RR(s) change theirs on later syncs, one per group"
+    return rolled, Condition("Progressing", "True", "TransitionPending", message)
