@@ -247,7 +247,7 @@ def create_app(
                 # counted only when the peerings or the RR set change: a steady sync costs nothing
                 nodes = (node.to_info() for node in wire.decode_nodes(request.related))
                 paths = count_paths(controllers.planned_nodes(decision, nodes), decision.bgp_peers)
-                metrics.observe_paths(decision.owner, paths)
+                metrics.observe_paths(decision.owner, paths, decision.plan)
                 routing_digests[decision.owner] = digest
                 fields |= {
                     "paths_client_max": paths.paths_client_max,

@@ -603,7 +603,13 @@ def _plan_conditions(decision: TopologyDecision) -> list[Condition]:
                 "Ready",
                 "True",
                 "Converged",
-                f"{actual} route reflector(s) in {len(plan.zones)} zone(s)",
+                f"{actual} route reflector(s) in {len(plan.zones)} zone(s)"
+                + (
+                    " (hierarchy: 2 per rack and a spine of max(2, min); ratio and max do not"
+                    " apply)"
+                    if plan.topology == "hierarchy"
+                    else ""
+                ),
             )
         )
     else:

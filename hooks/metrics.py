@@ -31,8 +31,24 @@ DEFAULT_MAX_ZONES = 512
 DEFAULT_OWNER_IDLE = timedelta(hours=1)  # Metacontroller resyncs a real topology every minute
 CONDITION_STATUSES = ("True", "False", "Unknown")
 TRANSITION_STATES = (ReflectorState.PENDING, ReflectorState.DRAINING)
-# The stated bound on add-path routes per remote prefix, by role, today's topologies' target.
+# The targets every topology is held to (README, "Topologies"); a plan states a tighter bound.
 PATHS_PER_PREFIX_BOUND = {"client": 16, "reflector": 32}
+
+
+def stated_paths_bound(plan: Plan) -> dict[str, int]:
+    """The bound the topologies state for this plan (README, "Topologies"): a client holds at most
+    one path per RR of its group, an RR at most one per RR sharing its cluster ID (its plane's hub
+    brings one, each sibling one); never above the targets. Draining RRs are counted, so a
+    transition's extra sessions do not read as a breach."""
+    clusters: dict[str, int] = {}
+    for rr in plan.reflectors:
+        clusters[rr.cluster_id] = clusters.get(rr.cluster_id, 0) + 1
+    client = max((len(group.reflectors) for group in plan.groups), default=0)
+    return {
+        "client": min(client, PATHS_PER_PREFIX_BOUND["client"]) or PATHS_PER_PREFIX_BOUND["client"],
+        "reflector": min(max(clusters.values(), default=0), PATHS_PER_PREFIX_BOUND["reflector"])
+        or PATHS_PER_PREFIX_BOUND["reflector"],
+    }
 
 
 @dataclass
@@ -292,14 +308,15 @@ class Metrics:
                 self.condition.labels(owner, key, status).set(1 if status == current else 0)
         state.conditions = frozenset(now)
 
-    def observe_paths(self, owner: str, report: PathReport) -> None:
+    def observe_paths(self, owner: str, report: PathReport, plan: Plan) -> None:
+        bound = stated_paths_bound(plan)
         for role, top, mean in (
             ("client", report.paths_client_max, report.paths_client_mean),
             ("reflector", report.paths_rr_max, report.paths_rr_mean),
         ):
             self.paths.labels(owner, role, "max").set(top)
             self.paths.labels(owner, role, "mean").set(mean)
-            self.paths_bound.labels(owner, role).set(PATHS_PER_PREFIX_BOUND[role])
+            self.paths_bound.labels(owner, role).set(bound[role])
         self.routes.labels(owner, "max").set(report.routes_per_node_max)
         self.routes.labels(owner, "mean").set(report.routes_per_node_mean)
         self.paths_exploded.labels(owner).set(1 if report.exploded else 0)

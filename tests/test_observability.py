@@ -187,6 +187,17 @@ def test_route_count_gauges_equal_the_count_over_the_labelled_cluster(topology: 
         expected.routes_per_node_mean
     )
     assert gauge(text, "rr_paths_exploded", **owner) == 0
+    # The stated bound comes from the plan (one path per RR of a client's group, per RR sharing
+    # an RR's cluster ID), and the model's count keeps within it.
+    status = scenario.status or {}
+    group_size = max(len(g["reflectors"]) for g in status["groups"])
+    ids = [rr["clusterID"] for rr in status["routeReflectors"]]
+    cluster_size = max(ids.count(i) for i in ids)
+    client_bound = gauge(text, "rr_paths_per_prefix_bound", **owner, role="client")
+    rr_bound = gauge(text, "rr_paths_per_prefix_bound", **owner, role="reflector")
+    assert (client_bound, rr_bound) == (min(group_size, 16), min(cluster_size, 32))
+    assert expected.paths_client_max <= client_bound
+    assert expected.paths_rr_max <= rr_bound
 
 
 def test_routes_are_counted_again_only_when_the_peerings_or_the_rrs_change(

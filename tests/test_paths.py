@@ -222,16 +222,38 @@ def plan(topology: str, zones: Mapping[str, int], **spec: Any) -> tuple[list[Sim
     return nodes_from_objects(result.nodes), result.bgp_peers
 
 
+def old_multi(reflectors: int, nodes: int = 16) -> Topology:
+    """The multi plan before the redesign: every RR its own cluster ID, all RRs meshed, each
+    client peering with a group of 3 RRs (one client per 3-subset, the rest round-robin)."""
+    rrs = {f"r{i}": f"10.0.0.{i + 1}" for i in range(reflectors)}
+    groups = list(itertools.combinations(sorted(rrs), 3))
+    plain = {f"c{i:02d}": None for i in range(nodes - reflectors)}
+    edges = set(itertools.combinations(sorted(rrs), 2))
+    for index, client in enumerate(sorted(plain)):
+        edges |= {(client, r) for r in groups[index % len(groups)]}
+    return Topology({**rrs, **plain}, frozenset(edges), False)
+
+
 @pytest.mark.parametrize(("reflectors", "paths"), [(3, 15), (4, 37), (5, 129)])
-def test_multi_on_16_nodes_matches_the_paths_measured_on_real_bird(
+def test_the_old_multi_on_16_nodes_matches_the_paths_measured_on_real_bird(
     reflectors: int, paths: int
+) -> None:
+    report = old_multi(reflectors).count()
+
+    assert report.reflectors == reflectors
+    assert report.paths_client_max == paths
+
+
+@pytest.mark.parametrize("reflectors", [3, 4, 5, 6])
+def test_todays_multi_on_16_nodes_gives_a_client_one_path_per_rr_of_its_group(
+    reflectors: int,
 ) -> None:
     nodes, peers = plan("multi", {"a": 16}, min=reflectors, max=reflectors)
 
     report = count_paths(nodes, peers)
 
     assert report.reflectors == reflectors
-    assert report.paths_client_max == paths
+    assert report.paths_client_max == report.sessions_per_client_max <= 5
 
 
 def test_six_meshed_rrs_with_own_ids_give_585_paths_between_clients_of_disjoint_groups() -> None:
@@ -258,10 +280,10 @@ def test_simple_on_16_nodes_with_5_rrs_sharing_one_id_gives_5_paths() -> None:
     assert not report.exploded
 
 
-def test_a_multi_plan_of_a_few_hundred_nodes_is_reported_exploding_with_a_lower_bound() -> None:
-    nodes, peers = plan("multi", {"a": 100, "b": 100, "c": 100}, min=5)
+def test_the_old_multi_on_a_few_hundred_nodes_is_reported_exploding_with_a_lower_bound() -> None:
+    topology = old_multi(9, nodes=300)
 
-    report = count_paths(nodes, peers, budget=200_000)
+    report = topology.count(budget=200_000)
 
     assert report.exploded
     assert report.work <= 200_000

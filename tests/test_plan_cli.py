@@ -75,7 +75,7 @@ def test_table_shows_each_zone_with_its_reflectors(files: tuple[Path, Path]) -> 
     done = plan(str(nodes), "--topology", str(topology))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0].startswith("topology simple: 4 route reflectors, 3 BGPPeers, Ready=True")
+    assert lines[0].startswith("topology simple: 4 route reflectors, 6 BGPPeers, Ready=True")
     header = next(line for line in lines if line.startswith("ZONE"))
     assert header.split()[:6] == ["ZONE", "NODES", "READY", "ELIGIBLE", "DEMAND", "RRS"]
     rows = {line.split()[0]: line.split() for line in lines if line.startswith("zone-")}
@@ -115,15 +115,16 @@ def test_table_and_json_count_the_add_path_routes(files: tuple[Path, Path]) -> N
     table = plan(str(nodes), "--topology", str(topology)).stdout.splitlines()
     paths = json.loads(plan(str(nodes), "--topology", str(topology), "-o", "json").stdout)["paths"]
 
-    # simple, 2 zones x 2 RRs, one cluster ID per zone, RRs meshed: a client of zone-a gets a
-    # zone-b client's prefix from each zone-b RR through each of its own 2 RRs (2 x 2), and a
-    # zone-b RR's prefix from it directly and via its zone-b partner, at each of its 2 RRs
-    assert paths["paths_client_max"] == 4 and paths["paths_rr_max"] == 4
+    # simple, 2 zones x 2 RRs: a group per zone sharing its cluster ID, its 2 RRs in planes 1
+    # and 2, each plane a star through one hub: a client holds one path per plane (2) for any
+    # remote prefix, and so does an RR (its hub's, or its group partner's)
+    assert paths["paths_client_max"] == 2 and paths["paths_rr_max"] == 2
+    assert paths["routes_per_node_max"] == 20  # 10 remote prefixes x 2
     assert paths["exploded"] is False
-    assert (paths["sessions_per_client_max"], paths["sessions_per_rr_max"]) == (2, 7)
-    assert "paths per remote prefix: at clients max 4, mean" in "\n".join(table)
-    assert any(line.startswith("routes per node: max ") for line in table)
-    assert "sessions per client: max 2, mean 2.0; per RR: max 7, mean 6.5" in table
+    assert (paths["sessions_per_client_max"], paths["sessions_per_rr_max"]) == (2, 6)
+    assert "paths per remote prefix: at clients max 2, mean" in "\n".join(table)
+    assert "routes per node: max 20, mean 19.64" in table
+    assert "sessions per client: max 2, mean 2.0; per RR: max 6, mean 5.5" in table
 
 
 def test_yaml_output_is_bgp_peers_and_node_patches(files: tuple[Path, Path]) -> None:
@@ -132,7 +133,7 @@ def test_yaml_output_is_bgp_peers_and_node_patches(files: tuple[Path, Path]) -> 
     assert done.returncode == 0, done.stderr
     objects = list(yaml.safe_load_all(done.stdout))
     kinds = [o["kind"] for o in objects]
-    assert kinds == ["BGPPeer"] * 3 + ["Node"] * kinds.count("Node")
+    assert kinds == ["BGPPeer"] * 6 + ["Node"] * kinds.count("Node")
     by_name = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Node"}
     assert by_name["old-rr"]["metadata"]["labels"]["calico-route-reflector"] is None
     assert by_name["node-00"]["apiVersion"] == "v1"

@@ -117,10 +117,10 @@ def test_json_output_is_the_report_with_its_verdict(
     assert report["unreachable_examples"] == [] and report["skipped_peers"] == []
     paths = report["paths"]
     assert paths["exploded"] is False and (paths["nodes"], paths["reflectors"]) == (15, 6)
-    # multi: 6 RRs with their own IDs, meshed; a client's prefix reaches another client's 3 RRs
-    # along every chain of distinct RRs starting at one of its own 3 (at least 3 x 2 = 6 paths)
-    assert paths["paths_client_max"] > 6
+    # multi: 6 RRs in 2 groups of 3 sharing a cluster ID each, joined plane by plane through
+    # one hub: a client holds one path per RR of its group for any remote prefix
     assert paths["sessions_per_client_max"] == 3
+    assert paths["paths_client_max"] == 3
 
 
 def test_without_a_topology_the_shipped_default_applies_in_yaml_too(
