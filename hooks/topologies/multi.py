@@ -47,9 +47,15 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         RouteReflector(c.node, c.zone, id_of[c.node], serves=served_elsewhere(c))
         for c in selection.choices
     )
+    # A group keeps the zone it served while one of its RRs still serves that zone: its home
+    # moving with a replaced member would move that zone's clients to other groups (losing
+    # every RR they had at once).
+    served_before = {group.name: group.zone for group in previous.groups}
     groups = []
     for name, members in clusters:
         zones = sorted(serves[m] for m in members)
         home = min(zones, key=lambda z: (-zones.count(z), z))
+        if name in served_before and served_before[name] in zones:
+            home = served_before[name]
         groups.append(Group(name, home, tuple(members)))
     return plane_plan("multi", reflectors, clusters, groups, selection, nodes, settings, previous)
