@@ -12,6 +12,7 @@ its siblings, whatever the node and zone counts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
@@ -19,6 +20,48 @@ from hooks.config import ClusterIDTemplate
 from hooks.model import Condition, Peering, Reflectors, RouteReflector
 from hooks.topologies import Previous, weight
 from hooks.wire import GroupWire
+
+
+def group_name(zone: str) -> str:
+    return zone or "unzoned"
+
+
+def zone_ordinals(
+    clusters: Sequence[tuple[str, Sequence[str]]], previous: Previous, suffix: str
+) -> list[int]:
+    """A number per cluster, unique in its zone and kept from the groups its members were in:
+    a previous group named `group_name(zone) + suffix` gives the ordinal of `suffix`'s first
+    regex group (1 where that group did not match), and a cluster takes the one most of its
+    members had, so a cluster whose ID changes keeps its group names."""
+    before: dict[str, int] = {}
+    for group in previous.groups:
+        found = re.fullmatch(re.escape(group_name(group.zone)) + suffix, group.name)
+        if found:
+            for member in group.reflectors:
+                before.setdefault(member, int(found.group(1) or 1))
+    used: dict[str, set[int]] = {}
+    chosen: list[int | None] = []
+    for zone, members in clusters:
+        taken = used.setdefault(zone, set())
+        votes: dict[int, int] = {}
+        for member in members:
+            if member in before:
+                votes[before[member]] = votes.get(before[member], 0) + 1
+        mine = next(
+            (o for o in sorted(votes, key=lambda o: (-votes[o], o)) if o not in taken), None
+        )
+        if mine is not None:
+            taken.add(mine)
+        chosen.append(mine)
+    result: list[int] = []
+    for (zone, _), mine in zip(clusters, chosen, strict=True):
+        if mine is None:
+            mine = next(
+                o for o in range(1, len(clusters) + len(used[zone]) + 2) if o not in used[zone]
+            )
+            used[zone].add(mine)
+        result.append(mine)
+    return result
 
 
 def planes_of(clusters: Sequence[Sequence[str]]) -> dict[str, int]:

@@ -12,8 +12,6 @@ change.
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from collections.abc import Sequence
 from math import comb
 
@@ -33,8 +31,7 @@ from hooks.topologies import (
     served_elsewhere,
 )
 from hooks.topologies.common import plane_plan, serving_zones
-from hooks.topologies.planes import cluster_key_ids, partition
-from hooks.topologies.simple import group_name
+from hooks.topologies.planes import cluster_key_ids, group_name, partition, zone_ordinals
 
 CLUSTER_SIZE = 3
 
@@ -42,38 +39,6 @@ CLUSTER_SIZE = 3
 def members_per_client(k: int) -> int:
     """Smallest m with 2m - k > 1 (every RR of a cluster of one or two)."""
     return min(k, (k + 1) // 2 + 1)
-
-
-def _ordinals(clusters: list[tuple[str, list[str]]], previous: Previous) -> list[int]:
-    """A number per cluster, unique in its zone and kept from the last plan (read back from the
-    group names its members were in), so a cluster whose ID changes keeps its group names."""
-    before: dict[str, int] = {}
-    for group in previous.groups:
-        found = re.fullmatch(re.escape(group_name(group.zone)) + r"-q(\d+)-\d+", group.name)
-        if found:
-            for member in group.reflectors:
-                before.setdefault(member, int(found.group(1)))
-    ordinals: list[int | None] = []
-    used: dict[str, set[int]] = {}
-    for zone, members in clusters:
-        votes = Counter(before[m] for m in members if m in before)
-        taken = used.setdefault(zone, set())
-        mine = next(
-            (o for o, _ in sorted(votes.items(), key=lambda v: (-v[1], v[0])) if o not in taken),
-            None,
-        )
-        if mine is not None:
-            taken.add(mine)
-        ordinals.append(mine)
-    result = []
-    for (zone, _), mine in zip(clusters, ordinals, strict=True):
-        if mine is None:
-            mine = next(
-                o for o in range(1, len(clusters) + len(used[zone]) + 2) if o not in used[zone]
-            )
-            used[zone].add(mine)
-        result.append(mine)
-    return result
 
 
 def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> Plan:
@@ -98,7 +63,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         for c in selection.choices
     )
     groups: list[Group] = []
-    ordinals = _ordinals(clusters, previous)
+    ordinals = zone_ordinals(clusters, previous, r"-q(\d+)-\d+")
     named: list[tuple[str, Sequence[str]]] = []
     for (zone, members), ordinal in zip(clusters, ordinals, strict=True):
         named.append((f"{group_name(zone)}-q{ordinal}", members))

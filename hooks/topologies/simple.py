@@ -8,7 +8,6 @@ them connected; clients of different groups are joined on every plane both group
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from hooks.config import Settings
@@ -16,52 +15,14 @@ from hooks.model import Group, NodeInfo, Plan, RouteReflector
 from hooks.selection import select_reflectors
 from hooks.topologies import Previous, assign_cluster_ids, reflector_sort, served_elsewhere
 from hooks.topologies.common import plane_plan, serving_zones
-from hooks.topologies.planes import cluster_key_ids, partition
+from hooks.topologies.planes import cluster_key_ids, group_name, partition, zone_ordinals
 
 GROUP_SIZE = 3
-
-
-def group_name(zone: str) -> str:
-    return zone or "unzoned"
 
 
 def zone_group_name(zone: str, ordinal: int) -> str:
     """A zone's first group keeps the zone's name (the one group per zone of old); then -g2..."""
     return group_name(zone) if ordinal == 1 else f"{group_name(zone)}-g{ordinal}"
-
-
-def ordinals(clusters: Sequence[tuple[str, list[str]]], previous: Previous) -> list[int]:
-    """A number per cluster, unique in its zone and kept from the group its members were in."""
-    before: dict[str, int] = {}
-    for group in previous.groups:
-        base = re.escape(group_name(group.zone))
-        found = re.fullmatch(base + r"(?:-g(\d+))?", group.name)
-        if found:
-            for member in group.reflectors:
-                before.setdefault(member, int(found.group(1) or 1))
-    used: dict[str, set[int]] = {}
-    chosen: list[int | None] = []
-    for zone, members in clusters:
-        taken = used.setdefault(zone, set())
-        votes: dict[int, int] = {}
-        for m in members:
-            if m in before:
-                votes[before[m]] = votes.get(before[m], 0) + 1
-        mine = next(
-            (o for o in sorted(votes, key=lambda o: (-votes[o], o)) if o not in taken), None
-        )
-        if mine is not None:
-            taken.add(mine)
-        chosen.append(mine)
-    result: list[int] = []
-    for (zone, _), mine in zip(clusters, chosen, strict=True):
-        if mine is None:
-            mine = next(
-                o for o in range(1, len(clusters) + len(used[zone]) + 2) if o not in used[zone]
-            )
-            used[zone].add(mine)
-        result.append(mine)
-    return result
 
 
 def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> Plan:
@@ -73,7 +34,9 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         cut += [(zone, members) for members in partition(serving[zone], old_ids, GROUP_SIZE)]
     clusters = [
         (zone_group_name(zone, ordinal), zone, members)
-        for (zone, members), ordinal in zip(cut, ordinals(cut, previous), strict=True)
+        for (zone, members), ordinal in zip(
+            cut, zone_ordinals(cut, previous, r"(?:-g(\d+))?"), strict=True
+        )
     ]
     names = [name for name, _, _ in clusters]
     ids = assign_cluster_ids(
