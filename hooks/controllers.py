@@ -251,16 +251,19 @@ def _echo_children(request: TopologySyncRequest) -> tuple[dict[str, Any], ...]:
     return tuple(echoed)
 
 
+def _raw_status(status: msgspec.Raw) -> dict[str, Any]:
+    """The parent's status as JSON, for the fields we carry over without reading them."""
+    decoded = msgspec.json.decode(status) if bytes(status) != b"null" else None
+    return decoded if isinstance(decoded, dict) else {}
+
+
 def decide_topology(
     request: TopologySyncRequest, environ: Environ, now: datetime
 ) -> TopologyDecision:
     parent = request.parent
     owner = parent.metadata.name
     previous = parent.read_status()
-    previous_raw: dict[str, Any] = {}
-    if bytes(parent.status) != b"null":
-        decoded = msgspec.json.decode(parent.status)
-        previous_raw = decoded if isinstance(decoded, dict) else {}
+    previous_raw = _raw_status(parent.status)
     base = {
         "owner": owner,
         "previous": previous,
@@ -967,10 +970,7 @@ def topology_finalize(
     parent = request.parent
     owner = parent.metadata.name
     previous = parent.read_status()
-    previous_raw: dict[str, Any] = {}
-    if bytes(parent.status) != b"null":
-        decoded = msgspec.json.decode(parent.status)
-        previous_raw = decoded if isinstance(decoded, dict) else {}
+    previous_raw = _raw_status(parent.status)
     mine = (parent.metadata.creationTimestamp or "", owner)
     superseded = any(
         (t.metadata.creationTimestamp or "", t.metadata.name) < mine
