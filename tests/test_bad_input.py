@@ -5,9 +5,6 @@ the input did not validly ask to change (issue 13, section 4)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,12 +15,11 @@ import pytest
 from golden import FIXTURES, ROUTES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_http import _free_port
+from served import serving
 
 from hooks import wire
 from hooks.config import SpecError, load_settings
 
-ROOT = Path(__file__).resolve().parents[1]
 TOPOLOGY = wire.TOPOLOGY_KEY
 DEEP = b"[" * 100_000 + b"]" * 100_000
 FUZZ = settings(
@@ -38,37 +34,13 @@ Json = dict[str, Any]
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client, Path]]:
     """`python -m hooks serve` on a free port; its stderr kept in a file to read afterwards."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("served") / "stderr.log"
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("ROUTE_REFLECTOR_", "DATASTORE"))
-    }
-    env |= {"LOG_LEVEL": "info", "PYTHONPATH": str(ROOT)}
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hooks", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            assert process.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not answer /healthz in 20 s"
-            time.sleep(0.05)
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield client, log
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with (
+        log.open("wb") as sink,
+        serving({"LOG_LEVEL": "info"}, stderr=sink) as (_, port),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client,
+    ):
+        yield client, log
     text = log.read_text()
     assert "Traceback" not in text and '"internal_error"' not in text, text[-4000:]
 

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from conftest import TestClient, fixed_clock
 from golden import FIXTURES, ROUTES, call_hook
+from served import serving
 
 from hooks import controllers
 from hooks.app import create_app
 
-ROOT = Path(__file__).resolve().parents[1]
 # One case per hook whose answer does not depend on the clock, so the live server (real clock)
 # must answer the very bytes of the function.
 CLOCK_FREE = {
@@ -30,53 +25,11 @@ CLOCK_FREE = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """`python -m hooks serve` on a free port, with none of the operator's environment."""
-    port = _free_port()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("ROUTE_REFLECTOR_", "DATASTORE"))
-    }
-    env |= {"LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hooks", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                assert process.stderr is not None
-                pytest.fail(f"the server exited: {process.stderr.read().decode()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the server did not answer /healthz within 20 s")
-            time.sleep(0.05)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stderr is not None:
-            process.stderr.close()
+    with serving(stderr=subprocess.PIPE) as (_, port):
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import resource
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,19 +17,12 @@ import httpx
 import pytest
 from conftest import TestClient
 from golden import FIXTURES
+from served import serving
 
 from hooks.app import create_app
 from hooks.controllers import Applied, TopologyDecision
 
-ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Server:
@@ -58,40 +49,8 @@ class Server:
 
 
 def _start(extra_env: dict[str, str]) -> Iterator[Server]:
-    port = _free_port()
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("ROUTE_REFLECTOR_", "DATASTORE"))
-    }
-    env |= {"LOG_LEVEL": "warning", "PYTHONPATH": str(ROOT)} | extra_env
-    process = subprocess.Popen(
-        [sys.executable, "-m", "hooks", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    server = Server(process, port)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                pytest.fail("the server exited")
-            try:
-                if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the server did not answer /healthz within 20 s")
-            time.sleep(0.05)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with serving(extra_env) as (process, port):
+        yield Server(process, port)
 
 
 @pytest.fixture(scope="module")
