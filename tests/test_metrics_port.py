@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 from golden import FIXTURES
-from test_http import _free_port
+from served import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
