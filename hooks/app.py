@@ -415,7 +415,7 @@ def _etcd_applier(env: Mapping[str, str]) -> Applier:
             EtcdSettings,
             EtcdUnavailable,
         )
-        from hooks.datastores.plan import desired_state
+        from hooks.datastores.etcd_changes import desired_state
 
         if "applier" not in state:
             try:

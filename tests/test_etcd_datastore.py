@@ -249,49 +249,6 @@ def test_a_key_that_never_settles_raises_after_max_retries(
     assert len(attempts) == 3
 
 
-def test_plan_change_makes_before_it_breaks(
-    etcd: EtcdServer, transactions: list[BeforeTxn]
-) -> None:
-    seed_nodes(etcd, "n1", "n2", "n3")
-    applier = EtcdApplier(settings(etcd.url))
-    applier.apply(desired([peer("rr-g1", "g1")], {"n1": "224.0.0.1", "n2": None}))
-    writes: list[tuple[str, str, str | None]] = []
-    transactions.append(lambda txn: writes.append(w) if (w := decoded_write(txn)) else None)
-
-    result = applier.apply(desired([peer("rr-g2", "g2")], {"n1": None, "n2": "224.0.0.2"}))
-
-    assert writes == [
-        ("put", NODES_PREFIX + "n2", "224.0.0.2"),
-        ("put", PEERS_PREFIX + "rr-g2", None),
-        ("delete", PEERS_PREFIX + "rr-g1", None),
-        ("put", NODES_PREFIX + "n1", None),
-    ]
-    assert result.writes == 4
-    assert result.revision == etcd.mod_revision(NODES_PREFIX + "n1")
-
-
-def test_a_make_that_cannot_happen_holds_every_break(etcd: EtcdServer) -> None:
-    seed_nodes(etcd, "n1", "n2")
-    applier = EtcdApplier(settings(etcd.url))
-    applier.apply(desired([peer("rr-g1", "g1")], {"n1": "224.0.0.1"}))
-    etcd.put(PEERS_PREFIX + "rr-g2", {"kind": "BGPPeer", "metadata": {"name": "rr-g2"}})
-    new_plan = desired([peer("rr-g2", "g2")], {"n1": None, "n2": "224.0.0.2", "n3": "224.0.0.3"})
-
-    held = applier.apply(new_plan)
-
-    assert (held.foreign_conflicts, held.missing_nodes) == (("rr-g2",), ("n3",))
-    assert set(applier.read_owned(OWNER)) == {"rr-g1"}
-    assert (cluster_id(etcd, "n1"), cluster_id(etcd, "n2")) == ("224.0.0.1", "224.0.0.2")
-
-    etcd.delete(PEERS_PREFIX + "rr-g2")
-    etcd.put(NODES_PREFIX + "n3", calico_node("n3"))
-    done = applier.apply(new_plan)
-
-    assert (done.foreign_conflicts, done.missing_nodes, done.writes) == ((), (), 4)
-    assert set(applier.read_owned(OWNER)) == {"rr-g2"}
-    assert cluster_id(etcd, "n1") is None
-
-
 def test_owned_keys_removed_behind_our_back_are_restored(etcd: EtcdServer) -> None:
     seed_nodes(etcd, "n1")
     applier = EtcdApplier(settings(etcd.url))
@@ -305,18 +262,6 @@ def test_owned_keys_removed_behind_our_back_are_restored(etcd: EtcdServer) -> No
     assert result.writes == 2
     assert set(applier.read_owned(OWNER)) == {"rr-a"}
     assert cluster_id(etcd, "n1") == "224.0.0.1"
-
-
-def test_missing_calico_node_is_reported(etcd: EtcdServer) -> None:
-    seed_nodes(etcd, "n1")
-
-    result = EtcdApplier(settings(etcd.url)).apply(
-        desired([], {"n1": "224.0.0.1", "ghost": "224.0.0.2", "gone": None})
-    )
-
-    assert result.missing_nodes == ("ghost",)
-    assert (result.writes, result.reflectors) == (1, 1)
-    assert etcd.get(NODES_PREFIX + "ghost") is None
 
 
 def test_unparseable_node_stops_the_apply_before_any_write(etcd: EtcdServer) -> None:

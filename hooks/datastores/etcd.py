@@ -1,12 +1,10 @@
-"""Apply a route-reflector plan to Calico's etcdv3 datastore as a compare-and-swap diff."""
+"""Apply a route-reflector plan to Calico's etcdv3 datastore: connections, endpoint failover,
+paged reads and compare-and-swap transactions. What to change is computed in `etcd_changes`."""
 
 from __future__ import annotations
 
 import base64
-import ipaddress
-import json
 import logging
-import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -20,6 +18,19 @@ from etcd3gw import exceptions as etcd3gw_exceptions
 from etcd3gw.client import Etcd3Client
 
 from hooks.calico import OWNER_LABEL
+from hooks.datastores.etcd_changes import (
+    NODES_PREFIX,
+    OWNED_PREFIX,
+    PEERS_PREFIX,
+    Change,
+    Delete,
+    DesiredState,
+    DocumentError,
+    Entry,
+    Fresh,
+    owned_document,
+    plan_changes,
+)
 
 __all__ = [
     "NODES_PREFIX",
@@ -38,24 +49,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-PEERS_PREFIX: Final = "/calico/resources/v3/projectcalico.org/bgppeers/"
-NODES_PREFIX: Final = "/calico/resources/v3/projectcalico.org/nodes/"
-CLUSTER_ID_FIELD: Final = "routeReflectorClusterID"
-# Ownership of cluster IDs: `OWNED_PREFIX + owner + "/" + node` is written before this service
-# sets a node's cluster ID and deleted after it clears it, so an apply cut short (etcd down, a
-# crash) leaves a record the next sync of that owner finds and clears, whatever its plan.
-OWNED_PREFIX: Final = "/route-reflector.dev/v1/cluster-ids/"
 DEFAULT_ENDPOINT: Final = "http://127.0.0.1:2379"
-_CLUSTER_ID_BYTES: Final = b'"routeReflectorClusterID"'
 
 # etcd's default --max-txn-ops: the most range requests one read transaction may carry.
 _MAX_TXN_OPS: Final = 128
 # Keys per page of a prefix range: the gRPC gateway refuses responses past a few MB
 # (networking-calico saw it at ~3000 workload endpoints), and a Calico Node is 0.5-2 KB.
 _PAGE_SIZE: Final = 500
-
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
 class EtcdError(Exception):
@@ -108,44 +108,6 @@ class EtcdSettings:
 
 
 @dataclass(frozen=True)
-class DesiredState:
-    """What one RouteReflectorTopology wants in etcd.
-
-    `peers`: each `{"name": str, "spec": {...}}`, the spec as a Calico v3 BGPPeer spec.
-    `cluster_ids`: node name -> cluster ID for every node whose ID we manage:
-    a string sets it, None clears it.
-    """
-
-    owner: str
-    peers: tuple[Mapping[str, Any], ...]
-    cluster_ids: Mapping[str, str | None]
-
-    def __post_init__(self) -> None:
-        if not (_LABEL_VALUE.match(self.owner) and len(self.owner) <= 63):
-            raise ValueError(f"owner: {self.owner!r} is not a valid label value")
-        names: set[str] = set()
-        for index, peer in enumerate(self.peers):
-            name = peer.get("name")
-            if not isinstance(name, str) or not _is_object_name(name):
-                raise ValueError(f"peers[{index}].name: {name!r} is not a valid object name")
-            if name in names:
-                raise ValueError(f"peers[{index}].name: {name!r} appears twice")
-            names.add(name)
-            if not isinstance(peer.get("spec"), Mapping):
-                raise ValueError(f"peers[{index}].spec: must be an object")
-        for node, cluster_id in self.cluster_ids.items():
-            if not _is_object_name(node):
-                raise ValueError(f"cluster_ids: {node!r} is not a valid node name")
-            if cluster_id is not None:
-                try:
-                    ipaddress.IPv4Address(cluster_id)
-                except ValueError:
-                    raise ValueError(
-                        f"cluster_ids[{node}]: {cluster_id!r} is not an IPv4 address"
-                    ) from None
-
-
-@dataclass(frozen=True)
 class ApplyResult:
     """What one apply did and found.
 
@@ -185,7 +147,7 @@ class EtcdApplier:
             return {
                 name: document
                 for name, entry in sorted(peers.items())
-                if (document := _owned_document(entry, owner)) is not None
+                if (document := owned_document(entry, owner)) is not None
             }
 
         return self._with_endpoint(read)
@@ -260,22 +222,6 @@ class _Unreachable(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class _Entry:
-    key: str
-    value: bytes
-    mod_revision: int
-
-
-class _Delete:
-    """Marker: the change is to delete the key."""
-
-
-_DELETE: Final = _Delete()
-# A change maps the key's current entry (None: absent) to new bytes, _DELETE, or None (no-op).
-_Change = Callable[[_Entry | None], bytes | _Delete | None]
-
-
 @dataclass
 class _Progress:
     """Counts that survive a restart of the apply on another endpoint."""
@@ -295,94 +241,55 @@ class _Store:
     def apply(self, desired: DesiredState, progress: _Progress) -> ApplyResult:
         owner = desired.owner
         peers = self.read_prefix(PEERS_PREFIX)
-        owned_prefix = OWNED_PREFIX + owner + "/"
-        owned = self.read_prefix(owned_prefix)
+        owned = self.read_prefix(OWNED_PREFIX + owner + "/")
         nodes = self.read_keys(NODES_PREFIX, set(desired.cluster_ids) | set(owned))
-
-        wanted = {str(peer["name"]): peer["spec"] for peer in desired.peers}
-        conflicts = {
-            name for name in wanted if name in peers and _owned_document(peers[name], owner) is None
-        }
-        to_set = {node: cid for node, cid in desired.cluster_ids.items() if cid is not None}
-        to_clear = sorted(
-            {node for node, cid in desired.cluster_ids.items() if cid is None}
-            | (set(owned) - set(to_set))
+        fresh = Fresh(
+            new_uid=lambda: str(uuid.uuid4()),
+            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
-        missing = {node for node in to_set if node not in nodes}
-
-        snapshot = {
-            **{PEERS_PREFIX + n: e for n, e in peers.items()},
-            **{NODES_PREFIX + n: e for n, e in nodes.items()},
-            **{owned_prefix + n: e for n, e in owned.items()},
-        }
-        # Make before break: new reflectors, then their peerings, then drop old peerings,
-        # then old reflectors. Each change is computed on the snapshot first, so a value we
-        # cannot parse stops the apply before its first write. A node's ownership record is
-        # written in the transaction that sets its cluster ID and deleted in the one that
-        # clears it; alone only when the node itself needs no change.
-        steps: list[tuple[str, _Change, tuple[dict[str, Any], ...]]] = []
-        for node, cluster_id in sorted(to_set.items()):
-            if node in missing:
-                continue
-            record = _owned_record(cluster_id)
-            set_id = _set_cluster_id(cluster_id)
-            if set_id(snapshot.get(NODES_PREFIX + node)) is None:
-                steps.append((owned_prefix + node, _mark_owned(record), ()))
-            else:
-                steps.append((NODES_PREFIX + node, set_id, (_put_op(owned_prefix + node, record),)))
-        for name, spec in sorted(wanted.items()):
-            if name not in conflicts:
-                steps.append((PEERS_PREFIX + name, _put_peer(name, spec, owner), ()))
-        # A make that cannot happen (a foreign peer in the way, a reflector without a Calico
-        # Node) holds every break: the old peerings and reflectors may be all that routes.
-        if not conflicts and not missing:
-            for name, entry in sorted(peers.items()):
-                if name not in wanted and _owned_document(entry, owner) is not None:
-                    steps.append((PEERS_PREFIX + name, _delete_peer(owner), ()))
-            for node in to_clear:
-                clear = _set_cluster_id(None)
-                if node in nodes and clear(snapshot[NODES_PREFIX + node]) is not None:
-                    unmark = (_delete_op(owned_prefix + node),) if node in owned else ()
-                    steps.append((NODES_PREFIX + node, clear, unmark))
-                elif node in owned:
-                    steps.append((owned_prefix + node, _unmark_owned(), ()))
-        pending = [step for step in steps if step[1](snapshot.get(step[0])) is not None]
-
-        for key, change, also in pending:
-            final = self.swap(key, snapshot.get(key), change, progress, also)
-            name = key.rpartition("/")[2]
-            if key.startswith(PEERS_PREFIX):
-                if final is None:
-                    peers.pop(name, None)
-                else:
-                    peers[name] = final
-                    if name in wanted and _owned_document(final, owner) is None:
-                        conflicts.add(name)
-            elif key.startswith(OWNED_PREFIX):
-                continue
-            elif final is None:
-                if name in to_set:
+        try:
+            # Every change is computed on the snapshot first, so a value we cannot parse stops
+            # the apply before its first write.
+            changes = plan_changes(desired, peers, nodes, owned, fresh)
+            snapshot = {
+                **{PEERS_PREFIX + n: e for n, e in peers.items()},
+                **{NODES_PREFIX + n: e for n, e in nodes.items()},
+            }
+            conflicts, missing = set(changes.conflicts), set(changes.missing)
+            for step in changes.steps:
+                current = snapshot.get(step.key)
+                final = self.swap(step.key, current, step.change, progress, step.also)
+                name = step.key.rpartition("/")[2]
+                if step.key.startswith(PEERS_PREFIX):
+                    if final is None:
+                        peers.pop(name, None)
+                    else:
+                        peers[name] = final
+                        if name in changes.wanted and owned_document(final, owner) is None:
+                            conflicts.add(name)
+                elif step.key.startswith(NODES_PREFIX) and final is None and name in changes.to_set:
                     missing.add(name)
-                nodes.pop(name, None)
+        except DocumentError as error:
+            raise EtcdError(str(error)) from None
 
         owned_revisions = [
             entry.mod_revision
             for entry in peers.values()
-            if _owned_document(entry, owner) is not None
+            if owned_document(entry, owner) is not None
         ]
         revision = progress.last_revision or max(owned_revisions, default=0)
         return ApplyResult(
             writes=progress.writes,
             revision=revision,
             peers=len(owned_revisions),
-            reflectors=len(set(to_set) - missing),
+            reflectors=len(changes.to_set - missing),
             missing_nodes=tuple(sorted(missing)),
             foreign_conflicts=tuple(sorted(conflicts)),
         )
 
-    def read_prefix(self, prefix: str) -> dict[str, _Entry]:
+    def read_prefix(self, prefix: str) -> dict[str, Entry]:
         """Every key under `prefix` by name, paged but pinned to one revision."""
-        entries: dict[str, _Entry] = {}
+        entries: dict[str, Entry] = {}
         start, end, revision = prefix, _prefix_end(prefix), 0
         while True:
             request: dict[str, Any] = {
@@ -402,7 +309,7 @@ class _Store:
                 return entries
             start = _unb64(kvs[-1]["key"]).decode() + "\0"
 
-    def read_keys(self, prefix: str, names: Iterable[str]) -> dict[str, _Entry]:
+    def read_keys(self, prefix: str, names: Iterable[str]) -> dict[str, Entry]:
         """The keys `prefix + name` that exist, by name.
 
         Up to one transaction's worth of names are read by key in that one transaction (one
@@ -421,7 +328,7 @@ class _Store:
             "failure": [],
         }
         response = self._call(self._client.transaction, txn)
-        entries: dict[str, _Entry] = {}
+        entries: dict[str, Entry] = {}
         for item in response.get("responses", []):
             for kv in item.get("response_range", {}).get("kvs", []):
                 entry = _entry(kv)
@@ -431,11 +338,11 @@ class _Store:
     def swap(
         self,
         key: str,
-        current: _Entry | None,
-        change: _Change,
+        current: Entry | None,
+        change: Change,
         progress: _Progress,
-        also: Sequence[dict[str, Any]] = (),
-    ) -> _Entry | None:
+        also: Sequence[tuple[str, bytes | Delete]] = (),
+    ) -> Entry | None:
         """Apply `change` to `key` by compare-and-swap; on conflict re-read and recompute.
 
         `also`: operations on other keys made in the same transaction, only if the swap is."""
@@ -453,13 +360,9 @@ class _Store:
                     "target": "MOD",
                     "mod_revision": current.mod_revision,
                 }
-            if isinstance(outcome, _Delete):
-                operation: dict[str, Any] = {"request_delete_range": {"key": encoded_key}}
-            else:
-                operation = {"request_put": {"key": encoded_key, "value": _b64(outcome)}}
             txn = {
                 "compare": [compare],
-                "success": [operation, *also],
+                "success": [_operation(key, outcome), *(_operation(k, v) for k, v in also)],
                 # On conflict the same round trip returns the key as it is now.
                 "failure": [{"request_range": {"key": encoded_key}}],
             }
@@ -468,11 +371,11 @@ class _Store:
                 revision = int(response["header"]["revision"])
                 progress.writes += 1
                 progress.last_revision = revision
-                verb = "delete" if isinstance(outcome, _Delete) else "put"
+                verb = "delete" if isinstance(outcome, Delete) else "put"
                 log.info("etcd %s %s at revision %d", verb, key, revision)
-                if isinstance(outcome, _Delete):
+                if isinstance(outcome, Delete):
                     return None
-                return _Entry(key=key, value=outcome, mod_revision=revision)
+                return Entry(key=key, value=outcome, mod_revision=revision)
             kvs = response["responses"][0].get("response_range", {}).get("kvs", [])
             current = _entry(kvs[0]) if kvs else None
             log.info("etcd compare-and-swap conflict on %s; retrying", key)
@@ -518,151 +421,18 @@ class _Store:
         return f"connection failed ({detail})"
 
 
-def _set_cluster_id(cluster_id: str | None) -> _Change:
-    """Set or clear spec.bgp.routeReflectorClusterID, leaving every other field as it is."""
-
-    def change(current: _Entry | None) -> bytes | None:
-        if current is None:
-            return None  # no Calico Node: we never create one
-        if cluster_id is None and _CLUSTER_ID_BYTES not in current.value:
-            return None  # nothing to clear; skips parsing thousands of plain nodes
-        document = _load_object(current)
-        spec = document.get("spec")
-        if spec is None:
-            spec = document["spec"] = {}
-        bgp = spec.get("bgp") if isinstance(spec, dict) else None
-        if not isinstance(spec, dict) or not isinstance(bgp, (dict, type(None))):
-            raise EtcdError(f"{current.key}: spec.bgp is not an object; refusing to edit it")
-        present = (bgp or {}).get(CLUSTER_ID_FIELD) or None
-        if present == cluster_id:
-            return None
-        if cluster_id is None:
-            assert bgp is not None
-            del bgp[CLUSTER_ID_FIELD]
-        else:
-            spec.setdefault("bgp", {})[CLUSTER_ID_FIELD] = cluster_id
-        return _dump(document)
-
-    return change
-
-
-def _owned_record(cluster_id: str) -> bytes:
-    return _dump({CLUSTER_ID_FIELD: cluster_id})
-
-
-def _put_op(key: str, value: bytes) -> dict[str, Any]:
-    return {"request_put": {"key": _b64(key), "value": _b64(value)}}
-
-
-def _delete_op(key: str) -> dict[str, Any]:
-    return {"request_delete_range": {"key": _b64(key)}}
-
-
-def _mark_owned(wanted: bytes) -> _Change:
-    """Record that this owner set the node's cluster ID (a node that already carries it)."""
-
-    def change(current: _Entry | None) -> bytes | None:
-        return None if current is not None and current.value == wanted else wanted
-
-    return change
-
-
-def _unmark_owned() -> _Change:
-    """Drop the record once the node's cluster ID is cleared (or the node is gone)."""
-
-    def change(current: _Entry | None) -> _Delete | None:
-        return None if current is None else _DELETE
-
-    return change
-
-
-def _put_peer(name: str, spec: Mapping[str, Any], owner: str) -> _Change:
-    wanted_spec = json.loads(json.dumps(spec))
-
-    def change(current: _Entry | None) -> bytes | None:
-        if current is None:
-            return _dump(
-                {
-                    "kind": "BGPPeer",
-                    "apiVersion": "projectcalico.org/v3",
-                    "metadata": {
-                        "name": name,
-                        "uid": str(uuid.uuid4()),
-                        "creationTimestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                        "labels": {OWNER_LABEL: owner},
-                    },
-                    "spec": wanted_spec,
-                }
-            )
-        document = _owned_document(current, owner)
-        if document is None:
-            return None  # foreign: never overwritten
-        if (
-            document.get("spec") == wanted_spec
-            and document.get("kind") == "BGPPeer"
-            and document.get("apiVersion") == "projectcalico.org/v3"
-            and document["metadata"].get("name") == name
-        ):
-            return None
-        updated = dict(document)
-        updated["kind"] = "BGPPeer"
-        updated["apiVersion"] = "projectcalico.org/v3"
-        updated["metadata"] = {**document["metadata"], "name": name}
-        updated["spec"] = wanted_spec
-        return _dump(updated)
-
-    return change
-
-
-def _delete_peer(owner: str) -> _Change:
-    def change(current: _Entry | None) -> _Delete | None:
-        if current is None or _owned_document(current, owner) is None:
-            return None
-        return _DELETE
-
-    return change
-
-
-def _owned_document(entry: _Entry, owner: str) -> dict[str, Any] | None:
-    """The parsed BGPPeer if it carries our owner label, else None (foreign or unreadable)."""
-    try:
-        document = json.loads(entry.value)
-    except ValueError:
-        return None
-    if not isinstance(document, dict):
-        return None
-    metadata = document.get("metadata")
-    labels = metadata.get("labels") if isinstance(metadata, dict) else None
-    if isinstance(labels, dict) and labels.get(OWNER_LABEL) == owner:
-        return document
-    return None
-
-
-def _load_object(entry: _Entry) -> dict[str, Any]:
-    try:
-        document = json.loads(entry.value)
-    except ValueError as error:
-        raise EtcdError(f"{entry.key}: value is not JSON ({error}); refusing to edit it") from None
-    if not isinstance(document, dict):
-        raise EtcdError(f"{entry.key}: value is not a JSON object; refusing to edit it")
-    return document
-
-
-def _dump(document: Mapping[str, Any]) -> bytes:
-    # Compact and in the original key order, as Calico's Go client writes it.
-    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _entry(kv: Mapping[str, Any]) -> _Entry:
-    return _Entry(
+def _entry(kv: Mapping[str, Any]) -> Entry:
+    return Entry(
         key=_unb64(kv["key"]).decode(),
         value=_unb64(kv.get("value", "")),
         mod_revision=int(kv["mod_revision"]),
     )
 
 
-def _is_object_name(name: str) -> bool:
-    return len(name) <= 253 and _DNS_SUBDOMAIN.match(name) is not None
+def _operation(key: str, outcome: bytes | Delete) -> dict[str, Any]:
+    if isinstance(outcome, Delete):
+        return {"request_delete_range": {"key": _b64(key)}}
+    return {"request_put": {"key": _b64(key), "value": _b64(outcome)}}
 
 
 def _prefix_end(prefix: str) -> str:

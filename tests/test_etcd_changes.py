@@ -1,0 +1,216 @@
+"""What the etcd applier changes, computed on plain entries: order, ownership, held breaks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from hooks.calico import OWNER_LABEL
+from hooks.datastores.etcd_changes import (
+    DELETE,
+    NODES_PREFIX,
+    OWNED_PREFIX,
+    PEERS_PREFIX,
+    Changes,
+    DesiredState,
+    DocumentError,
+    Entry,
+    Fresh,
+    Step,
+    plan_changes,
+)
+
+OWNER = "default"
+OWNED = OWNED_PREFIX + OWNER + "/"
+RECORD = b'{"routeReflectorClusterID":"224.0.0.1"}'
+
+
+def fresh() -> Fresh:
+    return Fresh(new_uid=lambda: "uid-new", created="2026-01-01T00:00:00Z")
+
+
+def entry(key: str, document: Mapping[str, Any] | bytes, revision: int = 7) -> Entry:
+    value = document if isinstance(document, bytes) else json.dumps(document).encode()
+    return Entry(key=key, value=value, mod_revision=revision)
+
+
+def node(name: str, cluster_id: str | None = None) -> Entry:
+    bgp: dict[str, Any] = {"ipv4Address": "10.0.0.1/24"}
+    if cluster_id is not None:
+        bgp["routeReflectorClusterID"] = cluster_id
+    document = {"kind": "Node", "metadata": {"name": name}, "spec": {"bgp": bgp, "other": [1]}}
+    return entry(NODES_PREFIX + name, document)
+
+
+def ours(name: str, group: str) -> Entry:
+    document = {
+        "kind": "BGPPeer",
+        "apiVersion": "projectcalico.org/v3",
+        "metadata": {"name": name, "uid": "old", "labels": {OWNER_LABEL: OWNER}},
+        "spec": spec(group),
+    }
+    return entry(PEERS_PREFIX + name, document)
+
+
+def foreign(name: str) -> Entry:
+    document = {"kind": "BGPPeer", "metadata": {"name": name}, "spec": {"peerIP": "10.9.9.9"}}
+    return entry(PEERS_PREFIX + name, document)
+
+
+def spec(group: str) -> dict[str, str]:
+    return {
+        "nodeSelector": f"route-reflector.dev/group == '{group}'",
+        "peerSelector": f"route-reflector.dev/reflector == '{group}'",
+    }
+
+
+def desired(peers: Mapping[str, str], cluster_ids: Mapping[str, str | None]) -> DesiredState:
+    return DesiredState(
+        owner=OWNER,
+        peers=tuple({"name": name, "spec": spec(group)} for name, group in peers.items()),
+        cluster_ids=dict(cluster_ids),
+    )
+
+
+def changes(
+    state: DesiredState,
+    peers: tuple[Entry, ...] = (),
+    nodes: tuple[Entry, ...] = (),
+    owned: tuple[str, ...] = (),
+) -> Changes:
+    records = {name: entry(OWNED + name, RECORD) for name in owned}
+    return plan_changes(
+        state,
+        {e.key.rpartition("/")[2]: e for e in peers},
+        {e.key.rpartition("/")[2]: e for e in nodes},
+        records,
+        fresh(),
+    )
+
+
+def outcome(step: Step, current: Entry | None) -> Any:
+    """What the step writes on `current`: the parsed document, "delete", or None (no-op)."""
+    result = step.change(current)
+    if result is None or result is DELETE:
+        return None if result is None else "delete"
+    assert isinstance(result, bytes)
+    return json.loads(result)
+
+
+def test_a_first_plan_sets_cluster_ids_with_their_ownership_record_then_creates_peers() -> None:
+    planned = changes(desired({"rr-a": "a"}, {"n1": "224.0.0.1"}), nodes=(node("n1"),))
+
+    assert [step.key for step in planned.steps] == [NODES_PREFIX + "n1", PEERS_PREFIX + "rr-a"]
+    set_id, create = planned.steps
+    assert outcome(set_id, node("n1")) == json.loads(node("n1", "224.0.0.1").value)
+    assert set_id.also == ((OWNED + "n1", RECORD),)
+    assert outcome(create, None) == {
+        "kind": "BGPPeer",
+        "apiVersion": "projectcalico.org/v3",
+        "metadata": {
+            "name": "rr-a",
+            "uid": "uid-new",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {OWNER_LABEL: OWNER},
+        },
+        "spec": spec("a"),
+    }
+
+
+def test_a_converged_snapshot_needs_no_step() -> None:
+    planned = changes(
+        desired({"rr-a": "a"}, {"n1": "224.0.0.1", "n2": None}),
+        peers=(ours("rr-a", "a"),),
+        nodes=(node("n1", "224.0.0.1"), node("n2")),
+        owned=("n1",),
+    )
+
+    assert planned.steps == ()
+
+
+def test_a_changed_spec_keeps_the_peers_uid_and_labels() -> None:
+    planned = changes(desired({"rr-a": "z"}, {}), peers=(ours("rr-a", "a"),))
+
+    (update,) = planned.steps
+    written = outcome(update, ours("rr-a", "a"))
+    assert written["spec"] == spec("z")
+    assert written["metadata"] == {"name": "rr-a", "uid": "old", "labels": {OWNER_LABEL: OWNER}}
+
+
+def test_a_plan_change_makes_before_it_breaks() -> None:
+    planned = changes(
+        desired({"rr-g2": "g2"}, {"n1": None, "n2": "224.0.0.2"}),
+        peers=(ours("rr-g1", "g1"),),
+        nodes=(node("n1", "224.0.0.1"), node("n2")),
+        owned=("n1",),
+    )
+
+    assert [(step.key, outcome(step, None) is not None) for step in planned.steps] == [
+        (NODES_PREFIX + "n2", False),  # a change of an existing node: no-op on an absent key
+        (PEERS_PREFIX + "rr-g2", True),
+        (PEERS_PREFIX + "rr-g1", False),
+        (NODES_PREFIX + "n1", False),
+    ]
+    assert outcome(planned.steps[2], ours("rr-g1", "g1")) == "delete"
+    assert planned.steps[3].also == ((OWNED + "n1", DELETE),)
+    cleared = outcome(planned.steps[3], node("n1", "224.0.0.1"))
+    assert cleared == json.loads(node("n1").value)
+
+
+@pytest.mark.parametrize(
+    ("peers", "nodes", "conflicts", "missing"),
+    [
+        (
+            (ours("rr-g1", "g1"), foreign("rr-g2")),
+            (node("n1", "224.0.0.1"), node("n2")),
+            {"rr-g2"},
+            set(),
+        ),
+        ((ours("rr-g1", "g1"),), (node("n1", "224.0.0.1"),), set(), {"n2"}),
+    ],
+    ids=["foreign-peer-in-the-way", "reflector-without-calico-node"],
+)
+def test_a_make_that_cannot_happen_holds_every_break(
+    peers: tuple[Entry, ...], nodes: tuple[Entry, ...], conflicts: set[str], missing: set[str]
+) -> None:
+    planned = changes(
+        desired({"rr-g2": "g2"}, {"n1": None, "n2": "224.0.0.2"}), peers, nodes, owned=("n1",)
+    )
+
+    assert (planned.conflicts, planned.missing) == (conflicts, missing)
+    keys = [step.key for step in planned.steps]
+    assert PEERS_PREFIX + "rr-g1" not in keys and NODES_PREFIX + "n1" not in keys
+    assert PEERS_PREFIX + "rr-g2" not in keys or not conflicts
+
+
+def test_a_foreign_peer_is_never_overwritten_or_deleted() -> None:
+    planned = changes(desired({"rr-a": "a"}, {}), peers=(foreign("rr-a"), foreign("tor")))
+
+    assert planned.steps == () and planned.conflicts == {"rr-a"}
+    (create,) = changes(desired({"rr-a": "a"}, {})).steps
+    # A foreign writer took the name between our read and our write: the change backs off.
+    assert create.change(foreign("rr-a")) is None
+
+
+def test_an_ownership_record_left_behind_clears_its_node_or_goes_alone() -> None:
+    planned = changes(
+        desired({}, {}),
+        nodes=(node("n1", "224.0.0.1"), node("n2")),
+        owned=("n1", "n2", "gone"),
+    )
+
+    assert [(step.key, step.also) for step in planned.steps] == [
+        (OWNED + "gone", ()),
+        (NODES_PREFIX + "n1", ((OWNED + "n1", DELETE),)),
+        (OWNED + "n2", ()),
+    ]
+
+
+def test_a_node_that_is_not_json_stops_the_plan_before_any_step() -> None:
+    broken = entry(NODES_PREFIX + "broken", b"{truncated")
+
+    with pytest.raises(DocumentError, match="broken"):
+        changes(desired({"rr-a": "a"}, {"broken": "224.0.0.2"}), nodes=(broken,))
