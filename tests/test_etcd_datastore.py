@@ -476,3 +476,53 @@ def test_cluster_ids_left_by_an_interrupted_apply_are_cleared_by_a_later_differe
     assert cluster_id(server, "admin-rr") == "224.9.9.9"
     assert set(server.get_prefix(OWNED_PREFIX + OWNER + "/")) == {"n15"}
     assert applier.apply(desired([peer("rr-small", "g")], {"n15": "224.0.0.2"})).writes == 0
+
+
+FOREIGN_PEER = {
+    "kind": "BGPPeer",
+    "apiVersion": "projectcalico.org/v3",
+    "metadata": {"name": "rr-a", "labels": {"team": "network"}},
+    "spec": {"peerIP": "10.9.9.9", "asNumber": 65000},
+}
+
+
+@pytest.mark.parametrize(
+    ("ours_before", "when"),
+    [
+        ((), "squatted"),  # the name was taken before our first write
+        ((), "created"),  # a foreign writer creates the name between our read and our create
+        (("rr-a",), "replaced"),  # ... or replaces ours between our read and our update
+        (("rr-a", "rr-old"), "deleted"),  # ... or takes the one we were about to delete
+    ],
+)
+def test_compare_and_swap_never_overwrites_a_foreign_or_squatted_bgppeer(
+    etcd: EtcdServer, transactions: list[BeforeTxn], ours_before: tuple[str, ...], when: str
+) -> None:
+    """Issue 15's figure: etcd CAS never overwrote a foreign or squatted BGPPeer."""
+    applier = EtcdApplier(settings(etcd.url))
+    applier.apply(desired([peer(name, "old") for name in ours_before], {}))
+    target = "rr-old" if when == "deleted" else "rr-a"
+    squat = FOREIGN_PEER | {"metadata": {"name": target, "labels": {"team": "network"}}}
+    if when == "squatted":
+        etcd.put(PEERS_PREFIX + target, squat)
+    raced: list[int] = []
+
+    def foreign_writer(txn: dict[str, Any]) -> None:
+        write = decoded_write(txn)
+        if when != "squatted" and write and write[1] == PEERS_PREFIX + target and not raced:
+            raced.append(etcd.put(PEERS_PREFIX + target, squat))
+
+    transactions.append(foreign_writer)
+    wanted = [peer("rr-a", "new")]
+
+    result = applier.apply(desired(wanted, {}))
+
+    assert etcd.get(PEERS_PREFIX + target) == squat
+    assert bool(raced) == (when != "squatted")
+    assert result.foreign_conflicts == (() if when == "deleted" else ("rr-a",))
+    assert set(applier.read_owned(OWNER)) == ({"rr-a"} if when == "deleted" else set())
+    # The next sync finds it again and still leaves it alone.
+    revision = etcd.mod_revision(PEERS_PREFIX + target)
+    again = applier.apply(desired(wanted, {}))
+    assert etcd.mod_revision(PEERS_PREFIX + target) == revision
+    assert again.foreign_conflicts == result.foreign_conflicts
