@@ -8,6 +8,13 @@ cut from the RRs serving each zone: as many clusters of 3 as fit, the remainder 
 (k is 2 to 5), and m = (k + 1) // 2 + 1 (k=2,3 → m=k; k=4 → 3; k=5 → 4). A cluster keeps
 its ID, its members and its group names across syncs; only the clusters an RR left or joined
 change.
+
+Clients of two clusters meet on the planes both clusters have (1..min(k_A, k_B)), and survive one
+failure only if their groups share at least two of them (a failure costs one plane). An m-subset
+of a k-cluster covers at least m - (k - t) of planes 1..t, so two groups share at least
+m_A + m_B - k_B planes (A the smaller cluster): 2 or more for every pair of sizes but one, a
+cluster of 2 (m = 2) facing a cluster of 4 or 5 (m = k - 1). So when a cluster of 2 exists, every
+group of a larger cluster holds its plane-1 and plane-2 RRs (found by the single-failure property).
 """
 
 from __future__ import annotations
@@ -65,12 +72,16 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     groups: list[Group] = []
     ordinals = zone_ordinals(clusters, previous, r"-q(\d+)-\d+")
     named: list[tuple[str, Sequence[str]]] = []
+    pair_present = any(len(members) == 2 for _, members in clusters)
     for (zone, members), ordinal in zip(clusters, ordinals, strict=True):
         named.append((f"{group_name(zone)}-q{ordinal}", members))
         size = members_per_client(len(members))
+        pinned = sorted(members)[:2] if pair_present and size < len(members) else []
+        free = [m for m in members if m not in pinned]
         for slot in range(1, comb(len(members), size) + 1):
             # Any two m-subsets of a k-cluster share 2m - k RRs, so a slot need not be a distinct
             # subset: filled by rendezvous hashing, a replaced member changes only its own slots.
             name = f"{group_name(zone)}-q{ordinal}-{slot}"
-            groups.append(Group(name, zone, tuple(sorted(rendezvous_top(name, members, size)))))
+            chosen = pinned + rendezvous_top(name, free, size - len(pinned))
+            groups.append(Group(name, zone, tuple(sorted(chosen))))
     return plane_plan("quorum", reflectors, named, groups, selection, nodes, settings, previous)
