@@ -8,6 +8,7 @@ import logging
 import os
 import time
 import traceback
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -24,13 +25,16 @@ from hooks.controllers import Applied, TopologyDecision
 from hooks.metrics import DEFAULT_MAX_OWNERS, DEFAULT_MAX_ZONES, Metrics
 from hooks.model import Condition
 from hooks.paths import count_paths
-from hooks.server import byte_count, seconds
+from hooks.server import byte_count, count, seconds
 
 log = logging.getLogger("hooks")
 DEFAULT_MAX_BODY = 512 * 1024 * 1024
 DEFAULT_INFLIGHT_BODY = 1024 * 1024 * 1024
 DEFAULT_BODY_IDLE_TIMEOUT = 30.0
 DEFAULT_BODY_TIMEOUT = 300.0
+DEFAULT_SYNC_SLOTS = 2
+DEFAULT_SYNC_QUEUE = 16
+RETRY_AFTER_SECONDS = 5
 PREALLOCATE = 1024 * 1024
 LOG_TEXT = 500  # characters of an error or a name kept in a log line
 Clock = Callable[[], datetime]
@@ -66,8 +70,10 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def error_response(status: int, message: str, field: str | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "field": field}, status_code=status)
+def error_response(
+    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
 
 
 class BodyTimeout(Exception):
@@ -98,6 +104,55 @@ class ByteBudget:
 
     def give(self, size: int) -> None:
         self.held -= size
+
+
+class SyncSlots:
+    """Topology requests read and computed at once (`running`), and how many may wait their turn
+    (`queued`, first come first served); one more is Busy (503). A slot is taken before the body
+    is read: a waiting request's body stays in its socket (uvicorn stops reading past 64 KiB), so
+    memory grows with `running` bodies and their decoding, not with how many clients send at once.
+
+    Not bound to an event loop until used (tests run one app under several loops); only the
+    event loop thread touches it."""
+
+    def __init__(self, running: int, queued: int) -> None:
+        self.running_max = running
+        self.queued_max = queued
+        self.running = 0
+        self._turns: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def queued(self) -> int:
+        return sum(1 for turn in self._turns if not turn.done())
+
+    async def take(self) -> None:
+        if self.running < self.running_max and not self.queued:
+            self.running += 1
+            return
+        if self.queued >= self.queued_max:
+            raise Busy(
+                f"{self.running_max} topology requests are being computed and {self.queued_max}"
+                " wait (MAX_CONCURRENT_SYNCS, MAX_QUEUED_SYNCS)"
+            )
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._turns.append(turn)
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self.give()  # handed a slot as we were cancelled: pass it on
+            elif turn in self._turns:
+                self._turns.remove(turn)
+            raise
+
+    def give(self) -> None:
+        """A running request is done: its slot goes to the first still waiting, if any."""
+        while self._turns:
+            turn = self._turns.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.running -= 1
 
 
 async def read_body(
@@ -177,6 +232,10 @@ def create_app(
     limit = int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY))
     budget = ByteBudget(byte_count(env, "MAX_INFLIGHT_BODY_BYTES", DEFAULT_INFLIGHT_BODY))
     idle_timeout = seconds(env, "BODY_IDLE_TIMEOUT_SECONDS", DEFAULT_BODY_IDLE_TIMEOUT)
+    slots = SyncSlots(
+        count(env, "MAX_CONCURRENT_SYNCS", DEFAULT_SYNC_SLOTS),
+        count(env, "MAX_QUEUED_SYNCS", DEFAULT_SYNC_QUEUE, least=0),
+    )
     body_timeout = seconds(env, "BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT)
     metrics = Metrics(
         max_owners=int(env.get("METRICS_MAX_OWNERS", DEFAULT_MAX_OWNERS)),
@@ -192,7 +251,9 @@ def create_app(
     remove_legacy = legacy_remover or _legacy_remover(env)
 
     def topology_sync(body: Body) -> tuple[bytes, dict[str, Any]]:
+        began = time.perf_counter()
         request = wire.decode(body, wire.TopologySyncRequest)
+        decoded = time.perf_counter()
         now = clock()
         decision = controllers.decide_topology(request, env, now)
         applied = None
@@ -215,6 +276,7 @@ def create_app(
         ):
             legacy = remove_legacy(decision)
         response = controllers.render_topology(decision, applied, mesh, legacy)
+        planned = time.perf_counter()
         fields: dict[str, Any] = {"parent": decision.owner}
         # Series only for a bounded set of owners; what an owner no longer tracked left behind
         # (its last plan, its routing digest) goes with it.
@@ -256,7 +318,14 @@ def create_app(
                 }
         if decision.failure is not None:
             fields |= {"outcome": decision.failure.reason, "message": decision.failure.message}
-        return wire.encode(response), fields
+        counted = time.perf_counter()
+        answer = wire.encode(response)
+        return answer, fields | {
+            "decode_ms": round((decoded - began) * 1e3, 3),
+            "plan_ms": round((planned - decoded) * 1e3, 3),
+            "metrics_ms": round((counted - planned) * 1e3, 3),
+            "encode_ms": round((time.perf_counter() - counted) * 1e3, 3),
+        }
 
     def node_sync(body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode(body, wire.NodeSyncRequest)
@@ -292,12 +361,22 @@ def create_app(
             started = time.perf_counter()
             outcome = "ok"
             fields: dict[str, Any] = {}
+            slotted = False
             try:
+                if threaded:  # the large ones: a slot first, then the body (see SyncSlots)
+                    await slots.take()
+                    slotted = True
+                waited = time.perf_counter()
                 body = await read_body(request, limit, budget, idle_timeout, body_timeout)
+                received = time.perf_counter()
                 metrics.request_bytes.labels(name).observe(len(body))
                 answer, fields = (
                     await run_in_threadpool(_paused, handler, body) if threaded else handler(body)
                 )
+                fields |= {
+                    "wait_ms": round((waited - started) * 1e3, 3),
+                    "receive_ms": round((received - waited) * 1e3, 3),
+                }
                 return Response(answer, media_type="application/json")
             except TooLarge as error:
                 outcome = "too_large"
@@ -308,7 +387,9 @@ def create_app(
                 return error_response(408, str(error))
             except Busy as error:
                 outcome = "busy"
-                return error_response(503, str(error))
+                return error_response(
+                    503, str(error), headers={"retry-after": str(RETRY_AFTER_SECONDS)}
+                )
             except wire.BadRequest as error:
                 outcome = "bad_request"
                 fields["error"] = clip(error.message)
@@ -337,6 +418,8 @@ def create_app(
                 fields["trace"] = clip(traceback.format_exc(limit=-3), 2000)
                 return error_response(500, "internal error")
             finally:
+                if slotted:
+                    slots.give()
                 budget.give(getattr(request.state, "body_bytes", 0))
                 elapsed = time.perf_counter() - started
                 metrics.duration.labels(name).observe(elapsed)

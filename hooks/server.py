@@ -34,14 +34,22 @@ def seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def byte_count(env: Mapping[str, str], name: str, default: int) -> int:
-    """A positive byte count from the environment, or a ValueError naming the variable."""
+def count(env: Mapping[str, str], name: str, default: int, least: int = 1, unit: str = "") -> int:
+    """A whole number of at least `least` from the environment, or a ValueError naming the
+    variable."""
     raw = env.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) == 0:
-        raise ValueError(f"{name} must be a positive number of bytes, got {raw[:40]!r}")
+    if not raw.isdigit() or int(raw) < least:
+        raise ValueError(
+            f"{name} must be a whole number{unit} of at least {least}, got {raw[:40]!r}"
+        )
     return int(raw)
+
+
+def byte_count(env: Mapping[str, str], name: str, default: int) -> int:
+    """A positive byte count from the environment, or a ValueError naming the variable."""
+    return count(env, name, default, unit=" of bytes")
 
 
 _TIMEOUT_BODY = json.dumps({"error": "request head not received in time", "field": None}).encode()
