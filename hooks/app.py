@@ -41,6 +41,7 @@ Clock = Callable[[], datetime]
 Applier = Callable[[TopologyDecision], Applied]
 MeshSwitcher = Callable[[TopologyDecision], Condition]
 LegacyRemover = Callable[[TopologyDecision], Condition]
+Releaser = Callable[[str], None]  # removes a deleted topology's objects from the datastore
 Body = bytes | bytearray
 
 
@@ -223,6 +224,7 @@ def create_app(
     mesh_switch: MeshSwitcher | None = None,
     legacy_remover: LegacyRemover | None = None,
     serve_metrics: bool = True,
+    releaser: Releaser | None = None,
 ) -> Starlette:
     """The hook service. `environ` defaults to the process environment, read once here.
 
@@ -243,8 +245,11 @@ def create_app(
     )
     last_plans: dict[str, tuple[str, ...]] = {}
     routing_digests: dict[str, str] = {}  # owner → what its route counts were made from
+    etcd = _Etcd(env)
     if applier is None:
-        applier = _etcd_applier(env)
+        applier = etcd.apply
+    if releaser is None:
+        releaser = etcd.release
     if mesh_switch is None:
         mesh_switch = _mesh_switch(env)
     switch_mesh = mesh_switch
@@ -286,6 +291,10 @@ def create_app(
             routing_digests.pop(gone, None)
         if observed:
             metrics.observe_conditions(decision.owner, response.status.get("conditions", ()))
+            if applied is not None:
+                metrics.observe_datastore(
+                    decision.owner, applied.foreign_count, len(applied.orphaned)
+                )
         if decision.plan is not None:
             rrs = tuple(rr.node for rr in decision.plan.reflectors)
             changed = last_plans.get(decision.owner) != rrs
@@ -341,6 +350,8 @@ def create_app(
     def topology_finalize(body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode(body, wire.TopologySyncRequest)
         response = controllers.topology_finalize(request, env, clock())
+        if response.finalized and controllers.datastore_of(request.parent.spec, env) == "etcdv3":
+            releaser(request.parent.metadata.name)  # etcd down: 503, the finalizer stays
         return wire.encode(response), {
             "parent": request.parent.metadata.name,
             "finalized": response.finalized,
@@ -486,33 +497,19 @@ def create_metrics_app(hooks: Starlette) -> Starlette:
     return Starlette(routes=[Route("/metrics", _metrics_endpoint(metrics), methods=["GET"])])
 
 
-def _etcd_applier(env: Mapping[str, str]) -> Applier:
-    """Apply a decision to etcd; the connection is made on first use."""
-    state: dict[str, Any] = {}
+class _Etcd:
+    """The etcd datastore of the hook service: applies a decision, releases a deleted topology's
+    objects. The connection is made on first use; every etcd failure is a 503 (retried)."""
 
-    def apply(decision: TopologyDecision) -> Applied:
-        from hooks.datastores.etcd import (
-            EtcdApplier,
-            EtcdConflict,
-            EtcdError,
-            EtcdSettings,
-            EtcdUnavailable,
-        )
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self._applier: Any = None
+
+    def apply(self, decision: TopologyDecision) -> Applied:
         from hooks.datastores.etcd_changes import desired_state
 
-        if "applier" not in state:
-            try:
-                state["applier"] = EtcdApplier(EtcdSettings.from_environ(env))
-            except ValueError as error:
-                raise Unavailable("etcd settings are invalid", str(error)) from None
-        try:
-            result = state["applier"].apply(desired_state(decision))
-        except EtcdUnavailable as error:
-            raise Unavailable("etcd unavailable, will retry", str(error)) from None
-        except EtcdConflict as error:
-            raise Unavailable("etcd keys kept changing under us, will retry", str(error)) from None
-        except EtcdError as error:
-            raise Unavailable("etcd refused the plan", str(error)) from None
+        desired = desired_state(decision)  # a parent Metacontroller did not send: 400, no write
+        result = self._run(lambda applier: applier.apply(desired))
         return Applied(
             datastore="etcdv3",
             revision=result.revision,
@@ -520,9 +517,47 @@ def _etcd_applier(env: Mapping[str, str]) -> Applier:
             peers=result.peers,
             missing_nodes=tuple(result.missing_nodes),
             foreign_peers=tuple(result.foreign_conflicts),
+            foreign_count=result.foreign_peers,
+            orphaned=tuple(
+                {
+                    "owner": o.owner,
+                    "uid": o.uid,
+                    "bgpPeers": o.peers,
+                    "clusterIDs": o.cluster_ids,
+                    "unseenSince": o.unseen_since,
+                    "removed": o.swept,
+                }
+                for o in result.orphans
+            ),
         )
 
-    return apply
+    def release(self, owner: str) -> None:
+        from hooks.calico import label_value
+
+        self._run(lambda applier: applier.release(label_value(owner)))
+
+    def _run(self, action: Callable[[Any], Any]) -> Any:
+        from hooks.datastores.etcd import (
+            EtcdApplier,
+            EtcdConflict,
+            EtcdError,
+            EtcdSettings,
+            EtcdUnavailable,
+        )
+
+        if self._applier is None:
+            try:
+                self._applier = EtcdApplier(EtcdSettings.from_environ(self._env))
+            except ValueError as error:
+                raise Unavailable("etcd settings are invalid", str(error)) from None
+        try:
+            return action(self._applier)
+        except EtcdUnavailable as error:
+            raise Unavailable("etcd unavailable, will retry", str(error)) from None
+        except EtcdConflict as error:
+            raise Unavailable("etcd keys kept changing under us, will retry", str(error)) from None
+        except EtcdError as error:
+            raise Unavailable("etcd refused the plan", str(error)) from None
 
 
 def _mesh_switch(env: Mapping[str, str]) -> MeshSwitcher:

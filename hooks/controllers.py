@@ -124,6 +124,14 @@ def settings_for(spec: Mapping[str, Any] | None, environ: Environ) -> Settings:
     return found
 
 
+def datastore_of(spec: Mapping[str, Any] | None, environ: Environ) -> str:
+    """The topology's datastore; with an invalid spec, the environment's (or the default)."""
+    try:
+        return settings_for(spec, environ).datastore
+    except SpecError:
+        return environ.get("DATASTORE_TYPE", "")
+
+
 # --- topology sync -----------------------------------------------------------------------------
 
 
@@ -147,6 +155,9 @@ class TopologyDecision:
     legacy_peers: tuple[LegacyPeer, ...] = ()  # the original operator's BGPPeers, still there
     legacy_valued: frozenset[str] = frozenset()  # RRs still carrying its label value
     guard_since: str | None = None  # when this service first saw the Node set the guard refuses
+    owner_uid: str = ""  # the parent's metadata.uid
+    # (name, uid) of the parent and every related topology: the ones Metacontroller shows as real
+    live_topologies: tuple[tuple[str, str], ...] = ()
 
     @cached_property
     def bgp_peers(self) -> list[dict[str, Any]]:
@@ -264,12 +275,20 @@ def decide_topology(
     owner = parent.metadata.name
     previous = parent.read_status()
     previous_raw = _raw_status(parent.status)
+    related = decode_topologies(request.related)
     base = {
         "owner": owner,
         "previous": previous,
         "previous_raw": previous_raw,
         "now": now,
         "generation": parent.metadata.generation,
+        "owner_uid": parent.metadata.uid,
+        "live_topologies": tuple(
+            sorted(
+                {(owner, parent.metadata.uid)}
+                | {(t.metadata.name, t.metadata.uid) for t in related}
+            )
+        ),
     }
 
     def refuse(reason: str, message: str, settings: Settings | None = None) -> TopologyDecision:
@@ -281,7 +300,7 @@ def decide_topology(
             **base,  # type: ignore[arg-type]
         )
 
-    older = [t for t in decode_topologies(request.related) if t.metadata.name != owner]
+    older = [t for t in related if t.metadata.name != owner]
     mine = (parent.metadata.creationTimestamp or "", owner)
     for other in older:
         if (other.metadata.creationTimestamp or "", other.metadata.name) < mine:
@@ -640,6 +659,9 @@ class Applied:
     peers: int
     missing_nodes: tuple[str, ...] = ()
     foreign_peers: tuple[str, ...] = ()
+    foreign_count: int = 0  # BGPPeers in the datastore that no topology of ours wrote
+    # Other owners' objects no sync shows as a live topology, as status shows them.
+    orphaned: tuple[Mapping[str, Any], ...] = ()
 
     def problems(self) -> list[Condition]:
         found = []
@@ -664,6 +686,8 @@ class Applied:
         return found
 
 
+# Status lists the first orphaned owners only (a forged stream of parents cannot grow it).
+ORPHANS_LISTED = 20
 LEGACY_CONDITION = "LegacyBGPPeers"
 # Its multi topology made one BGPPeer per client and RR (15,000 at 5,000 nodes): status names
 # the first ones only, so the object stays far below the API server's size limit.
@@ -740,6 +764,8 @@ def render_topology(
                 "type": applied.datastore,
                 "revision": revision,
                 "peers": applied.peers,
+                "foreignBGPPeers": applied.foreign_count,
+                "orphaned": [dict(o) for o in applied.orphaned[:ORPHANS_LISTED]],
             }
             decision = replace(
                 decision, plan=replace(plan, problems=(*applied.problems(), *plan.problems))

@@ -187,6 +187,19 @@ class Metrics:
             ["owner"],
             registry=r,
         )
+        self.foreign_objects = Gauge(
+            "rr_datastore_foreign_bgppeers",
+            "BGPPeers in etcd that no topology of this service wrote (left alone)",
+            ["owner"],
+            registry=r,
+        )
+        self.orphaned_owners = Gauge(
+            "rr_datastore_orphaned_owners",
+            "Owners with objects in etcd that no sync shows as a live topology (swept after"
+            " a grace period)",
+            ["owner"],
+            registry=r,
+        )
         self.owners_tracked = Gauge("rr_metrics_owners", "Owners that have series now", registry=r)
         for kind in ("owner", "zone"):
             self.rejected.labels(kind)  # 0 from the start: a rate over it needs a first sample
@@ -223,6 +236,8 @@ class Metrics:
             self.pending,
             self.wait,
             self.bgp_peers,
+            self.foreign_objects,
+            self.orphaned_owners,
         ):
             _discard(labelled, owner)
         for key in state.conditions:
@@ -307,6 +322,11 @@ class Metrics:
             for status in CONDITION_STATUSES:
                 self.condition.labels(owner, key, status).set(1 if status == current else 0)
         state.conditions = frozenset(now)
+
+    def observe_datastore(self, owner: str, foreign: int, orphaned: int) -> None:
+        """What the etcd apply of `owner`'s sync found; call after `admit(owner)` returned True."""
+        self.foreign_objects.labels(owner).set(foreign)
+        self.orphaned_owners.labels(owner).set(orphaned)
 
     def observe_paths(self, owner: str, report: PathReport, plan: Plan) -> None:
         bound = stated_paths_bound(plan)

@@ -39,6 +39,17 @@ def find_etcd_binary() -> str:
     )
 
 
+def foreign_bgp_peer(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """A BGPPeer as someone else (an admin, another tool) writes it to etcd: a ToR peering."""
+    metadata: dict[str, Any] = {"name": name} | ({"labels": labels} if labels else {})
+    return {
+        "kind": "BGPPeer",
+        "apiVersion": "projectcalico.org/v3",
+        "metadata": metadata,
+        "spec": {"peerIP": "10.9.9.9", "asNumber": 65000},
+    }
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

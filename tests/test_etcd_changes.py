@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,12 +14,16 @@ from hooks.datastores.etcd_changes import (
     DELETE,
     NODES_PREFIX,
     OWNED_PREFIX,
+    OWNER_UID_ANNOTATION,
+    OWNERS_PREFIX,
     PEERS_PREFIX,
+    SWEEP_GRACE,
     Changes,
     DesiredState,
     DocumentError,
     Entry,
     Fresh,
+    Liveness,
     Step,
     plan_changes,
 )
@@ -214,3 +219,112 @@ def test_a_node_that_is_not_json_stops_the_plan_before_any_step() -> None:
 
     with pytest.raises(DocumentError, match="broken"):
         changes(desired({"rr-a": "a"}, {"broken": "224.0.0.2"}), nodes=(broken,))
+
+
+NOW = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
+
+
+def live(*uids: str, owners: tuple[str, ...] = (OWNER,), now: datetime = NOW) -> Liveness:
+    return Liveness(uids=frozenset(("uid-default", *uids)), owners=frozenset(owners), now=now)
+
+
+def of(owner: str, name: str, uid: str | None) -> Entry:
+    """A BGPPeer another owner wrote (`uid` None: before uids were recorded)."""
+    metadata: dict[str, Any] = {"name": name, "labels": {OWNER_LABEL: owner}}
+    if uid is not None:
+        metadata["annotations"] = {OWNER_UID_ANNOTATION: uid}
+    return entry(PEERS_PREFIX + name, {"kind": "BGPPeer", "metadata": metadata, "spec": {}})
+
+
+def record(owner: str, uid: str, unseen: str | None = None) -> Entry:
+    value = {"name": owner, "uid": uid} | ({"unseenSince": unseen} if unseen else {})
+    return entry(OWNERS_PREFIX + owner, value)
+
+
+def sweep(
+    liveness: Liveness,
+    peers: tuple[Entry, ...],
+    owners: tuple[Entry, ...] = (),
+    others: Mapping[str, tuple[str, ...]] | None = None,
+    nodes: tuple[Entry, ...] = (),
+    state: DesiredState | None = None,
+) -> Changes:
+    base = state or desired({}, {})
+    mine = DesiredState(
+        owner=OWNER,
+        peers=base.peers,
+        cluster_ids=base.cluster_ids,
+        uid="uid-default",
+        name=OWNER,
+        liveness=liveness,
+    )
+    records = {
+        label: {n: entry(f"{OWNED_PREFIX}{label}/{n}", RECORD) for n in names}
+        for label, names in (others or {}).items()
+    }
+    return plan_changes(
+        mine,
+        {e.key.rpartition("/")[2]: e for e in peers},
+        {e.key.rpartition("/")[2]: e for e in nodes},
+        {},
+        fresh(),
+        records,
+        {e.key.rpartition("/")[2]: e for e in owners},
+    )
+
+
+def test_an_owner_no_sync_shows_is_marked_then_swept_after_the_grace() -> None:
+    peers = (of("evil", "evil-rr-a", "uid-evil"),)
+    first = sweep(live(), peers)
+    (orphan,) = first.orphans
+    assert (orphan.owner, orphan.uid, orphan.swept) == ("evil", "uid-evil", False)
+    assert OWNERS_PREFIX + "evil" in [step.key for step in first.steps]
+
+    marked = (record("evil", "uid-evil", "2026-11-26T10:00:00Z"),)
+    early = sweep(live(now=NOW + SWEEP_GRACE - timedelta(seconds=1)), peers, marked)
+    assert not early.orphans[0].swept and all(not step.sweeps for step in early.steps)
+    late = sweep(live(now=NOW + SWEEP_GRACE), peers, marked)
+    assert late.orphans[0].swept
+    assert [step.key for step in late.steps][-2:] == [
+        OWNERS_PREFIX + "evil",
+        PEERS_PREFIX + "evil-rr-a",
+    ]
+
+
+def test_an_owner_shown_again_is_unmarked_and_kept() -> None:
+    peers = (of("other", "other-rr-a", "uid-other"),)
+    marked = (record("other", "uid-other", "2026-11-26T10:00:00Z"),)
+
+    planned = sweep(live("uid-other", now=NOW + 2 * SWEEP_GRACE), peers, marked)
+
+    assert planned.orphans == ()
+    (unmark,) = [step for step in planned.steps if step.key == OWNERS_PREFIX + "other"]
+    assert outcome(unmark, marked[0]) == {"name": "other", "uid": "uid-other"}
+
+
+def test_objects_without_a_uid_are_kept_while_their_label_names_a_live_topology() -> None:
+    peers = (of("old", "old-rr-a", None), of("gone", "gone-rr-a", None))
+
+    planned = sweep(live(owners=(OWNER, "old")), peers)
+
+    assert [orphan.owner for orphan in planned.orphans] == ["gone"]
+
+
+def test_nothing_is_swept_while_our_own_make_is_held_and_live_owners_keep_their_ids() -> None:
+    peers = (of("evil", "evil-rr-a", "uid-evil"),)
+    marked = (record("evil", "uid-evil", "2026-11-26T10:00:00Z"),)
+    others = {"evil": ("n1", "n2"), "other": ("n2",)}
+    nodes = (node("n1", "224.0.0.1"), node("n2", "224.0.0.1"))
+    later = live("uid-other", now=NOW + SWEEP_GRACE)
+    owners = (*marked, record("other", "uid-other"))
+
+    held = sweep(later, peers, owners, others, nodes, desired({}, {"ghost": "224.0.0.9"}))
+    assert not held.orphans[0].swept and all(step.sweeps == "" for step in held.steps)
+
+    done = sweep(later, peers, owners, others, nodes)
+    assert [(step.key, step.also) for step in done.steps if step.sweeps] == [
+        (OWNERS_PREFIX + "evil", ()),
+        (PEERS_PREFIX + "evil-rr-a", ()),
+        (NODES_PREFIX + "n1", ((OWNED_PREFIX + "evil/n1", DELETE),)),
+        (OWNED_PREFIX + "evil/n2", ()),  # n2 is other's RR: only evil's record goes
+    ]

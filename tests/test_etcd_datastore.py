@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from etcd3gw.client import Etcd3Client
-from etcd_server import EtcdServer
+from etcd_server import EtcdServer, foreign_bgp_peer
 
 from hooks.datastores import etcd as etcd_module
 from hooks.datastores.etcd import (
@@ -170,12 +170,7 @@ def test_changed_spec_updates_the_peer_and_keeps_uid_and_creation_time(etcd: Etc
 
 def test_foreign_peers_and_other_node_fields_are_left_alone(etcd: EtcdServer) -> None:
     seed_nodes(etcd, "n1")
-    foreign = {
-        "kind": "BGPPeer",
-        "apiVersion": "projectcalico.org/v3",
-        "metadata": {"name": "rr-a"},
-        "spec": {"peerIP": "10.9.9.9", "asNumber": 65000},
-    }
+    foreign = foreign_bgp_peer("rr-a")
     etcd.put(PEERS_PREFIX + "rr-a", foreign)
     etcd.put(PEERS_PREFIX + "tor", foreign | {"metadata": {"name": "tor"}})
     other_owner = foreign | {"metadata": {"name": "x", "labels": {OWNER_LABEL: "other"}}}
@@ -478,14 +473,6 @@ def test_cluster_ids_left_by_an_interrupted_apply_are_cleared_by_a_later_differe
     assert applier.apply(desired([peer("rr-small", "g")], {"n15": "224.0.0.2"})).writes == 0
 
 
-FOREIGN_PEER = {
-    "kind": "BGPPeer",
-    "apiVersion": "projectcalico.org/v3",
-    "metadata": {"name": "rr-a", "labels": {"team": "network"}},
-    "spec": {"peerIP": "10.9.9.9", "asNumber": 65000},
-}
-
-
 @pytest.mark.parametrize(
     ("ours_before", "when"),
     [
@@ -502,7 +489,7 @@ def test_compare_and_swap_never_overwrites_a_foreign_or_squatted_bgppeer(
     applier = EtcdApplier(settings(etcd.url))
     applier.apply(desired([peer(name, "old") for name in ours_before], {}))
     target = "rr-old" if when == "deleted" else "rr-a"
-    squat = FOREIGN_PEER | {"metadata": {"name": target, "labels": {"team": "network"}}}
+    squat = foreign_bgp_peer(target, {"team": "network"})
     if when == "squatted":
         etcd.put(PEERS_PREFIX + target, squat)
     raced: list[int] = []

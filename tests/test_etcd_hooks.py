@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import warnings
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from etcd_server import EtcdServer
+from etcd_server import EtcdServer, foreign_bgp_peer
 from starlette.exceptions import StarletteDeprecationWarning
+from test_schemas import status_validator
 
 from hooks.app import create_app
 from hooks.calico import OWNER_LABEL
-from hooks.datastores.etcd import NODES_PREFIX, PEERS_PREFIX
+from hooks.datastores.etcd import NODES_PREFIX, OWNED_PREFIX, OWNERS_PREFIX, PEERS_PREFIX
+from hooks.datastores.etcd_changes import OWNER_UID_ANNOTATION
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -171,3 +173,165 @@ def test_etcd_down_answers_503_and_nothing_is_lost(private_etcd: EtcdServer) -> 
         again = client.post("/topology/sync", json=request(NODES, first["status"]))
     assert again.status_code == 200
     assert cluster_ids(private_etcd) == before[1]
+
+
+GRACE = timedelta(minutes=10)
+
+
+def topology(name: str, uid: str, minimum: int = 2, paused: bool = False) -> dict[str, Any]:
+    spec: dict[str, Any] = {"datastore": "etcdv3", "zoneLabel": "topology.kubernetes.io/zone"}
+    return {
+        "apiVersion": "route-reflector.dev/v1alpha1",
+        "kind": "RouteReflectorTopology",
+        "metadata": {
+            "name": name,
+            "uid": uid,
+            "generation": 1,
+            "creationTimestamp": f"2026-01-01T00:00:0{minimum}Z",
+        },
+        "spec": spec | {"min": minimum, "paused": paused},
+    }
+
+
+def sync_of(parent: dict[str, Any], *live: dict[str, Any]) -> dict[str, Any]:
+    """A sync of `parent` whose related topologies are `live` (the parent is always among them)."""
+    body = request(NODES)
+    body["parent"] = parent
+    shown = {t["metadata"]["name"]: t for t in (parent, *live)}
+    body["related"]["RouteReflectorTopology.route-reflector.dev/v1alpha1"] = shown
+    return body
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def owned_by(etcd: EtcdServer, owner: str) -> tuple[list[str], list[str], bool]:
+    """(BGPPeers, cluster-ID records, owner record present) of `owner` in etcd."""
+    peers = [
+        key
+        for key, value in etcd.get_prefix(PEERS_PREFIX).items()
+        if value["metadata"].get("labels", {}).get(OWNER_LABEL) == owner
+    ]
+    records = list(etcd.get_prefix(f"{OWNED_PREFIX}{owner}/"))
+    return peers, records, etcd.get(OWNERS_PREFIX + owner) is not None
+
+
+def test_a_parent_without_uid_is_refused_and_nothing_is_written(etcd: EtcdServer) -> None:
+    seed(etcd)
+    body = request(NODES)
+    del body["parent"]["metadata"]["uid"]
+    with client_for(etcd) as client:
+        answer = client.post("/topology/sync", json=body)
+    assert answer.status_code == 400
+    assert answer.json()["field"] == "parent.metadata.uid"
+    assert etcd.get_prefix(PEERS_PREFIX) == {} and cluster_ids(etcd) == {}
+    assert etcd.get_prefix("/route-reflector.dev/") == {}
+
+
+def test_every_object_written_carries_the_parents_uid(etcd: EtcdServer) -> None:
+    seed(etcd)
+    with client_for(etcd) as client:
+        client.post("/topology/sync", json=request(NODES))
+    peers = etcd.get_prefix(PEERS_PREFIX).values()
+    assert {p["metadata"]["annotations"][OWNER_UID_ANNOTATION] for p in peers} == {"u"}
+    records = etcd.get_prefix(OWNED_PREFIX + "default/").values()
+    assert records and {r["ownerUID"] for r in records} == {"u"}
+    assert etcd.get(OWNERS_PREFIX + "default") == {"name": "default", "uid": "u"}
+
+
+def test_a_parent_named_evil_without_a_live_owner_leaves_nothing_behind_after_the_sweep(
+    etcd: EtcdServer,
+) -> None:
+    seed(etcd)
+    real, evil = topology("default", "uid-real"), topology("evil", "uid-evil", minimum=4)
+    clock = Clock()
+    app = create_app(environ={"ETCD_ENDPOINTS": etcd.url}, clock=clock)
+    with TestClient(app) as client:
+        assert client.post("/topology/sync", json=sync_of(evil)).status_code == 200
+        assert all(owned_by(etcd, "evil"))
+        first = client.post("/topology/sync", json=sync_of(real)).json()["status"]
+        alone = {rr["node"]: rr["clusterID"] for rr in first["routeReflectors"]}
+        assert first["datastore"]["orphaned"] == [
+            {
+                "owner": "evil",
+                "uid": "uid-evil",
+                "bgpPeers": len(owned_by(etcd, "evil")[0]),
+                "clusterIDs": 8,
+                "unseenSince": "2026-11-26T10:00:00Z",
+                "removed": False,
+            }
+        ]
+        assert 'rr_datastore_orphaned_owners{owner="default"} 1.0' in client.get("/metrics").text
+        clock.now = NOW + GRACE - timedelta(seconds=1)
+        early = client.post("/topology/sync", json=sync_of(real)).json()["status"]
+        assert early["datastore"]["orphaned"][0]["removed"] is False and all(owned_by(etcd, "evil"))
+        clock.now = NOW + GRACE
+        swept = client.post("/topology/sync", json=sync_of(real)).json()["status"]
+        assert swept["datastore"]["orphaned"][0]["removed"] is True
+        for status in (first, swept):  # what status reports is what the CRD documents
+            assert list(status_validator().iter_errors(status)) == []
+        after = client.post("/topology/sync", json=sync_of(real)).json()["status"]
+        assert 'rr_datastore_orphaned_owners{owner="default"} 0.0' in client.get("/metrics").text
+    assert owned_by(etcd, "evil") == ([], [], False)
+    assert after["datastore"]["orphaned"] == []
+    assert cluster_ids(etcd) == alone  # evil's extra RRs lost their IDs, ours kept theirs
+
+
+def test_a_live_topology_is_never_swept_even_paused_and_a_deleted_ones_objects_go(
+    etcd: EtcdServer,
+) -> None:
+    seed(etcd)
+    real, other = topology("default", "uid-real"), topology("other", "uid-other", minimum=4)
+    paused = topology("other", "uid-other", minimum=4, paused=True)
+    clock = Clock()
+    app = create_app(environ={"ETCD_ENDPOINTS": etcd.url}, clock=clock)
+    with TestClient(app) as client:
+        client.post("/topology/sync", json=sync_of(other))
+        held = owned_by(etcd, "other")
+        for step in range(3):  # other stays shown (paused, never applying): never swept
+            clock.now = NOW + step * GRACE
+            client.post("/topology/sync", json=sync_of(paused, real))
+            status = client.post("/topology/sync", json=sync_of(real, paused)).json()["status"]
+            assert status["datastore"]["orphaned"] == []
+        assert owned_by(etcd, "other") == held
+        # Deleted with its finalizer removed by hand: no sync shows it any more.
+        client.post("/topology/sync", json=sync_of(real))
+        clock.now += GRACE
+        client.post("/topology/sync", json=sync_of(real))
+    assert owned_by(etcd, "other") == ([], [], False)
+
+
+def test_the_finalize_hook_removes_the_deleted_topologys_objects(etcd: EtcdServer) -> None:
+    seed(etcd)
+    with client_for(etcd) as client:
+        client.post("/topology/sync", json=request(NODES))
+        assert all(owned_by(etcd, "default"))
+        finalize = request(NODES) | {"finalizing": True}
+        answer = client.post("/topology/finalize", json=finalize)
+    assert answer.status_code == 200 and answer.json()["finalized"] is True
+    assert owned_by(etcd, "default") == ([], [], False)
+    assert cluster_ids(etcd) == {}
+
+
+def test_a_foreign_bgppeer_is_reported_and_never_touched(etcd: EtcdServer) -> None:
+    seed(etcd)
+    tor = foreign_bgp_peer("tor")
+    etcd.put(PEERS_PREFIX + "tor", tor)
+    revision = etcd.mod_revision(PEERS_PREFIX + "tor")
+    clock = Clock()
+    app = create_app(environ={"ETCD_ENDPOINTS": etcd.url}, clock=clock)
+    with TestClient(app) as client:
+        for step in range(3):
+            clock.now = NOW + step * GRACE
+            status = client.post("/topology/sync", json=request(NODES)).json()["status"]
+            assert status["datastore"]["foreignBGPPeers"] == 1
+            assert status["datastore"]["orphaned"] == []
+        metrics = client.get("/metrics").text
+    assert 'rr_datastore_foreign_bgppeers{owner="default"} 1.0' in metrics
+    assert etcd.mod_revision(PEERS_PREFIX + "tor") == revision
+    assert etcd.get(PEERS_PREFIX + "tor") == tor

@@ -353,7 +353,7 @@ def test_spec_fields_are_all_optional_and_status_keeps_unknown_fields() -> None:
     assert status["x-kubernetes-preserve-unknown-fields"] is True
     assert set(status["properties"]) == {
         "topology", "reflectors", "zoneCount", "routeReflectors", "zones", "groups",
-        "conditions", "observedGeneration", "released", "guard",
+        "conditions", "observedGeneration", "released", "guard", "datastore",
     }  # fmt: skip
 
 

@@ -8,7 +8,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
@@ -19,8 +19,10 @@ from etcd3gw.client import Etcd3Client
 
 from hooks.calico import OWNER_LABEL
 from hooks.datastores.etcd_changes import (
+    DELETE,
     NODES_PREFIX,
     OWNED_PREFIX,
+    OWNERS_PREFIX,
     PEERS_PREFIX,
     Change,
     Delete,
@@ -28,6 +30,7 @@ from hooks.datastores.etcd_changes import (
     DocumentError,
     Entry,
     Fresh,
+    Orphan,
     owned_document,
     plan_changes,
 )
@@ -35,6 +38,7 @@ from hooks.datastores.etcd_changes import (
 __all__ = [
     "NODES_PREFIX",
     "OWNED_PREFIX",
+    "OWNERS_PREFIX",
     "OWNER_LABEL",
     "PEERS_PREFIX",
     "ApplyResult",
@@ -117,6 +121,8 @@ class ApplyResult:
     we set; `missing_nodes`: nodes we were to give a cluster ID that have no Calico Node;
     `foreign_conflicts`: BGPPeer names we wanted that exist without our owner label.
     While `missing_nodes` or `foreign_conflicts` is non-empty nothing is deleted or cleared.
+    `foreign_peers`: BGPPeers carrying no owner label of this service (never touched);
+    `orphans`: other owners no sync shows as live (swept once unseen for SWEEP_GRACE).
     """
 
     writes: int
@@ -125,6 +131,8 @@ class ApplyResult:
     reflectors: int
     missing_nodes: tuple[str, ...]
     foreign_conflicts: tuple[str, ...]
+    foreign_peers: int = 0
+    orphans: tuple[Orphan, ...] = ()
 
 
 class EtcdApplier:
@@ -138,6 +146,19 @@ class EtcdApplier:
     def apply(self, desired: DesiredState) -> ApplyResult:
         progress = _Progress()
         return self._with_endpoint(lambda store: store.apply(desired, progress))
+
+    def release(self, owner: str) -> ApplyResult:
+        """Remove everything `owner` has in etcd (its topology is being deleted): its BGPPeers,
+        the cluster IDs it set (with their records), then its owner record."""
+        progress = _Progress()
+
+        def release(store: _Store) -> ApplyResult:
+            result = store.apply(DesiredState(owner=owner, peers=(), cluster_ids={}), progress)
+            key = OWNERS_PREFIX + owner
+            store.swap(key, store.read_keys(OWNERS_PREFIX, [owner]).get(owner), _gone, progress)
+            return replace(result, writes=progress.writes)
+
+        return self._with_endpoint(release)
 
     def read_owned(self, owner: str) -> dict[str, Mapping[str, Any]]:
         """The BGPPeers carrying our owner label, by name."""
@@ -241,8 +262,16 @@ class _Store:
     def apply(self, desired: DesiredState, progress: _Progress) -> ApplyResult:
         owner = desired.owner
         peers = self.read_prefix(PEERS_PREFIX)
-        owned = self.read_prefix(OWNED_PREFIX + owner + "/")
-        nodes = self.read_keys(NODES_PREFIX, set(desired.cluster_ids) | set(owned))
+        records: dict[str, dict[str, Entry]] = {}
+        # Every owner's cluster-ID records when orphans are looked for, else only ours.
+        tree = OWNED_PREFIX if desired.liveness is not None else OWNED_PREFIX + owner + "/"
+        for path, entry in self.read_prefix(tree).items():
+            label, _, node = (owner + "/" + path if tree != OWNED_PREFIX else path).partition("/")
+            records.setdefault(label, {})[node] = entry
+        owned = records.pop(owner, {})
+        owners = self.read_prefix(OWNERS_PREFIX) if desired.liveness is not None else {}
+        named = set(desired.cluster_ids) | set(owned) | {n for r in records.values() for n in r}
+        nodes = self.read_keys(NODES_PREFIX, named)
         fresh = Fresh(
             new_uid=lambda: str(uuid.uuid4()),
             created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -250,27 +279,32 @@ class _Store:
         try:
             # Every change is computed on the snapshot first, so a value we cannot parse stops
             # the apply before its first write.
-            changes = plan_changes(desired, peers, nodes, owned, fresh)
-            snapshot = {
-                **{PEERS_PREFIX + n: e for n, e in peers.items()},
-                **{NODES_PREFIX + n: e for n, e in nodes.items()},
-            }
-            conflicts, missing = set(changes.conflicts), set(changes.missing)
-            for step in changes.steps:
-                current = snapshot.get(step.key)
-                final = self.swap(step.key, current, step.change, progress, step.also)
-                name = step.key.rpartition("/")[2]
-                if step.key.startswith(PEERS_PREFIX):
-                    if final is None:
-                        peers.pop(name, None)
-                    else:
-                        peers[name] = final
-                        if name in changes.wanted and owned_document(final, owner) is None:
-                            conflicts.add(name)
-                elif step.key.startswith(NODES_PREFIX) and final is None and name in changes.to_set:
-                    missing.add(name)
+            changes = plan_changes(desired, peers, nodes, owned, fresh, records, owners)
         except DocumentError as error:
             raise EtcdError(str(error)) from None
+        conflicts, missing = set(changes.conflicts), set(changes.missing)
+        stopped: set[str] = set()  # owners seen again while being swept
+        for step in changes.steps:
+            if step.sweeps in stopped:
+                continue
+            try:
+                final = self.swap(
+                    step.key, changes.snapshot.get(step.key), step.change, progress, step.also
+                )
+            except DocumentError as error:
+                raise EtcdError(str(error)) from None
+            name = step.key.rpartition("/")[2]
+            if step.sweeps and step.key == OWNERS_PREFIX + step.sweeps and final is not None:
+                stopped.add(step.sweeps)
+            elif step.key.startswith(PEERS_PREFIX):
+                if final is None:
+                    peers.pop(name, None)
+                else:
+                    peers[name] = final
+                    if name in changes.wanted and owned_document(final, owner) is None:
+                        conflicts.add(name)
+            elif step.key.startswith(NODES_PREFIX) and final is None and name in changes.to_set:
+                missing.add(name)
 
         owned_revisions = [
             entry.mod_revision
@@ -285,6 +319,11 @@ class _Store:
             reflectors=len(changes.to_set - missing),
             missing_nodes=tuple(sorted(missing)),
             foreign_conflicts=tuple(sorted(conflicts)),
+            foreign_peers=changes.foreign,
+            orphans=tuple(
+                replace(orphan, swept=False) if orphan.owner in stopped else orphan
+                for orphan in changes.orphans
+            ),
         )
 
     def read_prefix(self, prefix: str) -> dict[str, Entry]:
@@ -427,6 +466,10 @@ def _entry(kv: Mapping[str, Any]) -> Entry:
         value=_unb64(kv.get("value", "")),
         mod_revision=int(kv["mod_revision"]),
     )
+
+
+def _gone(current: Entry | None) -> Delete | None:
+    return None if current is None else DELETE
 
 
 def _operation(key: str, outcome: bytes | Delete) -> dict[str, Any]:
