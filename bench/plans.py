@@ -21,7 +21,7 @@ Matcher = Callable[[Mapping[str, str]], bool]
 def _selector(text: str) -> Matcher:
     """A Calico selector; hooks.verify parses the full grammar when it is there."""
     try:
-        from hooks.verify import parse_selector
+        from hooks.selectors import parse_selector
     except ImportError:  # only the two forms the hooks render
         return _simple_selector(text)
     selector = parse_selector(text)
@@ -90,7 +90,8 @@ def plan_stats(result: PlanResult) -> dict[str, Any]:
         ),
     }
     try:
-        from hooks.verify import nodes_from_objects, verify
+        from hooks.sessions import nodes_from_objects
+        from hooks.verify import verify
     except ImportError:
         return stats
     report = verify(nodes_from_objects(result.nodes), result.bgp_peers, failures=False)
@@ -108,7 +109,7 @@ def path_stats(nodes: Sequence[Json], children: Iterable[Json]) -> dict[str, Any
     long the count took (nodes already read into the simulator's form)."""
     try:
         from hooks.paths import count_paths
-        from hooks.verify import nodes_from_objects
+        from hooks.sessions import nodes_from_objects
     except ImportError:
         return None
     sim = nodes_from_objects(nodes)

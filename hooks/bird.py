@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from hooks.verify import SimNode, build_graph, read_peers
+from hooks.sessions import SimNode, build_graph, read_peers
 
 __all__ = [
     "POD_POOL",

@@ -288,7 +288,8 @@ def _verify(args: argparse.Namespace) -> int:
         nodes, peers = joined
         status = document.get("status") if isinstance(document.get("status"), dict) else {}
     from hooks.paths import count_paths, format_paths
-    from hooks.verify import format_report, nodes_from_objects, verify
+    from hooks.sessions import nodes_from_objects
+    from hooks.verify import format_report, verify
 
     try:
         sim_nodes = nodes_from_objects(nodes)

@@ -27,6 +27,7 @@ from hooks.config import ENVIRONMENT, Settings, SpecError, load_settings
 from hooks.legacy import LegacyPeer, carries_reflector_label, find_legacy_peers, is_legacy_value
 from hooks.model import Condition, Group, NodeInfo, Plan, ReflectorState
 from hooks.selection import unmatched_labels, zone_of
+from hooks.sessions import SimNode
 from hooks.topologies import PlanError, Previous, builder_for, group_for, labelled_reflectors
 from hooks.transitions import (
     Sessions,
@@ -35,7 +36,6 @@ from hooks.transitions import (
     guard_tripped,
     trusted_since,
 )
-from hooks.verify import SimNode
 from hooks.wire import (
     BGPPEER_API,
     BGPPEER_KEY,

@@ -6,7 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
-from hooks.verify import Core, SimNode, build_graph, read_peers, session_stats
+from hooks.propagation import Core
+from hooks.sessions import SimNode, build_graph, read_peers, session_stats
 
 __all__ = ["DEFAULT_BUDGET", "PathReport", "count_paths", "figure_text", "format_paths"]
 

@@ -12,13 +12,9 @@ from typing import Any
 from hooks.calico import GROUP_LABEL, REFLECTOR_LABEL, label_value
 from hooks.paths import PathReport, figure_text
 from hooks.planner import PlanResult, reflector_entries
-from hooks.verify import (
-    SelectorError,
-    VerifyReport,
-    nodes_from_objects,
-    parse_selector,
-    verify,
-)
+from hooks.selectors import SelectorError, parse_selector
+from hooks.sessions import nodes_from_objects
+from hooks.verify import VerifyReport, verify
 
 WIDTH = 1360  # fits a 1400 px window; the SVG also scales down with the page
 MARGIN = 16

@@ -14,7 +14,8 @@ import msgspec
 
 from hooks import controllers, wire
 from hooks.paths import PathReport, count_paths, format_paths
-from hooks.verify import VerifyReport, nodes_from_objects, verify
+from hooks.sessions import nodes_from_objects
+from hooks.verify import VerifyReport, verify
 
 MAX_ROUNDS = 10
 # What `kubectl apply -k metacontroller/` installs (metacontroller/base/default-topology.yaml; a

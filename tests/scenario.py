@@ -19,7 +19,9 @@ from typing import Any
 from hooks import controllers, wire
 from hooks.config import load_settings
 from hooks.legacy import carries_reflector_label
-from hooks.verify import CLUSTER_ID_ANNOTATION, nodes_from_objects, parse_selector, verify
+from hooks.selectors import parse_selector
+from hooks.sessions import CLUSTER_ID_ANNOTATION, nodes_from_objects
+from hooks.verify import verify
 
 Json = dict[str, Any]
 

@@ -25,7 +25,7 @@ from bench.report import paths_table, targets
 from hooks import wire
 from hooks.cli import load_yaml
 from hooks.paths import count_paths
-from hooks.verify import nodes_from_objects
+from hooks.sessions import nodes_from_objects
 
 COUNT = 50
 

@@ -28,7 +28,7 @@ from hooks.bird import (
     sample_nodes,
 )
 from hooks.planner import run_plan
-from hooks.verify import SimNode, nodes_from_objects
+from hooks.sessions import SimNode, nodes_from_objects
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 RACK = "topology.example.com/rack"

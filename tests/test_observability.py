@@ -23,7 +23,7 @@ from hooks import app as app_module
 from hooks import controllers, wire
 from hooks.app import create_app
 from hooks.paths import PathReport, count_paths
-from hooks.verify import nodes_from_objects
+from hooks.sessions import nodes_from_objects
 
 ROOT = Path(__file__).resolve().parents[1]
 

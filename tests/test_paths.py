@@ -16,7 +16,7 @@ from scenario import zoned_nodes
 
 from hooks.paths import PathReport, count_paths, format_paths
 from hooks.planner import run_plan
-from hooks.verify import SimNode, nodes_from_objects
+from hooks.sessions import SimNode, nodes_from_objects
 
 Peer = dict[str, Any]
 NOW = datetime(2026, 11, 28, tzinfo=UTC)

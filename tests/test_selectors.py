@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hooks.verify import SelectorError, parse_selector
+from hooks.selectors import SelectorError, parse_selector
 
 RR = {"calico-route-reflector": "", "route-reflector.dev/group": "zone-a", "zone": "a"}
 CLIENT = {"route-reflector.dev/group": "zone-b", "zone": "b", "kubernetes.io/os": "linux"}
@@ -139,3 +139,34 @@ def test_not_in_is_the_negation_of_in_and_ne_of_eq(
     for value in values:
         equal = parse_selector(f"{key} == '{value}'").matches(labels)
         assert parse_selector(f"{key} != '{value}'").matches(labels) is not equal
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("zone == 'a'", ("zone", frozenset({"a"}))),
+        ("zone in {'a', 'b'}", ("zone", frozenset({"a", "b"}))),
+        ("zone in {}", ("zone", frozenset())),
+        ("zone != 'a'", None),
+        ("has(zone)", None),
+        ("zone == 'a' && has(b)", None),
+    ],
+)
+def test_only_equality_and_membership_offer_a_label_lookup(
+    text: str, expected: tuple[str, frozenset[str]] | None
+) -> None:
+    assert parse_selector(text).lookup() == expected
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(labels=st.dictionaries(_KEYS, _VALUES), key=_KEYS, values=st.frozensets(_VALUES, max_size=3))
+def test_a_lookup_selects_exactly_what_the_selector_matches(
+    labels: dict[str, str], key: str, values: frozenset[str]
+) -> None:
+    members = ", ".join(f"'{v}'" for v in sorted(values))
+    for text in [f"{key} in {{{members}}}", *(f"{key} == '{v}'" for v in values)]:
+        selector = parse_selector(text)
+        lookup = selector.lookup()
+        assert lookup is not None
+        found = lookup[0] in labels and labels[lookup[0]] in lookup[1]
+        assert found is selector.matches(labels)

@@ -14,16 +14,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hooks.verify import (
+from hooks.selectors import parse_selector
+from hooks.sessions import (
     CLUSTER_ID_ANNOTATION,
     SimNode,
     build_graph,
-    format_report,
     nodes_from_objects,
-    parse_selector,
     read_peers,
-    verify,
 )
+from hooks.verify import format_report, verify
 
 Peer = dict[str, Any]
 
