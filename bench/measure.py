@@ -94,7 +94,7 @@ def topology_sync_call(body: bytes, environ: Mapping[str, str], now: datetime) -
     """What the /topology/sync route does with a body: decode, decide and render, encode, with
     the cyclic collector paused as the route pauses it."""
     with wire.collector_paused:
-        request = wire.decode(body, wire.TopologySyncRequest)
+        request = wire.decode_topology_request(body)
         return wire.encode(controllers.topology_sync(request, environ, now))
 
 

@@ -257,7 +257,7 @@ def create_app(
 
     def topology_sync(body: Body) -> tuple[bytes, dict[str, Any]]:
         began = time.perf_counter()
-        request = wire.decode(body, wire.TopologySyncRequest)
+        request = wire.decode_topology_request(body)
         decoded = time.perf_counter()
         now = clock()
         decision = controllers.decide_topology(request, env, now)
@@ -348,7 +348,7 @@ def create_app(
         return wire.encode(response), fields
 
     def topology_finalize(body: Body) -> tuple[bytes, dict[str, Any]]:
-        request = wire.decode(body, wire.TopologySyncRequest)
+        request = wire.decode_topology_request(body)
         response = controllers.topology_finalize(request, env, clock())
         if response.finalized and controllers.datastore_of(request.parent.spec, env) == "etcdv3":
             releaser(request.parent.metadata.name)  # etcd down: 503, the finalizer stays

@@ -1,0 +1,148 @@
+"""A large topology request's Node map is decoded in pieces (so the event loop gets the
+interpreter lock between them), and the result is always that of one decode."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import pytest
+
+from bench.generate import Generator, steady_state
+from hooks import wire
+
+BODY = steady_state([Generator(1).node(i) for i in range(40)], "simple").topology_body()
+
+
+class Counting:
+    """The piece decoder, counting its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def decode(self, data: bytes) -> Any:
+        self.calls += 1
+        return msgspec.json.decode(data, type=dict[str, wire.NodeWire])
+
+
+@pytest.fixture
+def pieces(monkeypatch: pytest.MonkeyPatch) -> Counting:
+    """Every body is large enough, and a piece is ~40 KB (a few nodes)."""
+    counting = Counting()
+    monkeypatch.setattr(wire, "PIECES_ABOVE", 0)
+    monkeypatch.setattr(wire, "PIECE_BYTES", 40_000)
+    monkeypatch.setattr(wire, "_NODE_PIECE", counting)
+    return counting
+
+
+def whole(body: bytes) -> bytes:
+    return wire.encode(wire.decode(body, wire.TopologySyncRequest))
+
+
+def test_a_body_decoded_in_pieces_is_the_body_decoded_whole(pieces: Counting) -> None:
+    decoded = wire.decode_topology_request(BODY)
+    assert pieces.calls > 5
+    assert wire.encode(decoded) == whole(BODY)
+    assert decoded.related is not None and decoded.related.nodes is not None
+    assert list(decoded.related.nodes) == list(json.loads(BODY)["related"][wire.NODE_KEY])
+
+
+def test_small_bodies_are_decoded_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    counting = Counting()
+    monkeypatch.setattr(wire, "_NODE_PIECE", counting)
+    assert len(BODY) < wire.PIECES_ABOVE
+    assert wire.encode(wire.decode_topology_request(BODY)) == whole(BODY)
+    assert counting.calls == 0
+
+
+def _with_node_map_also_in_the_spec(body: bytes) -> bytes:
+    request = json.loads(body)
+    request["parent"]["spec"][wire.NODE_KEY] = request["related"][wire.NODE_KEY]
+    return json.dumps(request, separators=(",", ":")).encode()
+
+
+def test_a_node_map_outside_related_is_never_taken_for_it(pieces: Counting) -> None:
+    # The first "Node.v1" is now the parent's spec: its pieces decode, and are thrown away.
+    body = _with_node_map_also_in_the_spec(BODY)
+    assert body.find(b'"Node.v1"') < body.find(b'"related"')
+    assert wire.encode(wire.decode_topology_request(body)) == whole(body)
+    spec_only = json.loads(body)
+    del spec_only["related"][wire.NODE_KEY]
+    body = json.dumps(spec_only, separators=(",", ":")).encode()
+    decoded = wire.decode_topology_request(body)
+    assert decoded.related is not None and decoded.related.nodes is None
+    assert wire.encode(decoded) == whole(body)
+
+
+def test_a_name_repeated_across_pieces_keeps_the_last_value_as_one_decode_does(
+    pieces: Counting,
+) -> None:
+    text = BODY.decode()
+    first = next(iter(json.loads(BODY)["related"][wire.NODE_KEY]))
+    map_end = _node_map_end(text)  # a member named like the first is appended to the map
+    extra = json.dumps({first: {"metadata": {"name": "renamed", "labels": {"x": "y"}}}})[1:-1]
+    body = (text[:map_end] + "," + extra + text[map_end:]).encode()
+    decoded = wire.decode_topology_request(body)
+    assert wire.encode(decoded) == whole(body)
+    assert decoded.related is not None and decoded.related.nodes is not None
+    assert decoded.related.nodes[first].metadata.name == "renamed"
+
+
+def _node_map_end(text: str) -> int:
+    """Index of the `}` closing the Node map (the generator writes it compact)."""
+    start = text.index('"' + wire.NODE_KEY + '":{') + len(wire.NODE_KEY) + 4
+    depth, index, in_string = 1, start, False
+    while depth:
+        char = text[index]
+        if in_string:
+            if char == "\\":
+                index += 1
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        index += 1
+    return index - 1
+
+
+def test_a_bad_node_in_a_piece_gets_the_same_400_as_one_decode(pieces: Counting) -> None:
+    request = json.loads(BODY)
+    name = list(request["related"][wire.NODE_KEY])[20]  # in a piece, not the rest
+    request["related"][wire.NODE_KEY][name]["metadata"]["labels"] = {"a": 3}
+    body = json.dumps(request, separators=(",", ":")).encode()
+    with pytest.raises(wire.BadRequest) as one:
+        wire.decode(body, wire.TopologySyncRequest)
+    with pytest.raises(wire.BadRequest) as cut:
+        wire.decode_topology_request(body)
+    assert (cut.value.message, cut.value.field) == (one.value.message, one.value.field)
+    assert cut.value.field == "related.Node.v1[...].metadata.labels[...]"
+
+
+def test_a_node_holding_the_member_marker_deep_inside_is_still_decoded_right(
+    pieces: Counting,
+) -> None:
+    # An annotation-like object whose text looks like a Node member's start: a cut there makes
+    # a piece that is not JSON, and the body is decoded whole.
+    request = json.loads(BODY)
+    names = list(request["related"][wire.NODE_KEY])
+    for name in names[::3]:
+        request["related"][wire.NODE_KEY][name]["spec"]["extra"] = {
+            "decoy": {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "decoy"}}
+        }
+    body = json.dumps(request, separators=(",", ":")).encode()
+    assert body.count(b'"decoy":{"apiVersion":"v1","kind":"Node",') > 5
+    assert wire.encode(wire.decode_topology_request(body)) == whole(body)
+
+
+def test_text_that_is_not_json_after_the_pieces_is_the_same_400(pieces: Counting) -> None:
+    body = BODY[:-2] + b"!}"
+    with pytest.raises(wire.BadRequest) as one:
+        wire.decode(body, wire.TopologySyncRequest)
+    with pytest.raises(wire.BadRequest) as cut:
+        wire.decode_topology_request(body)
+    assert cut.value.message == one.value.message
