@@ -10,23 +10,20 @@ from typing import Any
 import pytest
 
 from hooks.calico import OWNER_LABEL
-from hooks.datastores.etcd_changes import (
+from hooks.datastores.etcd_changes import Changes, DesiredState, plan_changes
+from hooks.datastores.etcd_documents import (
     DELETE,
     NODES_PREFIX,
     OWNED_PREFIX,
     OWNER_UID_ANNOTATION,
     OWNERS_PREFIX,
     PEERS_PREFIX,
-    SWEEP_GRACE,
-    Changes,
-    DesiredState,
     DocumentError,
     Entry,
     Fresh,
-    Liveness,
     Step,
-    plan_changes,
 )
+from hooks.datastores.etcd_sweep import SWEEP_GRACE, Liveness
 
 OWNER = "default"
 OWNED = OWNED_PREFIX + OWNER + "/"

@@ -14,7 +14,7 @@ from test_schemas import status_validator
 from hooks.app import create_app
 from hooks.calico import OWNER_LABEL
 from hooks.datastores.etcd import NODES_PREFIX, OWNED_PREFIX, OWNERS_PREFIX, PEERS_PREFIX
-from hooks.datastores.etcd_changes import OWNER_UID_ANNOTATION
+from hooks.datastores.etcd_documents import OWNER_UID_ANNOTATION
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)

@@ -11,14 +11,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
 
 import requests
 from etcd3gw import exceptions as etcd3gw_exceptions
 from etcd3gw.client import Etcd3Client
 
 from hooks.calico import OWNER_LABEL
-from hooks.datastores.etcd_changes import (
+from hooks.datastores.etcd_changes import Changes, DesiredState, plan_changes
+from hooks.datastores.etcd_documents import (
     DELETE,
     NODES_PREFIX,
     OWNED_PREFIX,
@@ -26,14 +26,13 @@ from hooks.datastores.etcd_changes import (
     PEERS_PREFIX,
     Change,
     Delete,
-    DesiredState,
     DocumentError,
     Entry,
     Fresh,
-    Orphan,
     owned_document,
-    plan_changes,
 )
+from hooks.datastores.etcd_settings import Endpoint, EtcdSettings, parse_endpoint
+from hooks.datastores.etcd_sweep import Orphan
 
 __all__ = [
     "NODES_PREFIX",
@@ -53,8 +52,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
-DEFAULT_ENDPOINT: Final = "http://127.0.0.1:2379"
-
 # etcd's default --max-txn-ops: the most range requests one read transaction may carry.
 _MAX_TXN_OPS: Final = 128
 # Keys per page of a prefix range: the gRPC gateway refuses responses past a few MB
@@ -72,43 +69,6 @@ class EtcdUnavailable(EtcdError):
 
 class EtcdConflict(EtcdError):
     """A key kept changing under us for more than `max_retries` compare-and-swap attempts."""
-
-
-@dataclass(frozen=True)
-class EtcdSettings:
-    """How to reach etcd; the same environment variables as calico/node."""
-
-    endpoints: tuple[str, ...]
-    ca_cert_file: str | None
-    cert_file: str | None
-    key_file: str | None
-    timeout_seconds: float = 5.0
-    max_retries: int = 5
-
-    def __post_init__(self) -> None:
-        if not self.endpoints:
-            raise ValueError("endpoints (ETCD_ENDPOINTS): at least one URL is required")
-        for url in self.endpoints:
-            _parse_endpoint(url)
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError(
-                "cert_file/key_file (ETCD_CERT_FILE/ETCD_KEY_FILE): set both or neither"
-            )
-        if not self.timeout_seconds > 0:
-            raise ValueError(f"timeout_seconds: must be > 0, got {self.timeout_seconds}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries: must be >= 0, got {self.max_retries}")
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str]) -> EtcdSettings:
-        raw = environ.get("ETCD_ENDPOINTS", "") or DEFAULT_ENDPOINT
-        endpoints = tuple(part.strip() for part in raw.split(",") if part.strip())
-        return cls(
-            endpoints=endpoints,
-            ca_cert_file=environ.get("ETCD_CA_CERT_FILE") or None,
-            cert_file=environ.get("ETCD_CERT_FILE") or None,
-            key_file=environ.get("ETCD_KEY_FILE") or None,
-        )
 
 
 @dataclass(frozen=True)
@@ -140,7 +100,7 @@ class EtcdApplier:
 
     def __init__(self, settings: EtcdSettings) -> None:
         self._settings = settings
-        self._endpoints = tuple(_parse_endpoint(url) for url in settings.endpoints)
+        self._endpoints = tuple(parse_endpoint(url) for url in settings.endpoints)
         self._preferred = 0
 
     def apply(self, desired: DesiredState) -> ApplyResult:
@@ -193,7 +153,7 @@ class EtcdApplier:
         raise EtcdUnavailable("etcd unavailable: " + "; ".join(failures))
 
     @contextmanager
-    def _connect(self, endpoint: _Endpoint) -> Iterator[Etcd3Client]:
+    def _connect(self, endpoint: Endpoint) -> Iterator[Etcd3Client]:
         settings = self._settings
         session = requests.Session()
         # Otherwise REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE silently replace the CA we were given
@@ -216,27 +176,6 @@ class EtcdApplier:
             session.close()
 
 
-@dataclass(frozen=True)
-class _Endpoint:
-    url: str
-    protocol: str
-    host: str
-    port: int
-
-
-def _parse_endpoint(url: str) -> _Endpoint:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"endpoints (ETCD_ENDPOINTS): {url!r} is not an http(s)://host[:port] URL")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"endpoints (ETCD_ENDPOINTS): {url!r} must not carry a path")
-    try:
-        port = parts.port or 2379
-    except ValueError:
-        raise ValueError(f"endpoints (ETCD_ENDPOINTS): {url!r} has an invalid port") from None
-    return _Endpoint(url=url, protocol=parts.scheme, host=parts.hostname, port=port)
-
-
 class _Unreachable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -254,12 +193,14 @@ class _Progress:
 class _Store:
     """One connection's worth of reads and compare-and-swap writes."""
 
-    def __init__(self, client: Etcd3Client, endpoint: _Endpoint, settings: EtcdSettings) -> None:
+    def __init__(self, client: Etcd3Client, endpoint: Endpoint, settings: EtcdSettings) -> None:
         self._client = client
         self._endpoint = endpoint
         self._settings = settings
 
-    def apply(self, desired: DesiredState, progress: _Progress) -> ApplyResult:
+    def plan(self, desired: DesiredState) -> tuple[Changes, dict[str, Entry]]:
+        """Read what `desired` touches (every BGPPeer, the cluster-ID records, the owner records,
+        the Calico Nodes they name) and compute the changes; returns them with the BGPPeers."""
         owner = desired.owner
         peers = self.read_prefix(PEERS_PREFIX)
         records: dict[str, dict[str, Entry]] = {}
@@ -282,17 +223,18 @@ class _Store:
             changes = plan_changes(desired, peers, nodes, owned, fresh, records, owners)
         except DocumentError as error:
             raise EtcdError(str(error)) from None
+        return changes, peers
+
+    def apply(self, desired: DesiredState, progress: _Progress) -> ApplyResult:
+        owner = desired.owner
+        changes, peers = self.plan(desired)
         conflicts, missing = set(changes.conflicts), set(changes.missing)
         stopped: set[str] = set()  # owners seen again while being swept
         for step in changes.steps:
             if step.sweeps in stopped:
                 continue
-            try:
-                final = self.swap(
-                    step.key, changes.snapshot.get(step.key), step.change, progress, step.also
-                )
-            except DocumentError as error:
-                raise EtcdError(str(error)) from None
+            current = changes.snapshot.get(step.key)
+            final = self.swap(step.key, current, step.change, progress, step.also)
             name = step.key.rpartition("/")[2]
             if step.sweeps and step.key == OWNERS_PREFIX + step.sweeps and final is not None:
                 stopped.add(step.sweeps)
@@ -387,7 +329,10 @@ class _Store:
         `also`: operations on other keys made in the same transaction, only if the swap is."""
         encoded_key = _b64(key)
         for _ in range(self._settings.max_retries + 1):
-            outcome = change(current)
+            try:
+                outcome = change(current)
+            except DocumentError as error:  # what another writer left cannot be edited
+                raise EtcdError(str(error)) from None
             if outcome is None:
                 return current
             if current is None:

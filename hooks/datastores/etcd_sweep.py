@@ -1,0 +1,171 @@
+"""Orphans in etcd: owners whose objects no sync shows as a live topology, marked then swept.
+
+An owner is live while a uid it recorded is the parent's or a related topology's in the sync (for
+objects written before uids were recorded: while its owner label names one). A sync marks an owner
+it does not see (`unseenSince` in its owner record, cleared once it is seen again) and sweeps it
+after `SWEEP_GRACE`, the owner record first, so an owner seen again meanwhile stops its sweep.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from hooks.datastores.etcd_documents import (
+    OWNED_PREFIX,
+    OWNERS_PREFIX,
+    PEERS_PREFIX,
+    Entry,
+    Step,
+    clear_steps,
+    delete_peer,
+    drop_record,
+    peer_owner,
+    rewrite_record,
+    stamp,
+)
+from hooks.transitions import parse_stamp
+
+__all__ = ["SWEEP_GRACE", "Holdings", "Liveness", "Orphan", "other_owners", "sweep"]
+
+# How long an owner must stay unseen before its objects are swept: ten of Metacontroller's
+# one-minute resyncs, so a topology created while another's request was in flight is never taken.
+SWEEP_GRACE: Final = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """The topologies Metacontroller showed this sync (the parent and every related one), and when.
+
+    An owner is live while a uid it recorded is among `uids`, or, for objects that carry no uid
+    (written before uids were recorded), while its owner label is among `owners`."""
+
+    uids: frozenset[str]
+    owners: frozenset[str]
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Orphan:
+    """Objects of an owner no sync shows as live: reported, and swept once `SWEEP_GRACE` passed."""
+
+    owner: str
+    uid: str
+    peers: int
+    cluster_ids: int
+    unseen_since: str
+    swept: bool
+
+
+@dataclass
+class Holdings:
+    """What one other owner has in etcd."""
+
+    peers: list[str] = field(default_factory=list)
+    uids: set[str] = field(default_factory=set)
+    record: dict[str, Any] | None = None
+    record_entry: Entry | None = None
+
+
+def other_owners(
+    owner: str,
+    peers: Mapping[str, Entry],
+    others: Mapping[str, Mapping[str, Entry]],
+    owners: Mapping[str, Entry],
+) -> dict[str, Holdings]:
+    """Every owner but `owner` with a BGPPeer, a cluster-ID record or an owner record in etcd."""
+    found: dict[str, Holdings] = {}
+    for name, entry in sorted(peers.items()):
+        written = peer_owner(entry)
+        if written is not None and written[0] != owner:
+            held = found.setdefault(written[0], Holdings())
+            held.peers.append(name)
+            held.uids.add(written[1])
+    for label in others:
+        if label != owner:
+            found.setdefault(label, Holdings())
+    for label, entry in owners.items():
+        if label == owner:
+            continue
+        held = found.setdefault(label, Holdings())
+        held.record_entry = entry
+        try:
+            record = json.loads(entry.value)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            held.record = record
+            held.uids.add(str(record.get("uid", "")))
+    return dict(sorted(found.items()))
+
+
+def sweep(
+    holdings: Mapping[str, Holdings],
+    liveness: Liveness,
+    held: bool,
+    keep: set[str],
+    nodes: Mapping[str, Entry],
+    others: Mapping[str, Mapping[str, Entry]],
+) -> tuple[list[Step], tuple[Orphan, ...]]:
+    """Mark owners no sync shows as live, and sweep those unseen for SWEEP_GRACE; unmark any seen
+    again. A cluster ID is cleared only on a node no live owner holds a record for; nothing is
+    swept while this sync's own make is held."""
+    now = liveness.now
+    live = {label for label, h in holdings.items() if _is_live(label, h, liveness)}
+    keep = keep | {node for label in live for node in others.get(label, {})}
+    steps: list[Step] = []
+    orphans: list[Orphan] = []
+    for label, h in holdings.items():
+        record = h.record or {}
+        since = record.get("unseenSince")
+        if label in live:
+            if since is not None and h.record_entry is not None:
+                seen = {k: v for k, v in record.items() if k != "unseenSince"}
+                steps.append(
+                    Step(OWNERS_PREFIX + label, rewrite_record(h.record_entry.value, seen))
+                )
+            continue
+        uid = str(record.get("uid") or min(h.uids - {""}, default=""))
+        marked = parse_stamp(since) if isinstance(since, str) else None
+        swept = marked is not None and now - marked >= SWEEP_GRACE and not held
+        first = str(since) if marked is not None else stamp(now)
+        records = others.get(label, {})
+        orphans.append(Orphan(label, uid, len(h.peers), len(records), first, swept))
+        if marked is None:
+            unseen = {"name": record.get("name", label), "uid": uid, "unseenSince": first}
+            expected = h.record_entry.value if h.record_entry is not None else None
+            steps.append(Step(OWNERS_PREFIX + label, rewrite_record(expected, unseen)))
+        elif swept and h.record_entry is not None:
+            steps += _sweep_steps(label, h, h.record_entry, records, nodes, keep)
+    return steps, tuple(orphans)
+
+
+def _is_live(label: str, holdings: Holdings, liveness: Liveness) -> bool:
+    """Any uid the owner recorded is live; with none recorded, its label names a live topology."""
+    uids = holdings.uids - {""}
+    return bool(uids & liveness.uids) or (not uids and label in liveness.owners)
+
+
+def _sweep_steps(
+    label: str,
+    holdings: Holdings,
+    record: Entry,
+    records: Mapping[str, Entry],
+    nodes: Mapping[str, Entry],
+    keep: set[str],
+) -> list[Step]:
+    """The owner record first (only while it still reads as unseen), then its peers, then its
+    cluster IDs (a node some live owner holds keeps its ID; only the record goes)."""
+    steps = [Step(OWNERS_PREFIX + label, drop_record(record.value), (), label)]
+    for name in holdings.peers:
+        steps.append(Step(PEERS_PREFIX + name, delete_peer(label), (), label))
+    prefix = OWNED_PREFIX + label + "/"
+    for node, entry in sorted(records.items()):
+        if node in keep:
+            steps.append(Step(entry.key, drop_record(), (), label))
+        else:
+            steps += clear_steps(node, prefix, nodes.get(node), entry, label)
+    return steps
