@@ -4,7 +4,9 @@ concurrent 5,000-node syncs with the server's peak RSS. Bodies are sent by raw s
 
 from __future__ import annotations
 
+import resource
 import socket
+import statistics
 import threading
 import time
 from typing import Any
@@ -30,33 +32,92 @@ def raw_post(port: int, path: str, body: bytes, timeout: float = 600) -> tuple[i
     return int(first.split(b" ", 2)[1]), elapsed
 
 
-def healthz_during_sync(server: Server, body: bytes) -> dict[str, Any]:
-    """One topology sync of `body`; /healthz probed every 50 ms meanwhile (worst probe kept)."""
+PHASES = ("wait_ms", "receive_ms", "decode_ms", "plan_ms", "metrics_ms", "encode_ms")
+
+
+def healthz_during_sync(server: Server, body: bytes, repeats: int = 1) -> dict[str, Any]:
+    """`repeats` topology syncs of `body`, one after the other, /healthz probed every 50 ms
+    meanwhile (worst probe kept). The first sync of a plan also counts its add-path routes; the
+    next ones are Metacontroller's resyncs of an unchanged cluster. Where the server keeps its
+    log, each sync's phases as the server timed them (ms): waiting for a slot, receiving the
+    body, decoding, planning, metrics (the route count), encoding."""
     done = threading.Event()
     probes: list[float] = []
 
     def probe() -> None:
         while not done.is_set():
             status, seconds = raw_probe(server.port)
-            if status != 200:
-                probes.append(float("inf"))
-            else:
-                probes.append(seconds)
+            probes.append(seconds if status == 200 else float("inf"))
             time.sleep(0.05)
 
+    answers: list[tuple[int, float]] = []
+    logged = len(server.hook_lines("topology_sync"))
     prober = threading.Thread(target=probe)
     prober.start()
     try:
-        status, sync_seconds = raw_post(server.port, "/topology/sync", body)
+        for _ in range(repeats):
+            answers.append(raw_post(server.port, "/topology/sync", body))
     finally:
         done.set()
         prober.join()
+    lines = server.hook_lines("topology_sync")[logged:]
+    phases = [
+        {name: line[name] for name in (*PHASES, "duration_ms") if name in line} for line in lines
+    ]
+    times = [round(seconds * 1e3, 1) for _, seconds in answers]
     return {
-        "status": status,
-        "sync_ms": round(sync_seconds * 1e3, 1),
+        "status": max(status for status, _ in answers),
+        "statuses": [status for status, _ in answers],
+        "sync_ms": times[0],
+        "syncs_ms": times,
+        "steady_median_ms": statistics.median(times[1:]) if repeats > 1 else None,
+        "phases": phases if len(phases) == repeats else [],
         "body_mb": round(len(body) / 1e6, 1),
         "healthz_probes": len(probes),
         "healthz_max_ms": round(max(probes) * 1e3, 1) if probes else None,
+    }
+
+
+def slowloris(server: Server, count: int, node_body: bytes) -> dict[str, Any]:
+    """`count` connections that each send part of a request head and stall (the server answers
+    them 408 once HEADER_TIMEOUT_SECONDS pass); meanwhile /healthz is probed 10 times and one
+    node sync is posted. The bench raises its own open-file limit; the server needs `count` +
+    a few descriptors under its own."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < count + 100:
+        return {"skipped": f"the open-file limit ({hard}) is below {count + 100}"}
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, count + 100), hard))
+    crawling: list[socket.socket] = []
+    try:
+        started = time.perf_counter()
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"POST /node/sync HTTP/1.1\r\nhost: 127.0.0.1\r\nx-slow: ")
+            crawling.append(sock)
+        opened = time.perf_counter() - started
+        probes = []
+        for _ in range(10):
+            try:
+                status, seconds = raw_probe(server.port)
+            except OSError:  # refused or timed out: service stopped
+                status, seconds = 0, 0.0
+            probes.append(seconds if status == 200 else float("inf"))
+            time.sleep(0.05)
+        try:
+            node_status, node_seconds = raw_post(server.port, "/node/sync", node_body, timeout=10)
+        except OSError:
+            node_status, node_seconds = 0, 0.0
+    finally:
+        for sock in crawling:
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return {
+        "connections": count,
+        "open_ms": round(opened * 1e3, 1),
+        "healthz_probes": len(probes),
+        "healthz_max_ms": round(max(probes) * 1e3, 1),
+        "node_sync_status": node_status,
+        "node_sync_ms": round(node_seconds * 1e3, 1),
     }
 
 

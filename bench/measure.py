@@ -225,9 +225,13 @@ class Server:
     sending a 281 MB body. Requests go out through a raw socket (`sendall` of the body as it is,
     the answer read into one buffer), and `post_curl` times the same request with curl."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_log: bool = False) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self._folder = tempfile.TemporaryDirectory(prefix="rr-bench-")
+        # With `keep_log`, the server's JSON log lines go to a file (`hook_lines` reads them).
+        self._log = Path(self._folder.name) / "server.log"
+        log = self._log.open("wb") if keep_log else None
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -242,10 +246,11 @@ class Server:
             cwd=ROOT,
             env=_clean_env(),
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL if log is None else log,
         )
+        if log is not None:
+            log.close()
         self._files: dict[int, Path] = {}
-        self._folder = tempfile.TemporaryDirectory(prefix="rr-bench-")
         deadline = time.monotonic() + 30
         while True:
             if self.process.poll() is not None:
@@ -301,6 +306,20 @@ class Server:
         if done.returncode != 0:
             raise RuntimeError(f"{path}: curl {done.returncode}: {done.stderr[:300]!r}")
         return done.stdout
+
+    def hook_lines(self, hook: str) -> list[dict[str, Any]]:
+        """The server's log lines of `hook` so far (empty unless started with `keep_log`)."""
+        if not self._log.exists():
+            return []
+        found = []
+        for line in self._log.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("hook") == hook:
+                found.append(entry)
+        return found
 
     def memory(self) -> dict[str, int]:
         return proc_status(self.process.pid)

@@ -5,35 +5,42 @@ from __future__ import annotations
 from bench import load
 from bench.generate import Generator, steady_state
 from bench.measure import Server
-from bench.report import targets
+from bench.report import load_section, targets
 
 
 def test_load_figures_come_from_the_real_server_and_become_targets() -> None:
-    body = steady_state([Generator(1).node(i) for i in range(60)], "simple").topology_body()
-    server = Server()
+    state = steady_state([Generator(1).node(i) for i in range(60)], "simple")
+    body = state.topology_body()
+    server = Server(keep_log=True)
     try:
-        during = load.healthz_during_sync(server, body)
+        during = load.healthz_during_sync(server, body, repeats=2)
         burst = load.concurrent_syncs(server, body, 3)
+        crawl = load.slowloris(server, 50, state.node_body(0))
         assert load.raw_post(server.port, "/topology/sync", b"[")[0] == 400
     finally:
         server.close()
-    assert during["status"] == 200 and during["healthz_probes"] >= 1
+    assert during["statuses"] == [200, 200] and during["healthz_probes"] >= 1
+    # the server's own timing of each sync, from its log
+    assert len(during["phases"]) == 2
+    assert all(p["decode_ms"] > 0 and p["receive_ms"] >= 0 for p in during["phases"])
     assert burst["statuses"] == [200, 200, 200]
-    found = {
-        t["target"]: t
-        for t in targets(
-            [], {}, {}, loads={"healthz_during_20000": during, "concurrent_5x5000": burst}
-        )
-    }
+    assert crawl["connections"] == 50 and crawl["node_sync_status"] == 200
+    loads = {"healthz_during_20000": during, "concurrent_5x5000": burst, "slowloris_1000": crawl}
+    found = {t["target"]: t for t in targets([], {}, {}, loads=loads)}
+    sync = found["topology sync of 20,000 nodes over HTTP ≤ 720 ms"]
+    assert sync["value"] == during["steady_median_ms"] == during["syncs_ms"][1]
+    assert sync["note"].startswith("server: receive ")
     healthz = found["/healthz during a 20,000-node sync < 200 ms"]
     assert healthz["value"] == during["healthz_max_ms"]
     assert healthz["verdict"] == ("PASS" if during["healthz_max_ms"] < 200 else "MISS")
     peak = found["5 concurrent 5,000-node syncs all 200, peak RSS ≤ 368 MB"]
     # 3 answers, not the 5 the target asks for: a MISS (SKIP where the kernel kept the peak)
     assert peak["verdict"] == ("MISS" if burst["peak_rss_mb"] is not None else "SKIP")
-    assert found_skip(targets([], {}, {}))
-
-
-def found_skip(rows: list[dict[str, object]]) -> bool:
-    verdicts = {r["target"]: r["verdict"] for r in rows}
-    return verdicts["/healthz during a 20,000-node sync < 200 ms"] == "SKIP"
+    crawled = found["1,000 slowloris connections: /healthz < 200 ms, a node sync answered"]
+    assert crawled["value"] == crawl["healthz_max_ms"]
+    text = "\n".join(load_section(loads))
+    assert "## Load" in text and "resync 1" in text and "50 slowloris connections" in text
+    skipped = {t["target"]: t["verdict"] for t in targets([], {}, {})}
+    assert skipped["/healthz during a 20,000-node sync < 200 ms"] == "SKIP"
+    assert skipped["topology sync of 20,000 nodes over HTTP ≤ 720 ms"] == "SKIP"
+    assert load_section({}) == []
