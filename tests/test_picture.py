@@ -20,7 +20,9 @@ import pytest
 from hooks import planner
 from hooks.calico import GROUP_LABEL, label_value
 from hooks.paths import PathReport, count_paths
-from hooks.picture import RACK_COLOUR, RADIUS, SPINE_COLOUR, render_html
+from hooks.picture import render_html
+from hooks.picture.layout import RADIUS
+from hooks.picture.scene import RACK_COLOUR, SPINE_COLOUR
 from hooks.planner import TABLE_WIDTH, PlanResult, format_table, run_plan
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
@@ -108,6 +110,21 @@ def test_the_same_plan_gives_the_same_bytes_whatever_the_node_order() -> None:
 
     assert render_html(shuffled) == PAGES["multi"]
     assert render_html(PLANS["multi"]) == PAGES["multi"]
+
+
+GOLDEN_PAGES = Path(__file__).resolve().parent / "fixtures" / "picture"
+
+
+@pytest.mark.parametrize("topology", ["multi", "hierarchy"])
+def test_a_small_plan_draws_the_stored_page_byte_for_byte(topology: str) -> None:
+    """The page as rendered before `picture` became a package; UPDATE_GOLDEN=1 rewrites it when the
+    drawing changes on purpose (review the diff in a browser)."""
+    page = render_html(plan(topology, cluster(4)))
+    stored = GOLDEN_PAGES / f"{topology}.html.golden"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        stored.write_text(page, encoding="utf-8")
+
+    assert page == stored.read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)

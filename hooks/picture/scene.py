@@ -1,0 +1,209 @@
+"""What the picture shows: zones, their RRs and groups, and a colour per shared cluster ID."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hooks.calico import GROUP_LABEL, REFLECTOR_LABEL, label_value
+from hooks.planner import PlanResult
+from hooks.selectors import SelectorError, parse_selector
+from hooks.sessions import nodes_from_objects
+
+NEUTRAL = "#5b6b7c"  # RRs whose cluster ID nobody else shares
+SPINE_COLOUR = "#2b6cb0"
+RACK_COLOUR = "#c05621"  # every rack: a tile shows which RRs share a rack's ID, not a colour
+PALETTE = (
+    "#2b6cb0",
+    "#c05621",
+    "#2f855a",
+    "#9b2c2c",
+    "#6b46c1",
+    "#b83280",
+    "#2c7a7b",
+    "#975a16",
+    "#1a4971",
+    "#434190",
+)
+
+
+@dataclass(frozen=True)
+class Reflector:
+    node: str
+    zone: str
+    cluster_id: str
+    state: str
+    role: str
+    serves: str | None
+    clients: int
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    zone: str
+    reflectors: tuple[str, ...]
+    clients: int
+    rack: str | None = None
+
+
+@dataclass(frozen=True)
+class Zone:
+    name: str
+    counts: Mapping[str, int]
+    reflectors: tuple[Reflector, ...]
+    groups: tuple[Group, ...]
+
+
+@dataclass(frozen=True)
+class Scene:
+    topology: str
+    zones: tuple[Zone, ...]
+    loose_groups: tuple[Group, ...]  # groups serving no zone drawn here (e.g. the spine)
+    colours: Mapping[str, str]  # cluster ID → fill
+    rr_sessions: int
+    domain: str  # the DNS suffix every RR name shares, left out of the drawing
+
+
+def _common_domain(names: Sequence[str]) -> str:
+    """The longest `.suffix` that all names share (`.eu-west-1.compute.internal`), if any."""
+    if len(names) < 2:
+        return ""
+    first = names[0]
+    for i, char in enumerate(first):
+        if char == "." and all(n.endswith(first[i:]) and len(n) > len(first) - i for n in names):
+            return first[i:]
+    return ""
+
+
+def short(name: str, domain: str) -> str:
+    return name[: len(name) - len(domain)] if domain and name.endswith(domain) else name
+
+
+def _clients_by_group(result: PlanResult, groups: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Clients per group name: non-RR nodes whose group label names the group."""
+    rr_names = {rr["node"] for rr in result.status.get("routeReflectors", [])}
+    by_label: dict[str, str] = {}
+    for group in groups:
+        by_label.setdefault(group["name"], group["name"])
+        by_label.setdefault(label_value(group["name"]), group["name"])
+    counts = dict.fromkeys((g["name"] for g in groups), 0)
+    for node in result.nodes:
+        meta = node.get("metadata", {})
+        labels = meta.get("labels") or {}
+        if meta.get("name") in rr_names or REFLECTOR_LABEL in labels:
+            continue
+        named = by_label.get(labels.get(GROUP_LABEL, ""))
+        if named is not None:
+            counts[named] += 1
+    return counts
+
+
+def natural(text: str) -> tuple[tuple[int, int, str], ...]:
+    """A sort key that puts g-2 before g-10; ties fall back to the text itself."""
+    parts = re.split(r"(\d+)", text)
+    return (*((1, int(p), "") if p.isdigit() else (0, 0, p) for p in parts), (2, 0, text))
+
+
+def _reflector(raw: Mapping[str, Any], groups: Iterable[Group]) -> Reflector:
+    clients = sum(g.clients for g in groups if raw["node"] in g.reflectors)
+    return Reflector(
+        node=str(raw["node"]),
+        zone=str(raw.get("zone", "")),
+        cluster_id=str(raw.get("clusterID", "")),
+        state=str(raw.get("state", "Active")),
+        role=str(raw.get("role", "")),
+        serves=None if raw.get("serves") is None else str(raw["serves"]),
+        clients=clients,
+    )
+
+
+def _colours(reflectors: Iterable[Reflector], topology: str) -> dict[str, str]:
+    """A palette colour per cluster ID shared by two or more RRs, in drawing order; in hierarchy
+    one colour for the spine and one for every rack (hundreds of racks would repeat a palette,
+    and look as if they shared IDs)."""
+    seen: dict[str, int] = {}
+    if topology == "hierarchy":
+        return {
+            rr.cluster_id: SPINE_COLOUR if rr.role == "spine" else RACK_COLOUR
+            for rr in reflectors
+            if rr.role in ("spine", "rack")
+        }
+    for rr in reflectors:
+        seen[rr.cluster_id] = seen.get(rr.cluster_id, 0) + 1
+    shared = [cid for cid, count in seen.items() if count > 1]
+    return {cid: PALETTE[i % len(PALETTE)] for i, cid in enumerate(shared)}
+
+
+def _drawing_order(rr: Reflector) -> tuple[int, str, str]:
+    return (0 if rr.role == "spine" else 1, rr.serves or "", rr.node)
+
+
+def _zones(
+    status: Mapping[str, Any], rrs: Sequence[Reflector], groups: Sequence[Group]
+) -> list[Zone]:
+    raw = {str(z["name"]): z for z in status.get("zones", [])}
+    names = sorted(set(raw) | {rr.zone for rr in rrs})
+    keys = ("nodes", "ready", "eligible", "demand", "expected")
+    return [
+        Zone(
+            name=name,
+            counts={k: int(raw.get(name, {}).get(k, 0)) for k in keys},
+            reflectors=tuple(sorted((rr for rr in rrs if rr.zone == name), key=_drawing_order)),
+            groups=tuple(g for g in groups if g.zone == name),
+        )
+        for name in names
+    ]
+
+
+def build_scene(result: PlanResult) -> Scene:
+    status = result.status
+    raw_groups = sorted(status.get("groups", []), key=lambda g: natural(str(g["name"])))
+    clients = _clients_by_group(result, raw_groups)
+    groups = [
+        Group(
+            str(g["name"]),
+            str(g.get("zone", "")),
+            tuple(g["reflectors"]),
+            clients[g["name"]],
+            None if g.get("rack") is None else str(g["rack"]),
+        )
+        for g in raw_groups
+    ]
+    rrs = sorted(
+        (_reflector(rr, groups) for rr in status.get("routeReflectors", [])),
+        key=lambda rr: rr.node,
+    )
+    zones = _zones(status, rrs, groups)
+    drawn = {z.name for z in zones}
+    return Scene(
+        topology=str(status.get("topology", "?")),
+        zones=tuple(zones),
+        loose_groups=tuple(g for g in groups if g.zone not in drawn),
+        colours=_colours((rr for z in zones for rr in z.reflectors), str(status.get("topology"))),
+        rr_sessions=_reflector_sessions(result, {rr.node for rr in rrs}),
+        domain=_common_domain([rr.node for rr in rrs]),
+    )
+
+
+def _reflector_sessions(result: PlanResult, rr_names: set[str]) -> int:
+    """RR↔RR BGP sessions the BGPPeers make (each unordered pair once)."""
+    labels = {n.name: n.labels for n in nodes_from_objects(result.nodes) if n.name in rr_names}
+    pairs: set[tuple[str, str]] = set()
+    for peer in result.bgp_peers:
+        spec = peer.get("spec", {})
+        try:
+            left = parse_selector(str(spec.get("nodeSelector", "")))
+            right = parse_selector(str(spec["peerSelector"]))
+        except (KeyError, SelectorError):
+            continue
+        ones = [n for n, lab in labels.items() if left.matches(lab)]
+        others = [n for n, lab in labels.items() if right.matches(lab)]
+        pairs.update((min(a, b), max(a, b)) for a in ones for b in others if a != b)
+    return len(pairs)
+
+
+def zone_label(name: str) -> str:
+    return name or '""'
