@@ -9,6 +9,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from hooks.datastores.etcd import (
     NODES_PREFIX,
     OWNED_PREFIX,
     OWNER_LABEL,
+    OWNERS_PREFIX,
     PEERS_PREFIX,
     DesiredState,
     EtcdApplier,
@@ -28,6 +30,7 @@ from hooks.datastores.etcd import (
     EtcdSettings,
     EtcdUnavailable,
 )
+from hooks.datastores.etcd_sweep import SWEEP_GRACE, Liveness
 
 pytest_plugins = ["conftest_etcd"]
 pytestmark = pytest.mark.etcd
@@ -513,3 +516,42 @@ def test_compare_and_swap_never_overwrites_a_foreign_or_squatted_bgppeer(
     again = applier.apply(desired(wanted, {}))
     assert etcd.mod_revision(PEERS_PREFIX + target) == revision
     assert again.foreign_conflicts == result.foreign_conflicts
+
+
+def owner_state(
+    owner: str, uid: str, peers: list[dict[str, Any]], now: datetime, *live: str
+) -> DesiredState:
+    """What `owner` wants, in a sync that shows the topologies with uids `live` (and itself)."""
+    liveness = Liveness(uids=frozenset({uid, *live}), owners=frozenset({owner}), now=now)
+    return DesiredState(owner, tuple(peers), {}, uid=uid, name=owner, liveness=liveness)
+
+
+def test_an_owner_seen_again_while_it_is_swept_stops_its_sweep(
+    etcd: EtcdServer, transactions: list[BeforeTxn]
+) -> None:
+    start = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
+    applier = EtcdApplier(settings(etcd.url))
+    other = owner_state("other", "uid-other", [peer("other-rr-a", "a")], start)
+    applier.apply(other)
+    mine = owner_state(OWNER, "uid-mine", [peer("rr-a", "a")], start)
+    assert [o.owner for o in applier.apply(mine).orphans] == ["other"]  # marked unseen
+    owner_key = OWNERS_PREFIX + "other"
+
+    def other_syncs_again(txn: dict[str, Any]) -> None:
+        write = decoded_write(txn)
+        if write == ("delete", owner_key, None) and not transactions[1:]:
+            transactions.append(lambda _: None)  # once
+            applier_of_other = EtcdApplier(settings(etcd.url))
+            applier_of_other.apply(
+                owner_state("other", "uid-other", [peer("other-rr-a", "a")], start)
+            )
+
+    transactions.append(other_syncs_again)
+    later = owner_state(OWNER, "uid-mine", [peer("rr-a", "a")], start + SWEEP_GRACE)
+
+    result = applier.apply(later)
+
+    assert len(transactions) == 2  # the race happened
+    assert [(o.owner, o.swept) for o in result.orphans] == [("other", False)]
+    assert etcd.get(PEERS_PREFIX + "other-rr-a") is not None
+    assert etcd.get(owner_key) == {"name": "other", "uid": "uid-other"}
