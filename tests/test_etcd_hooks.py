@@ -7,6 +7,7 @@ import warnings
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from etcd_server import EtcdServer, foreign_bgp_peer
 from starlette.exceptions import StarletteDeprecationWarning
 from test_schemas import status_validator
@@ -221,14 +222,22 @@ def owned_by(etcd: EtcdServer, owner: str) -> tuple[list[str], list[str], bool]:
     return peers, records, etcd.get(OWNERS_PREFIX + owner) is not None
 
 
-def test_a_parent_without_uid_is_refused_and_nothing_is_written(etcd: EtcdServer) -> None:
+@pytest.mark.parametrize(("uid", "found"), [(None, "missing"), ("a b", "not a Kubernetes uid")])
+def test_a_parent_without_uid_is_refused_and_nothing_is_written(
+    etcd: EtcdServer, uid: str | None, found: str
+) -> None:
     seed(etcd)
     body = request(NODES)
     del body["parent"]["metadata"]["uid"]
+    if uid is not None:
+        body["parent"]["metadata"]["uid"] = uid
     with client_for(etcd) as client:
         answer = client.post("/topology/sync", json=body)
+        metrics = client.get("/metrics").text
     assert answer.status_code == 400
     assert answer.json()["field"] == "parent.metadata.uid"
+    assert answer.json()["error"].startswith(found)
+    assert 'owner="default"' not in metrics  # a refused parent gets no series either
     assert etcd.get_prefix(PEERS_PREFIX) == {} and cluster_ids(etcd) == {}
     assert etcd.get_prefix("/route-reflector.dev/") == {}
 

@@ -103,9 +103,10 @@ def desired_state(decision: TopologyDecision) -> DesiredState:
         {"name": peer["metadata"]["name"], "spec": peer["spec"]} for peer in decision.bgp_peers
     )
     if not _UID.match(decision.owner_uid):
+        found = "missing" if not decision.owner_uid else "not a Kubernetes uid"
         raise BadRequest(
-            "etcd objects are written only for a topology Metacontroller shows: it must carry"
-            " its uid",
+            f"{found}: etcd objects are written only for a topology Metacontroller sends,"
+            " which carries its uid",
             "parent.metadata.uid",
         )
     cluster_ids: dict[str, str | None] = {rr.node: None for rr in decision.previous.routeReflectors}
