@@ -269,25 +269,26 @@ def load_section(loads: dict[str, Any]) -> list[str]:
             *_table(header, body),
             "",
         ]
+    said = []
     burst = loads.get("concurrent_5x5000", {})
     if "slowest_ms" in burst:
-        lines += [
+        said.append(
             f"5 concurrent 5,000-node syncs ({burst['body_mb']} MB each): statuses"
             f" {burst['statuses']}, slowest {burst['slowest_ms']:,.0f} ms, server RSS idle"
-            f" {burst['idle_rss_mb']} MB, peak {burst['peak_rss_mb']} MB.",
-            "",
-        ]
+            f" {burst['idle_rss_mb']} MB, peak {burst['peak_rss_mb']} MB."
+        )
     crawl = loads.get("slowloris_1000", {})
     if "connections" in crawl:
-        lines += [
+        said.append(
             f"{crawl['connections']:,} slowloris connections (part of a request head, then"
             f" nothing): opened in {crawl['open_ms']:,.0f} ms; /healthz worst"
             f" {crawl['healthz_max_ms']} ms over {crawl['healthz_probes']} probes; a node sync"
-            f" answered {crawl['node_sync_status']} in {crawl['node_sync_ms']} ms.",
-            "",
-        ]
+            f" answered {crawl['node_sync_status']} in {crawl['node_sync_ms']} ms."
+        )
     elif crawl:
-        lines += [f"Slowloris: {crawl.get('skipped', 'not run')}.", ""]
+        said.append(f"Slowloris: {crawl.get('skipped', 'not run')}.")
+    for text in said:
+        lines += [text, ""]
     return lines[:-1]
 
 
