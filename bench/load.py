@@ -32,7 +32,15 @@ def raw_post(port: int, path: str, body: bytes, timeout: float = 600) -> tuple[i
     return int(first.split(b" ", 2)[1]), elapsed
 
 
-PHASES = ("wait_ms", "receive_ms", "decode_ms", "plan_ms", "metrics_ms", "encode_ms")
+PHASES = (
+    "wait_ms",
+    "receive_ms",
+    "decode_ms",
+    "plan_ms",
+    "metrics_ms",
+    "encode_ms",
+    "release_ms",
+)
 
 
 def healthz_during_sync(server: Server, body: bytes, repeats: int = 1) -> dict[str, Any]:
@@ -40,7 +48,7 @@ def healthz_during_sync(server: Server, body: bytes, repeats: int = 1) -> dict[s
     meanwhile (worst probe kept). The first sync of a plan also counts its add-path routes; the
     next ones are Metacontroller's resyncs of an unchanged cluster. Where the server keeps its
     log, each sync's phases as the server timed them (ms): waiting for a slot, receiving the
-    body, decoding, planning, metrics (the route count), encoding."""
+    body, decoding, planning, metrics (the route count), encoding, freeing the decoded Nodes."""
     done = threading.Event()
     probes: list[float] = []
 

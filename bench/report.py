@@ -299,7 +299,7 @@ def phase_note(during: Row) -> str:
     if not steady:
         return "no server log"
     parts = []
-    for name in ("receive_ms", "decode_ms", "plan_ms", "metrics_ms", "encode_ms"):
+    for name in PHASES[1:]:
         values = [p[name] for p in steady if name in p]
         if values:
             parts.append(f"{name[:-3]} {statistics.median(values):,.0f}")

@@ -259,6 +259,18 @@ def create_app(
         began = time.perf_counter()
         request = wire.decode_topology_request(body)
         decoded = time.perf_counter()
+        try:
+            answer, fields = sync_decoded(request)
+        finally:
+            freeing = time.perf_counter()
+            wire.release(request)  # once nothing else holds the Nodes (see wire.release)
+        return answer, fields | {
+            "decode_ms": round((decoded - began) * 1e3, 3),
+            "release_ms": round((time.perf_counter() - freeing) * 1e3, 3),
+        }
+
+    def sync_decoded(request: wire.TopologySyncRequest) -> tuple[bytes, dict[str, Any]]:
+        decoded = time.perf_counter()
         now = clock()
         decision = controllers.decide_topology(request, env, now)
         applied = None
@@ -330,7 +342,6 @@ def create_app(
         counted = time.perf_counter()
         answer = wire.encode(response)
         return answer, fields | {
-            "decode_ms": round((decoded - began) * 1e3, 3),
             "plan_ms": round((planned - decoded) * 1e3, 3),
             "metrics_ms": round((counted - planned) * 1e3, 3),
             "encode_ms": round((time.perf_counter() - counted) * 1e3, 3),
@@ -349,13 +360,17 @@ def create_app(
 
     def topology_finalize(body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode_topology_request(body)
-        response = controllers.topology_finalize(request, env, clock())
-        if response.finalized and controllers.datastore_of(request.parent.spec, env) == "etcdv3":
-            releaser(request.parent.metadata.name)  # etcd down: 503, the finalizer stays
-        return wire.encode(response), {
-            "parent": request.parent.metadata.name,
-            "finalized": response.finalized,
-        }
+        try:
+            response = controllers.topology_finalize(request, env, clock())
+            name = request.parent.metadata.name
+            if (
+                response.finalized
+                and controllers.datastore_of(request.parent.spec, env) == "etcdv3"
+            ):
+                releaser(name)  # etcd down: 503, the finalizer stays
+            return wire.encode(response), {"parent": name, "finalized": response.finalized}
+        finally:
+            wire.release(request)
 
     def topology_customize(body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode(body, wire.CustomizeRequest)

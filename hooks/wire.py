@@ -477,6 +477,19 @@ def _in_pieces(body: bytes | bytearray) -> TopologySyncRequest | None:
     return request
 
 
+def release(request: TopologySyncRequest | NodeSyncRequest) -> None:
+    """Free a request's decoded Nodes one at a time. Freed at once, 20,000 of them hold the
+    interpreter lock for ~100 ms (the event loop waits); one by one, the lock can change hands.
+    The caller must hold no other reference to them."""
+    related = request.related
+    nodes = related.nodes if related is not None else None
+    if related is None or not nodes:
+        return
+    related.nodes = None
+    while nodes:
+        nodes.popitem()
+
+
 def decode_nodes(related: Related | None) -> list[NodeWire]:
     return list((related.nodes or {}).values()) if related is not None else []
 

@@ -146,3 +146,19 @@ def test_text_that_is_not_json_after_the_pieces_is_the_same_400(pieces: Counting
     with pytest.raises(wire.BadRequest) as cut:
         wire.decode_topology_request(body)
     assert cut.value.message == one.value.message
+
+
+def test_release_frees_the_decoded_nodes_and_leaves_the_rest() -> None:
+    request = wire.decode_topology_request(BODY)
+    assert request.related is not None and request.related.nodes
+    nodes = request.related.nodes
+    wire.release(request)
+    assert request.related.nodes is None and nodes == {}
+    assert request.related.topologies is not None and request.parent.metadata.name
+    wire.release(request)  # twice, or with nothing related: nothing to do
+    bare = wire.decode(
+        b'{"parent":{"metadata":{"name":"a"}},"children":null,"related":null}',
+        wire.TopologySyncRequest,
+    )
+    wire.release(bare)
+    assert bare.related is None
