@@ -1,5 +1,9 @@
 """Apply a route-reflector plan to Calico's etcdv3 datastore: connections, endpoint failover,
-paged reads and compare-and-swap transactions. What to change is computed in `etcd_changes`."""
+paged reads and compare-and-swap transactions. What to change is computed in `etcd_changes`.
+
+Slightly over 400 lines: failover, paged reads pinned to one revision, the compare-and-swap loop
+and the mapping of etcd3gw's errors to unavailable/refused are one concern, the transport, and
+splitting them would only scatter the retry rules that bind them."""
 
 from __future__ import annotations
 
