@@ -1,4 +1,9 @@
-"""CR spec + environment → validated settings; every error names the field it is about."""
+"""CR spec + environment → validated settings; every error names the field it is about.
+
+Longer than ~400 lines on purpose: one concern, the spec, whose every field carries its check
+and its message (label keys, tolerations, selectors, guards, the cluster-ID template, the
+environment's names for the same fields); splitting by field would part a rule from its message.
+"""
 
 from __future__ import annotations
 

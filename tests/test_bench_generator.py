@@ -23,9 +23,9 @@ from bench.generate import (
 from bench.plans import path_stats
 from bench.report import paths_table, targets
 from hooks import wire
-from hooks.cli import load_yaml
 from hooks.paths import count_paths
 from hooks.sessions import nodes_from_objects
+from hooks.yaml_events import load_yaml
 
 COUNT = 50
 

@@ -16,17 +16,9 @@ import pytest
 from scenario import ZONE, zoned_nodes
 
 from hooks import cli
-from hooks.bird import (
-    BirdCheck,
-    BirdError,
-    Phase,
-    bird_available,
-    format_check,
-    render_config,
-    render_lab,
-    run_check,
-    sample_nodes,
-)
+from hooks.bird import BirdError, render_config, render_lab
+from hooks.bird_check import BirdCheck, Phase, format_check, run_check, sample_nodes
+from hooks.bird_lab import bird_available
 from hooks.planner import run_plan
 from hooks.sessions import SimNode, nodes_from_objects
 
@@ -224,7 +216,7 @@ def test_verify_bird_prints_counts_next_to_the_models_and_exits_0_when_they_agre
 def test_verify_bird_without_bird_installed_exits_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("hooks.bird.bird_available", lambda: None)
+    monkeypatch.setattr("hooks.bird_lab.bird_available", lambda: None)
     nodes = small_plan_file(tmp_path)
 
     code = cli.main(["verify", str(nodes), "--topology", str(tmp_path / "topology.json"), "--bird"])

@@ -1,0 +1,158 @@
+"""The plan checked on real BIRD: route counts next to the model's, all up and one RR stopped."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hooks.bird import FIRST_ADDRESS, BirdError, render_lab
+from hooks.bird_lab import Snapshot, lab
+from hooks.sessions import SimNode
+
+__all__ = ["BirdCheck", "Phase", "format_check", "run_check", "sample_nodes"]
+
+
+def sample_nodes(nodes: Sequence[SimNode], sample: int | None) -> list[SimNode]:
+    """Every RR and `sample` clients spread evenly over the name order (all when None).  Clients
+    relay nothing, so the sample's BIRDs hold exactly what the model counts for the sample."""
+    ordered = sorted(nodes, key=lambda node: node.name)
+    clients = [node for node in ordered if not node.is_reflector]
+    if sample is not None and sample < len(clients):
+        chosen = {clients[i * len(clients) // sample].name for i in range(sample)}
+        clients = [node for node in clients if node.name in chosen]
+    keep = {node.name for node in clients}
+    return [node for node in ordered if node.is_reflector or node.name in keep]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One measurement: BIRD's BGP routes per node next to the model's, distinct networks."""
+
+    title: str
+    bird: Mapping[str, int]
+    model: Mapping[str, int]
+    networks: Mapping[str, int]
+    seconds: float
+
+    @property
+    def mismatched(self) -> list[str]:
+        return sorted(name for name, count in self.bird.items() if count != self.model[name])
+
+    @property
+    def unreachable(self) -> list[str]:
+        """Nodes missing a running node's pod block (their table: every block + the lo route)."""
+        want = len(self.bird) + 1
+        return sorted(name for name, count in self.networks.items() if count != want)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatched and not self.unreachable
+
+
+@dataclass(frozen=True)
+class BirdCheck:
+    nodes: int
+    reflectors: int
+    stopped: str | None
+    phases: tuple[Phase, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(phase.ok for phase in self.phases)
+
+
+def _model(
+    nodes: Sequence[SimNode], peers: Sequence[Mapping[str, Any]], budget: int | None
+) -> dict[str, int]:
+    from hooks.paths import DEFAULT_BUDGET, count_paths
+
+    report = count_paths(nodes, peers, budget=DEFAULT_BUDGET if budget is None else budget)
+    if report.exploded:
+        raise BirdError(
+            f"the model's route count explodes (at least {report.routes_per_node_max:,} routes at"
+            " a node): BIRD would not converge either; not started"
+        )
+    return dict(report.routes)
+
+
+def run_check(
+    nodes: Sequence[SimNode],
+    peers: Sequence[Mapping[str, Any]],
+    *,
+    workdir: Path,
+    port: int,
+    first_address: ipaddress.IPv4Address = FIRST_ADDRESS,
+    stop_reflector: bool = True,
+    timeout: float = 60.0,
+    bird: str | None = None,
+    budget: int | None = None,
+) -> BirdCheck:
+    """Start one BIRD per node, wait for convergence and compare every node's BGP routes with the
+    model's; then stop the RR with the most sessions (SIGTERM) and compare again."""
+    peers = list(peers)
+    model = _model(nodes, peers, budget)
+    lab_nodes = render_lab(nodes, peers, first_address=first_address)
+    phases = []
+    stopped = None
+    with lab(lab_nodes, workdir, port=port, bird=bird) as running:
+        began = time.monotonic()
+        shots = running.converge(model, timeout=timeout)
+        phases.append(_phase("all up", shots, model, began))
+        reflectors = [node for node in lab_nodes if node.is_reflector]
+        if stop_reflector and reflectors:
+            victim = max(reflectors, key=lambda node: (len(node.neighbours), node.name)).name
+            stopped = victim
+            remaining = [node for node in nodes if node.name != victim]
+            model = _model(remaining, peers, budget)
+            began = time.monotonic()
+            running.stop(victim)
+            shots = running.converge(model, timeout=timeout)
+            phases.append(_phase(f"{victim} (RR) stopped", shots, model, began))
+    return BirdCheck(len(lab_nodes), sum(n.is_reflector for n in lab_nodes), stopped, tuple(phases))
+
+
+def _phase(
+    title: str, shots: Mapping[str, Snapshot], model: Mapping[str, int], began: float
+) -> Phase:
+    return Phase(
+        title,
+        {name: shot.routes for name, shot in shots.items()},
+        {name: model[name] for name in shots},
+        {name: shot.networks for name, shot in shots.items()},
+        round(time.monotonic() - began, 1),
+    )
+
+
+def format_check(
+    check: BirdCheck, roles: Mapping[str, str], limit: int = 40, note: str = ""
+) -> list[str]:
+    """Per-node BIRD and model counts (mismatches first, up to `limit` rows a phase), a verdict."""
+    lines = [f"BIRD: {check.nodes} nodes ({check.reflectors} RRs), one BIRD 1.6 each on loopback"]
+    if note:
+        lines.append(note)
+    for phase in check.phases:
+        lines.append(
+            f"-- {phase.title}: converged in {phase.seconds} s;"
+            f" {len(phase.mismatched)} nodes differ from the model,"
+            f" {len(phase.unreachable)} miss a prefix"
+        )
+        lines.append(f"   {'node':<32} {'role':<6} {'BIRD':>10} {'model':>10}")
+        order = sorted(
+            phase.bird, key=lambda n: (phase.bird[n] == phase.model[n], roles.get(n, ""), n)
+        )
+        for name in order[:limit]:
+            mark = "" if phase.bird[name] == phase.model[name] else "  MISMATCH"
+            lines.append(
+                f"   {name:<32} {roles.get(name, ''):<6} {phase.bird[name]:>10,}"
+                f" {phase.model[name]:>10,}{mark}"
+            )
+        if len(order) > limit:
+            lines.append(f"   ... {len(order) - limit} more nodes")
+    lines.append(
+        "verdict: " + ("OK, BIRD's route counts equal the model's" if check.ok else "FAIL")
+    )
+    return lines
