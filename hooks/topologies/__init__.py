@@ -101,6 +101,7 @@ def assign_cluster_ids(
 
 
 def weight(key: str, item: str) -> int:
+    """The rendezvous weight of `item` for `key`: every rendezvous choice ranks by this."""
     return int.from_bytes(hashlib.blake2b(f"{item}\0{key}".encode(), digest_size=8).digest(), "big")
 
 
@@ -112,14 +113,7 @@ def rendezvous_top(key: str, items: Iterable[str], count: int) -> list[str]:
 
 def rendezvous(node: str, groups: Sequence[Group]) -> Group | None:
     """Highest-random-weight choice: adding a group moves only the nodes it wins."""
-    best: tuple[int, str] | None = None
-    chosen = None
-    for group in groups:
-        digest = hashlib.blake2b(f"{group.name}\0{node}".encode(), digest_size=8).digest()
-        weight = (int.from_bytes(digest, "big"), group.name)
-        if best is None or weight > best:
-            best, chosen = weight, group
-    return chosen
+    return max(groups, key=lambda group: (weight(node, group.name), group.name), default=None)
 
 
 def group_for(node: str, zone: str, rack: str, groups: Sequence[Group]) -> Group | None:
