@@ -22,6 +22,7 @@ import orjson
 
 from hooks import controllers, wire
 from hooks.calico import GROUP_LABEL, REFLECTOR_LABEL
+from hooks.stamps import stamp
 
 Json = dict[str, Any]
 
@@ -68,10 +69,6 @@ def _hex(seed: int, *parts: object, size: int = 64) -> str:
 def _uuid(seed: int, *parts: object) -> str:
     h = _hex(seed, *parts, size=32)
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-8{h[17:20]}-{h[20:32]}"
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _image(seed: int, repo: str, tag: str, size: int) -> Json:
@@ -310,8 +307,8 @@ class Generator:
         itype = INSTANCE_TYPES[rng.randrange(len(INSTANCE_TYPES))]
         nodegroup = f"workers-{zone[-1]}-{itype.split('.')[0]}-{_hex(seed, zone, itype, size=8)}"
         born = created or EPOCH + timedelta(seconds=index * 37 + rng.randrange(30))
-        created_at = _stamp(born)
-        heartbeat = _stamp(NOW - timedelta(seconds=rng.randrange(40)))
+        created_at = stamp(born)
+        heartbeat = stamp(NOW - timedelta(seconds=rng.randrange(40)))
         if ready is None:
             ready = rng.random() >= 0.005
         if unschedulable is None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.load import PHASES
+from hooks.stamps import stamp
 
 Row = dict[str, Any]
 
@@ -51,7 +52,7 @@ def machine() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "date": stamp(datetime.now(UTC)),
         **revision(),
     }
 

@@ -28,6 +28,7 @@ from hooks.legacy import LegacyPeer, carries_reflector_label, find_legacy_peers,
 from hooks.model import Condition, Group, NodeInfo, Plan, ReflectorState
 from hooks.selection import unmatched_labels, zone_of
 from hooks.sessions import SimNode
+from hooks.stamps import stamp
 from hooks.topologies import PlanError, Previous, builder_for, group_for, labelled_reflectors
 from hooks.transitions import (
     Sessions,
@@ -325,7 +326,7 @@ def decide_topology(
             return replace(
                 refused,
                 resync_after=GUARD_RESYNC_SECONDS,
-                guard_since=since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                guard_since=stamp(since),
             )
     prior = Previous(
         reflectors={rr.node: rr for rr in previous.routeReflectors},
@@ -480,14 +481,14 @@ def _conditions(
     stamped with the generation of the spec it was computed from (GitOps tools compare it
     with metadata.generation to tell a fresh verdict from a stale one)."""
     before = {c.type: c for c in previous}
-    stamp = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    now_stamp = stamp(now)
     rendered: list[dict[str, Any]] = []
     for condition in sorted(wanted + _progress(wanted), key=lambda c: c.type):
         old = before.get(condition.type)
         since = (
             old.lastTransitionTime
             if old and old.status == condition.status and old.lastTransitionTime
-            else stamp
+            else now_stamp
         )
         rendered.append(
             {

@@ -24,7 +24,7 @@ from prometheus_client import (
 
 from hooks.model import Plan, ReflectorState
 from hooks.paths import PathReport
-from hooks.transitions import parse_stamp
+from hooks.stamps import parse_stamp
 
 DEFAULT_MAX_OWNERS = 16
 DEFAULT_MAX_ZONES = 512

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from hooks.calico import label_value
 from hooks.config import Settings
@@ -22,6 +22,7 @@ from hooks.model import (
     RouteReflector,
 )
 from hooks.selection import is_failed
+from hooks.stamps import parse_stamp, stamp
 from hooks.wire import ReflectorWire, TopologyStatusWire
 
 SESSION_POLL_SECONDS = 10.0
@@ -33,17 +34,6 @@ class Sessions:
 
     observed: bool  # some CalicoNodeStatus reported: session state exists in this cluster
     established: frozenset[str]  # nodes whose BGP sessions are all Established (at least one)
-
-
-def stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_stamp(text: str) -> datetime | None:
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    except ValueError:
-        return None
 
 
 def apply_transitions(

@@ -21,6 +21,7 @@ from hooks.config import load_settings
 from hooks.legacy import carries_reflector_label
 from hooks.selectors import parse_selector
 from hooks.sessions import CLUSTER_ID_ANNOTATION, nodes_from_objects
+from hooks.stamps import stamp
 from hooks.verify import verify
 
 Json = dict[str, Any]
@@ -40,10 +41,6 @@ NODE_CONTROLLER: Json = {
     "kind": "DecoratorController",
     "metadata": {"name": "route-reflector-nodes"},
 }
-
-
-def stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def make_node(

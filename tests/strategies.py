@@ -7,6 +7,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from hooks.stamps import stamp
+
 ZONE = "topology.kubernetes.io/zone"
 INCOMPATIBLE = "example.com/no-rr"
 PREFERRED = "example.com/rr"
@@ -35,9 +37,7 @@ def make_node(name: str, zone: str | None, kind: str, created_hours: int) -> Jso
     meta: Json = {
         "name": name,
         "uid": f"uid-{name}",
-        "creationTimestamp": (EPOCH + timedelta(hours=created_hours)).strftime(
-            "%Y-%m-%dT%H:%M:%SZ"
-        ),
+        "creationTimestamp": stamp(EPOCH + timedelta(hours=created_hours)),
         "labels": labels,
         "annotations": {},
     }

@@ -5,8 +5,8 @@ the input did not validly ask to change (issue 13, section 4)."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from served import serving
 
 from hooks import wire
 from hooks.config import SpecError, load_settings
+from hooks.stamps import stamp
 
 TOPOLOGY = wire.TOPOLOGY_KEY
 DEEP = b"[" * 100_000 + b"]" * 100_000
@@ -161,7 +162,7 @@ def test_year_9999_stamps_in_status_restart_the_wait_instead_of_failing(
         return body
 
     # What the same cluster plans with a sane stamp: the children a far-future stamp must not drop.
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    now = stamp(datetime.now(UTC))
     sane = post(served[0], "topology-sync", json.dumps(pending_since(now)).encode())
     assert sane.status_code == 200, sane.text
     planned = {c["metadata"]["name"] for c in sane.json()["children"]}

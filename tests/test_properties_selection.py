@@ -21,6 +21,7 @@ from hooks import wire
 from hooks.config import load_settings
 from hooks.planner import run_plan
 from hooks.selection import ineligibility
+from hooks.stamps import stamp
 
 Json = dict[str, Any]
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -277,7 +278,7 @@ def test_feeding_answers_back_converges_in_two_rounds() -> None:
     status = json.loads(third[0])
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Converged")
-    assert ready["lastTransitionTime"] == NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert ready["lastTransitionTime"] == stamp(NOW)
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])

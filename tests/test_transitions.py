@@ -8,13 +8,14 @@ healthy RR is never removed.
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from scenario import ZONE, Scenario, make_node, zoned_nodes
 
 from hooks import wire
+from hooks.stamps import stamp
 
 Json = dict[str, Any]
 TOPOLOGIES = ("simple", "multi", "quorum")
@@ -279,10 +280,6 @@ def test_an_empty_node_list_is_refused_for_good_past_hold_seconds() -> None:
     assert _specs(scenario.children) == _specs(children_before)
 
 
-def _stamp(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def test_the_guard_hold_runs_from_the_services_own_first_sighting_not_the_requests_stamps() -> None:
     scenario = converged(extra={"guard": {"maxMissingFraction": 0.2, "holdSeconds": 60}})
     labelled_before = scenario.labelled()
@@ -290,7 +287,7 @@ def test_the_guard_hold_runs_from_the_services_own_first_sighting_not_the_reques
         scenario.set_ready(name, False)
     scenario.step()
     first_seen = scenario.status["guard"]["trippedSince"]  # type: ignore[index]
-    assert first_seen == _stamp(scenario.last.now)
+    assert first_seen == stamp(scenario.last.now)
 
     # A forged transition time in the request does not shorten the hold.
     assert scenario.status is not None
@@ -306,7 +303,7 @@ def test_the_guard_hold_runs_from_the_services_own_first_sighting_not_the_reques
         scenario.status["guard"]["trippedSince"] = forged
         scenario.step()
         assert scenario.condition("Degraded")["reason"] == "GuardTripped"
-        assert scenario.status["guard"]["trippedSince"] == _stamp(scenario.last.now)
+        assert scenario.status["guard"]["trippedSince"] == stamp(scenario.last.now)
         assert scenario.labelled() == labelled_before
 
     # Held for holdSeconds from the last sighting we trust, then accepted; the record goes.

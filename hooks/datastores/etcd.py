@@ -37,6 +37,7 @@ from hooks.datastores.etcd_documents import (
 )
 from hooks.datastores.etcd_settings import Endpoint, EtcdSettings, parse_endpoint
 from hooks.datastores.etcd_sweep import Orphan
+from hooks.stamps import stamp
 
 __all__ = [
     "NODES_PREFIX",
@@ -219,7 +220,7 @@ class _Store:
         nodes = self.read_keys(NODES_PREFIX, named)
         fresh = Fresh(
             new_uid=lambda: str(uuid.uuid4()),
-            created=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            created=stamp(datetime.now(UTC)),
         )
         try:
             # Every change is computed on the snapshot first, so a value we cannot parse stops

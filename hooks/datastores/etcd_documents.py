@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from hooks.calico import OWNER_LABEL
@@ -40,7 +39,6 @@ __all__ = [
     "put_record",
     "rewrite_record",
     "set_cluster_id",
-    "stamp",
 ]
 
 PEERS_PREFIX: Final = "/calico/resources/v3/projectcalico.org/bgppeers/"
@@ -288,7 +286,3 @@ def load_object(entry: Entry) -> dict[str, Any]:
 def dump(document: Mapping[str, Any]) -> bytes:
     # Compact and in the original key order, as Calico's Go client writes it.
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -25,9 +25,8 @@ from hooks.datastores.etcd_documents import (
     drop_record,
     peer_owner,
     rewrite_record,
-    stamp,
 )
-from hooks.transitions import parse_stamp
+from hooks.stamps import parse_stamp, stamp
 
 __all__ = ["SWEEP_GRACE", "Holdings", "Liveness", "Orphan", "other_owners", "sweep"]
 
