@@ -66,13 +66,16 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class ZoneSummary:
+    """One zone's counts: the selection fills all but `actual`, which the plan reads off the
+    previous status."""
+
     name: str
     nodes: int
     ready: int
     eligible: int
     demand: int  # RRs this zone's clients need
     expected: int  # RRs planned on this zone's nodes (its own, plus spill-over it hosts)
-    actual: int  # nodes here carrying the RR label (and, in KDD, the cluster-ID annotation) now
+    actual: int = 0  # nodes here carrying the RR label (and, in KDD, the cluster-ID annotation)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from hooks.config import Settings
-from hooks.model import NodeInfo
+from hooks.model import NodeInfo, ZoneSummary
 
 # Taints that mean the node is not fit to carry BGP sessions for others, tolerated or not.
 UNFIT_TAINTS = frozenset(
@@ -82,16 +82,6 @@ def demand(ready: int, settings: Settings) -> int:
 
 
 @dataclass(frozen=True, slots=True)
-class ZoneCount:
-    name: str
-    nodes: int
-    ready: int
-    eligible: int
-    demand: int
-    placed: int  # RRs located in this zone (its own and the ones it hosts for short zones)
-
-
-@dataclass(frozen=True, slots=True)
 class Choice:
     node: str
     zone: str  # where the node is
@@ -101,7 +91,7 @@ class Choice:
 @dataclass(frozen=True, slots=True)
 class Selection:
     choices: tuple[Choice, ...]  # sorted by node name
-    zones: tuple[ZoneCount, ...]  # sorted by zone name
+    zones: tuple[ZoneSummary, ...]  # sorted by zone name; `actual` not yet known (0)
     shortfall: int  # RRs demanded that no eligible node anywhere could take
 
 
@@ -186,13 +176,13 @@ def select_reflectors(
             take(recipient, zone, 1)
 
     zones = tuple(
-        ZoneCount(
+        ZoneSummary(
             name=zone,
             nodes=len(by_zone[zone]),
             ready=ready.get(zone, 0),
             eligible=len(candidates.get(zone, [])),
             demand=wanted[zone],
-            placed=placed[zone],
+            expected=placed[zone],
         )
         for zone in names
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from hooks.config import Settings
 from hooks.model import (
@@ -38,24 +39,13 @@ def zone_summaries(
         if carried is not None and (carried or not need_annotation):
             zone = zone_of(node, settings)
             actual[zone] = actual.get(zone, 0) + 1
-    return tuple(
-        ZoneSummary(
-            name=zone.name,
-            nodes=zone.nodes,
-            ready=zone.ready,
-            eligible=zone.eligible,
-            demand=zone.demand,
-            expected=zone.placed,
-            actual=actual.get(zone.name, 0),
-        )
-        for zone in selection.zones
-    )
+    return tuple(replace(zone, actual=actual.get(zone.name, 0)) for zone in selection.zones)
 
 
 def selection_problems(selection: Selection) -> tuple[Condition, ...]:
     if not selection.shortfall:
         return ()
-    short = [z.name or '""' for z in selection.zones if z.demand > z.placed]
+    short = [z.name or '""' for z in selection.zones if z.demand > z.expected]
     return (
         Condition(
             "Degraded",

@@ -13,8 +13,8 @@ import heapq
 from collections.abc import Sequence
 
 from hooks.config import Settings
-from hooks.model import Group, NodeInfo, Peering, Plan, Reflectors, RouteReflector
-from hooks.selection import Choice, Selection, ZoneCount, ineligibility, is_preferred, zone_of
+from hooks.model import Group, NodeInfo, Peering, Plan, Reflectors, RouteReflector, ZoneSummary
+from hooks.selection import Choice, Selection, ineligibility, is_preferred, zone_of
 from hooks.topologies import Previous, assign_cluster_ids, reflector_sort
 from hooks.topologies.common import client_peerings, selection_problems, zone_summaries
 from hooks.topologies.planes import (
@@ -155,7 +155,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         counts[choice.zone][3] += 1
     selection = Selection(
         tuple(sorted(choices, key=lambda c: c.node)),
-        tuple(ZoneCount(z, r[0], r[1], r[2], r[3], r[3]) for z, r in sorted(counts.items())),
+        tuple(ZoneSummary(z, r[0], r[1], r[2], r[3], r[3]) for z, r in sorted(counts.items())),
         shortfall,
     )
     return Plan(
