@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -494,9 +495,24 @@ def create_app(
     ]
     if serve_metrics:
         routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, lifespan=_warmed)
     app.state.metrics = metrics
     return app
+
+
+def _warm() -> None:
+    """Load what the first topology sync would otherwise load while it is answered: the
+    topology modules (hooks.topologies.builder_for imports them on first use)."""
+    from hooks.topologies import hierarchy, multi, quorum, simple  # noqa: F401
+
+
+@contextlib.asynccontextmanager
+async def _warmed(app: Starlette) -> AsyncIterator[None]:
+    """Before the first request: `_warm` through the thread pool, which also loads anyio's worker
+    thread machinery (on first use it is imported on the event loop's thread, and /healthz
+    waited 0.3-0.4 s behind the first large sync of a fresh server)."""
+    await run_in_threadpool(_warm)
+    yield
 
 
 def _metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
