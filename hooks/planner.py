@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,13 @@ import msgspec
 
 from hooks import controllers, wire
 from hooks.paths import PathReport, count_paths, format_paths
+from hooks.plan_view import (
+    ZONE_HEADER,
+    not_ready_message,
+    reflector_entries,
+    summary_facts,
+    zone_cells,
+)
 from hooks.sessions import nodes_from_objects
 from hooks.verify import VerifyReport, verify
 
@@ -254,44 +260,6 @@ TABLE_WIDTH = 100
 MAX_RR_LINES = 12  # per zone in the table; `-o json` and `-o html` list every RR
 
 
-def _natural(text: str) -> tuple[tuple[int, int, str], ...]:
-    parts = re.split(r"(\d+)", text)
-    return (*((1, int(p), "") if p.isdigit() else (0, 0, p) for p in parts), (2, 0, text))
-
-
-def reflector_entries(status: Mapping[str, Any], zone: str) -> list[tuple[str, list[str]]]:
-    """A zone's RRs as (what they are, their names): RRs sharing a cluster ID and role together
-    (`spine 224.0.0.1`, `rack r7 224.0.0.9`, `224.0.0.1` in simple); RRs of a cluster ID of
-    their own (multi) in one entry of `name (ID)`. Not Active: `name [Pending]`."""
-    grouped: dict[tuple[int, str, str], list[str]] = {}
-    for rr in status.get("routeReflectors", []):
-        if rr.get("zone") != zone:
-            continue
-        role, serves, cid = rr.get("role"), rr.get("serves"), str(rr.get("clusterID", ""))
-        if role == "spine":
-            key = (0, "spine", cid)
-        elif role == "rack":
-            key = (1, f"rack {serves}", cid)
-        elif serves is not None:
-            key = (2, f"serving {serves or chr(34) * 2}", cid)
-        else:
-            key = (2, "", cid)
-        state = rr.get("state", "Active")
-        grouped.setdefault(key, []).append(
-            str(rr["node"]) + ("" if state == "Active" else f" [{state}]")
-        )
-    entries: list[tuple[str, list[str]]] = []
-    alone: list[str] = []
-    for (_, what, cid), names in sorted(
-        grouped.items(), key=lambda item: (item[0][0], _natural(item[0][1]), _natural(item[0][2]))
-    ):
-        if len(names) == 1 and not what:
-            alone.append(f"{names[0]} ({cid})")
-        else:
-            entries.append((f"{what} {cid}".strip(), names))
-    return entries + ([("", alone)] if alone else [])
-
-
 def _reflector_lines(status: Mapping[str, Any], zone: str) -> list[str]:
     lines: list[str] = []
     entries = reflector_entries(status, zone)
@@ -318,24 +286,14 @@ def format_table(result: PlanResult) -> str:
     """The plan for a terminal: a row of figures per zone, its RRs wrapped below it."""
     status = result.status
     lines = []
-    conditions = {c["type"]: c for c in status.get("conditions", [])}
-    ready = conditions.get("Ready", {})
-    lines.append(
-        f"topology {status.get('topology', '?')}: {status.get('reflectors', 0)} route reflectors,"
-        f" {len(result.bgp_peers)} BGPPeers,"
-        f" Ready={ready.get('status', '?')} ({ready.get('reason', '')})"
-    )
-    if ready.get("status") != "True" and ready.get("message"):
-        lines.append(f"  {ready['message']}")
-    header = ("ZONE", "NODES", "READY", "ELIGIBLE", "DEMAND", "RRS")
+    facts = summary_facts(status, len(result.bgp_peers))
+    lines.append(f"topology {status.get('topology', '?')}: " + ", ".join(facts))
+    message = not_ready_message(status)
+    if message is not None:
+        lines.append(f"  {message}")
+    header = ZONE_HEADER
     zones = status.get("zones", [])
-    rows = [header] + [
-        (
-            zone["name"] or '""',
-            *(str(zone[k]) for k in ("nodes", "ready", "eligible", "demand", "expected")),
-        )
-        for zone in zones
-    ]
+    rows = [header] + [zone_cells(zone) for zone in zones]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
 
     def row_text(row: Sequence[str]) -> str:

@@ -6,7 +6,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hooks.picture.scene import Group, Reflector, Zone, natural, short
+from hooks.picture.scene import Group, Reflector, Zone, short
+from hooks.plan_view import natural
 
 WIDTH = 1360  # fits a 1400 px window; the SVG also scales down with the page
 MARGIN = 16

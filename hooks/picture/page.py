@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from hooks.paths import PathReport, figure_text
-from hooks.picture.scene import build_scene, zone_label
+from hooks.picture.scene import build_scene
 from hooks.picture.svg import escape, render_svg
-from hooks.planner import PlanResult, reflector_entries
+from hooks.plan_view import (
+    ZONE_HEADER,
+    not_ready_message,
+    reflector_entries,
+    summary_facts,
+    zone_cells,
+)
+from hooks.planner import PlanResult
 from hooks.sessions import nodes_from_objects
 from hooks.verify import VerifyReport, verify
 
@@ -27,14 +34,12 @@ p.note{font-size:12px;color:#4a5568;margin:4px 0}
 
 def _zone_table(result: PlanResult) -> str:
     """The rows of `format_table`, as HTML, every RR listed (spine, rack, cluster ID)."""
-    head = ("ZONE", "NODES", "READY", "ELIGIBLE", "DEMAND", "RRS", "ROUTE REFLECTORS")
+    head = (*ZONE_HEADER, "ROUTE REFLECTORS")
     rows = ["<tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"]
     for zone in result.status.get("zones", []):
-        cells = [f"<td>{escape(zone_label(zone['name']))}</td>"]
-        cells += [
-            f'<td class="num">{escape(zone[k])}</td>'
-            for k in ("nodes", "ready", "eligible", "demand", "expected")
-        ]
+        label, *counts = zone_cells(zone)
+        cells = [f"<td>{escape(label)}</td>"]
+        cells += [f'<td class="num">{escape(count)}</td>' for count in counts]
         entries = reflector_entries(result.status, zone["name"])
         listed = "<br>".join(
             (f"<strong>{escape(what)}</strong>: " if what else "") + escape(", ".join(names))
@@ -127,14 +132,10 @@ def _sessions(report: PathReport, role: str) -> str:
 
 
 def _summary(result: PlanResult) -> str:
-    status = result.status
-    ready = {c["type"]: c for c in status.get("conditions", [])}.get("Ready", {})
-    text = (
-        f"{status.get('reflectors', 0)} route reflectors · {len(result.bgp_peers)} BGPPeers"
-        f" · Ready={ready.get('status', '?')} ({ready.get('reason', '')})"
-    )
-    if ready.get("status") != "True" and ready.get("message"):
-        text += f" — {ready['message']}"
+    text = " · ".join(summary_facts(result.status, len(result.bgp_peers)))
+    message = not_ready_message(result.status)
+    if message is not None:
+        text += f" — {message}"
     return f'<p class="summary">{escape(text)}</p>'
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from hooks.calico import GROUP_LABEL, REFLECTOR_LABEL, label_value
+from hooks.plan_view import natural
 from hooks.planner import PlanResult
 from hooks.selectors import SelectorError, parse_selector
 from hooks.sessions import nodes_from_objects
@@ -99,12 +99,6 @@ def _clients_by_group(result: PlanResult, groups: Sequence[Mapping[str, Any]]) -
         if named is not None:
             counts[named] += 1
     return counts
-
-
-def natural(text: str) -> tuple[tuple[int, int, str], ...]:
-    """A sort key that puts g-2 before g-10; ties fall back to the text itself."""
-    parts = re.split(r"(\d+)", text)
-    return (*((1, int(p), "") if p.isdigit() else (0, 0, p) for p in parts), (2, 0, text))
 
 
 def _reflector(raw: Mapping[str, Any], groups: Iterable[Group]) -> Reflector:
@@ -203,7 +197,3 @@ def _reflector_sessions(result: PlanResult, rr_names: set[str]) -> int:
         others = [n for n, lab in labels.items() if right.matches(lab)]
         pairs.update((min(a, b), max(a, b)) for a in ones for b in others if a != b)
     return len(pairs)
-
-
-def zone_label(name: str) -> str:
-    return name or '""'

@@ -44,8 +44,8 @@ from hooks.picture.scene import (
     Scene,
     Zone,
     short,
-    zone_label,
 )
+from hooks.plan_view import zone_label
 
 
 def escape(text: object) -> str:
