@@ -12,9 +12,11 @@ change.
 Clients of two clusters meet on the planes both clusters have (1..min(k_A, k_B)), and survive one
 failure only if their groups share at least two of them (a failure costs one plane). An m-subset
 of a k-cluster covers at least m - (k - t) of planes 1..t, so two groups share at least
-m_A + m_B - k_B planes (A the smaller cluster): 2 or more for every pair of sizes but one, a
-cluster of 2 (m = 2) facing a cluster of 4 or 5 (m = k - 1). So when a cluster of 2 exists, every
-group of a larger cluster holds its plane-1 and plane-2 RRs (found by the single-failure property).
+m_A + m_B - k_B planes (A the smaller cluster): 2 or more for every pair of sizes but two, a
+cluster of 2 (m = 2) or of 1 (a zone with one RR) facing a cluster of 4 or 5 (m = k - 1), where
+a client could miss the only shared plane or hold just one. So with a smallest cluster of s <= 2
+RRs, every group of a larger cluster holds its plane-1..s RRs (both found by the properties:
+clients of 4-clusters cut off by one hub failing, and not reaching a 1-RR zone at all).
 """
 
 from __future__ import annotations
@@ -72,11 +74,12 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     groups: list[Group] = []
     ordinals = zone_ordinals(clusters, previous, r"-q(\d+)-\d+")
     named: list[tuple[str, Sequence[str]]] = []
-    pair_present = any(len(members) == 2 for _, members in clusters)
+    smallest = min((len(members) for _, members in clusters), default=0)
+    pin = smallest if smallest <= 2 else 0
     for (zone, members), ordinal in zip(clusters, ordinals, strict=True):
         named.append((f"{group_name(zone)}-q{ordinal}", members))
         size = members_per_client(len(members))
-        pinned = sorted(members)[:2] if pair_present and size < len(members) else []
+        pinned = sorted(members)[:pin] if size < len(members) else []
         free = [m for m in members if m not in pinned]
         for slot in range(1, comb(len(members), size) + 1):
             # Any two m-subsets of a k-cluster share 2m - k RRs, so a slot need not be a distinct
