@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -112,7 +113,7 @@ def measure_row(
     row["x_floor"] = round(sync.median / found["floor"].median, 2)
     row["x_orjson"] = round(sync.median / found["orjson"].median, 4)
 
-    calls = [lambda b=b: node_sync_call(b, ENVIRON) for b in node_bodies]
+    calls = [functools.partial(node_sync_call, body, ENVIRON) for body in node_bodies]
     for call in calls:
         call()
     row["node_sync"] = _cycle(calls, args.node_calls).as_json()

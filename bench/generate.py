@@ -106,7 +106,7 @@ def node_ip(index: int) -> str:
 
 
 def _managed_fields(seed: int, index: int, created: str, heartbeat: str) -> list[Json]:
-    condition_fields = {
+    condition_fields: Json = {
         f'k:{{"type":"{kind}"}}': {
             ".": {},
             "f:lastHeartbeatTime": {},
@@ -118,7 +118,7 @@ def _managed_fields(seed: int, index: int, created: str, heartbeat: str) -> list
         }
         for kind in ("DiskPressure", "MemoryPressure", "PIDPressure", "Ready")
     }
-    resources = {
+    resources: Json = {
         f"f:{r}": {}
         for r in (
             "attachable-volumes-aws-ebs",

@@ -95,7 +95,7 @@ def targets(
         for topology in topologies:
             row = _find(rows, size, topology)
             sync = row.get("sync") if row else None
-            if sync is None:
+            if row is None or sync is None:
                 note = (row or {}).get("skipped", "size not run")
                 add(f"topology sync {size:,} ≤ 4× floor", topology, None, 4, None, note)
                 add(f"topology sync {size:,} ≤ 0.15× orjson", topology, None, 0.15, None, note)

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from golden import NOW
+from golden import NOW as NOW  # re-exported: tests take the fixed clock from here
 from starlette.exceptions import StarletteDeprecationWarning
 
 from hooks.app import create_app
@@ -21,7 +21,7 @@ from hooks.app import create_app
 # client works the same. Silenced here only, so every other warning still fails a test.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
+    from starlette.testclient import TestClient as TestClient  # re-exported for the tests
 
 pytest_plugins = ["conftest_etcd"]
 

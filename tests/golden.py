@@ -198,7 +198,7 @@ DECORATOR = {
 
 def observed_peer(child: Json) -> Json:
     """A BGPPeer child as Metacontroller observes it after applying it."""
-    observed = json.loads(json.dumps(child))
+    observed: Json = json.loads(json.dumps(child))
     observed["metadata"] |= {
         "uid": "22222222-0000-4000-8000-000000000001",
         "resourceVersion": "700",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -94,7 +95,7 @@ def test_malformed_json_is_a_400(route: str, http: httpx.Client) -> None:
 
 @pytest.mark.parametrize("route", ["/topology/sync", "/topology/customize", "/node/customize"])
 def test_missing_parent_is_a_400_naming_it(route: str, http: httpx.Client) -> None:
-    body = {"controller": {}, "children": {}, "related": {}}
+    body: dict[str, Any] = {"controller": {}, "children": {}, "related": {}}
     _assert_bad_request(http.post(route, json=body), "parent")
 
 

@@ -87,6 +87,12 @@ def old_multi_cluster() -> tuple[list[Json], dict[str, Json], dict[str, str]]:
     return nodes, peers, old_ids
 
 
+def status_of(scenario: Scenario) -> Json:
+    """The status the last sync wrote (a scenario that has run has one)."""
+    assert scenario.status is not None
+    return scenario.status
+
+
 def old_scenario(spec: Json | None = None) -> tuple[Scenario, dict[str, str]]:
     nodes, peers, old_ids = old_multi_cluster()
     # The simulator knows only our BGPPeers, not the old ones that carry sessions meanwhile.
@@ -108,8 +114,8 @@ def test_the_old_operators_multi_reflectors_stay_reflectors_and_roll_to_one_id_p
     scenario, old_ids = old_scenario()
     scenario.step()
     assert set(scenario.reflectors()) == set(old_ids)
-    groups = [set(g["reflectors"]) for g in scenario.status["groups"]]
-    status_ids = {rr["node"]: rr["clusterID"] for rr in scenario.status["routeReflectors"]}
+    groups = [set(g["reflectors"]) for g in status_of(scenario)["groups"]]
+    status_ids = {rr["node"]: rr["clusterID"] for rr in status_of(scenario)["routeReflectors"]}
     # Its per-RR IDs are kept on the first sync but for one RR per group (a changed ID resets
     # that RR's sessions, so the change rolls like any other).
     for members in groups:
@@ -117,7 +123,7 @@ def test_the_old_operators_multi_reflectors_stay_reflectors_and_roll_to_one_id_p
     scenario.run_until_still()
     assert set(scenario.reflectors()) == set(old_ids)
     final = {name: scenario.node(name)["metadata"]["annotations"][CLUSTER_ID] for name in old_ids}
-    for members in (set(g["reflectors"]) for g in scenario.status["groups"]):
+    for members in (set(g["reflectors"]) for g in status_of(scenario)["groups"]):
         (shared,) = {final[m] for m in members}  # one cluster ID per group in the end
         assert shared in {old_ids[m] for m in members}  # ... one its members already carried
 
@@ -125,9 +131,9 @@ def test_the_old_operators_multi_reflectors_stay_reflectors_and_roll_to_one_id_p
 def test_its_bgppeers_are_listed_and_someone_elses_are_not() -> None:
     scenario, _ = old_scenario()
     scenario.step()
-    listed = scenario.status["legacyOperator"]["bgpPeers"]
+    listed = status_of(scenario)["legacyOperator"]["bgpPeers"]
     assert listed == legacy_names(scenario.foreign_peers)
-    assert len(listed) == scenario.status["legacyOperator"]["count"] == 1 + 15 * 3
+    assert len(listed) == status_of(scenario)["legacyOperator"]["count"] == 1 + 15 * 3
     assert "tor-a" not in listed and "peer-to-rrs-edge" not in listed
 
 
@@ -136,13 +142,13 @@ def test_its_label_values_stay_until_our_peers_carry_every_session_then_become_o
     scenario.step()
     legacy_values = rr_label_values(scenario, old_ids)
     assert all(is_legacy_value(v, "") for v in legacy_values.values()), legacy_values
-    assert scenario.status["legacyOperator"]["keepLabels"] is True
+    assert status_of(scenario)["legacyOperator"]["keepLabels"] is True
     assert scenario.condition("LegacyBGPPeers")["reason"] == "WaitingForReflectors"
 
     scenario.run_until_still()
 
     assert rr_label_values(scenario, old_ids) == dict.fromkeys(old_ids, "")
-    assert scenario.status["legacyOperator"]["keepLabels"] is False
+    assert status_of(scenario)["legacyOperator"]["keepLabels"] is False
     assert scenario.condition("LegacyBGPPeers")["reason"] == "ReadyToRemove"
     assert scenario.condition("Ready")["status"] == "True"
     # The step that let the labels change had seen every RR Established and labelled.
@@ -164,7 +170,7 @@ def test_the_old_single_topology_is_recognised_too() -> None:
     }
     scenario.step()
     assert set(scenario.reflectors()) == {"n-5", "n-6", "n-7"}
-    assert scenario.status["legacyOperator"]["bgpPeers"] == ["peer-to-rrs-1", "rrs-to-rrs"]
+    assert status_of(scenario)["legacyOperator"]["bgpPeers"] == ["peer-to-rrs-1", "rrs-to-rrs"]
     scenario.run_until_still()
     assert scenario.condition("LegacyBGPPeers")["reason"] == "ReadyToRemove"
 
@@ -176,7 +182,7 @@ def test_a_cluster_without_the_old_operator_shows_no_migration() -> None:
         node["metadata"]["annotations"].pop(CLUSTER_ID, None)
     scenario = Scenario(SPEC, nodes)
     scenario.run_until_still()
-    assert "legacyOperator" not in scenario.status
+    assert "legacyOperator" not in status_of(scenario)
     with pytest.raises(KeyError):
         scenario.condition("LegacyBGPPeers")
 
@@ -305,6 +311,6 @@ def test_status_names_at_most_a_hundred_of_them_and_counts_them_all() -> None:
     }
     scenario.foreign_peers |= extra
     scenario.step()
-    legacy = scenario.status["legacyOperator"]
+    legacy = status_of(scenario)["legacyOperator"]
     assert legacy["count"] == 1 + 15 * 3 + 200
     assert legacy["bgpPeers"] == legacy_names(scenario.foreign_peers)[:100]

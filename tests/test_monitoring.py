@@ -177,7 +177,8 @@ def scrape() -> str:
         node = (FIXTURES / "node-sync" / "client" / "request.json").read_bytes()
         assert client.post("/node/sync", content=node).is_success
         assert client.post("/topology/sync", content=b"{").status_code == 400
-        return client.get("/metrics").text
+        text: str = client.get("/metrics").text
+        return text
 
 
 def exported() -> set[str]:

@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
 from golden import NOW, call_hook, node_sync_request, topology, topology_sync_request
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -134,7 +135,7 @@ def test_shuffled_input_gives_the_same_node_hook_bytes(
 @given(spec=specs(), nodes=clusters())
 def test_no_ineligible_node_is_ever_chosen(spec: Json, nodes: list[Json]) -> None:
     config = load_settings(spec, {})
-    infos = {n["metadata"]["name"]: wire.msgspec.convert(n, wire.NodeWire).to_info() for n in nodes}
+    infos = {n["metadata"]["name"]: msgspec.convert(n, wire.NodeWire).to_info() for n in nodes}
     _, answer = sync(spec, nodes)
     for rr in answer["status"]["routeReflectors"]:
         assert ineligibility(infos[rr["node"]], config) is None, rr
@@ -150,7 +151,7 @@ def expected_demand(ready: int, spec: Json) -> int:
                 wanted = step["reflectors"]
     else:
         wanted = math.ceil(ready * spec["ratio"])
-    return max(spec["min"], min(spec["max"], wanted))
+    return int(max(spec["min"], min(spec["max"], wanted)))
 
 
 @FAST
@@ -159,7 +160,7 @@ def test_counts_per_zone_follow_the_formula(spec: Json, nodes: list[Json]) -> No
     config = load_settings(spec, {})
     zones: dict[str, Counter[str]] = {}
     for n in nodes:
-        info = wire.msgspec.convert(n, wire.NodeWire).to_info()
+        info = msgspec.convert(n, wire.NodeWire).to_info()
         count = zones.setdefault(n["metadata"]["labels"].get(ZONE, ""), Counter())
         count["nodes"] += 1
         count["ready"] += info.ready and not info.deleting
@@ -255,7 +256,7 @@ def test_eligible_current_reflectors_stay_when_the_count_does_not_shrink(
     after = served_by(second["status"])
     config = load_settings(spec, {})
     for name, zone in before.items():
-        info = wire.msgspec.convert(
+        info = msgspec.convert(
             next(n for n in later if n["metadata"]["name"] == name), wire.NodeWire
         ).to_info()
         if zone_of[name] == zone and ineligibility(info, config) is None:

@@ -80,7 +80,7 @@ def test_the_lock_holds_nothing_the_project_does_not_pull_in(
 ) -> None:
     pins = read_lock(ROOT / lock)
     direct = {canonicalize_name(r.name) for r in declared(extras)}
-    reached = {ROOT_NAME}
+    reached: set[str] = {ROOT_NAME}
     changed = True
     while changed:
         changed = False

@@ -131,7 +131,9 @@ def one_slot() -> Iterator[int]:
 def test_past_the_queue_a_topology_sync_gets_503_with_retry_after_and_the_queued_one_is_served(
     one_slot: int,
 ) -> None:
-    connect = lambda: socket.create_connection(("127.0.0.1", one_slot), timeout=10)  # noqa: E731
+    def connect() -> socket.socket:
+        return socket.create_connection(("127.0.0.1", one_slot), timeout=10)
+
     holder, queued = connect(), connect()
     try:
         holder.sendall(_head("/topology/sync", len(CONVERGED)) + CONVERGED[:100])  # then stalls

@@ -283,13 +283,12 @@ def test_a_pair_failure_fails_the_verdict_only_where_the_topology_promises_pairs
         capsys, "verify", str(nodes), "--topology", str(spec), "--pairs", "-o", "json"
     )
     assert code == 0  # hierarchy: pairs are not promised
-    report = VerifyReport(
-        **{
-            k: tuple(v) if isinstance(v, list) else v
-            for k, v in json.loads(out).items()
-            if k not in ("ok", "paths", "topology", "pair_failure_promised")
-        }
-    )
+    fields: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in json.loads(out).items()
+        if k not in ("ok", "paths", "topology", "pair_failure_promised")
+    }
+    report = VerifyReport(**fields)
     assert report.pair_failure_ok is False
     assert report.ok is False  # judged alone, every check counts
     assert report.with_promises("hierarchy", [{"reflectors": ["a", "b"]}]).ok is True

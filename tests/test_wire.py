@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 
+import msgspec
 import pytest
 
 from hooks import wire
@@ -11,7 +12,7 @@ from hooks import wire
 
 def test_decoding_pauses_the_collector_and_restores_it() -> None:
     seen: list[bool] = []
-    original = wire.msgspec.json.decode
+    original = msgspec.json.decode
 
     def spy(body: bytes, type: object) -> object:
         seen.append(gc.isenabled())
@@ -19,7 +20,7 @@ def test_decoding_pauses_the_collector_and_restores_it() -> None:
 
     assert gc.isenabled()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(wire.msgspec.json, "decode", spy)
+        patch.setattr(msgspec.json, "decode", spy)
         wire.decode(b'{"parent": {}}', wire.CustomizeRequest)
     assert seen == [False]
     assert gc.isenabled()
