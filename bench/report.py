@@ -196,7 +196,8 @@ def targets(
         200,
         None if worst is None else worst < 200 and crawl["node_sync_status"] == 200,
         f"node sync {crawl['node_sync_status']} in {crawl['node_sync_ms']} ms,"
-        f" {crawl['connections']} connections opened in {crawl['open_ms']} ms"
+        f" {crawl['connections']} connections opened in {crawl['open_ms']} ms, /healthz"
+        f" {crawl['healthz_arrival_ms']} ms as they arrived"
         if worst is not None
         else crawl.get("skipped", "not run"),
     )
@@ -282,8 +283,10 @@ def load_section(loads: dict[str, Any]) -> list[str]:
     if "connections" in crawl:
         said.append(
             f"{crawl['connections']:,} slowloris connections (part of a request head, then"
-            f" nothing): opened in {crawl['open_ms']:,.0f} ms; /healthz worst"
-            f" {crawl['healthz_max_ms']} ms over {crawl['healthz_probes']} probes; a node sync"
+            f" nothing): opened in {crawl['open_ms']:,.0f} ms; /healthz"
+            f" {crawl['healthz_arrival_ms']} ms right after, as the server took them in, then"
+            f" worst {crawl['healthz_max_ms']} ms over {crawl['healthz_probes']} probes with all"
+            " of them stalled; a node sync"
             f" answered {crawl['node_sync_status']} in {crawl['node_sync_ms']} ms."
         )
     elif crawl:

@@ -25,6 +25,7 @@ def test_load_figures_come_from_the_real_server_and_become_targets() -> None:
     assert all(p["decode_ms"] > 0 and p["receive_ms"] >= 0 for p in during["phases"])
     assert burst["statuses"] == [200, 200, 200]
     assert crawl["connections"] == 50 and crawl["node_sync_status"] == 200
+    assert crawl["healthz_probes"] == 10 and crawl["healthz_arrival_ms"] > 0
     loads = {"healthz_during_20000": during, "concurrent_5x5000": burst, "slowloris_1000": crawl}
     found = {t["target"]: t for t in targets([], {}, {}, loads=loads)}
     sync = found["topology sync of 20,000 nodes over HTTP ≤ 720 ms"]
