@@ -501,14 +501,13 @@ def create_app(
 
 
 def _warm() -> None:
-    """Load what the first topology sync would otherwise load while it is answered: the
-    topology modules (hooks.topologies.builder_for imports them on first use)."""
-    from hooks.topologies import hierarchy, multi, quorum, simple  # noqa: F401
+    """Nothing to compute: the topology modules load with hooks.topologies (its face imports
+    them); the call through the thread pool is what warms."""
 
 
 @contextlib.asynccontextmanager
 async def _warmed(app: Starlette) -> AsyncIterator[None]:
-    """Before the first request: `_warm` through the thread pool, which also loads anyio's worker
+    """Before the first request, one call through the thread pool: it loads anyio's worker
     thread machinery (on first use it is imported on the event loop's thread, and /healthz
     waited 0.3-0.4 s behind the first large sync of a fresh server)."""
     await run_in_threadpool(_warm)

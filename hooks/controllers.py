@@ -26,10 +26,11 @@ from hooks.calico import (
 from hooks.config import ENVIRONMENT, Settings, SpecError, load_settings
 from hooks.legacy import LegacyPeer, carries_reflector_label, find_legacy_peers, is_legacy_value
 from hooks.model import Condition, Group, NodeInfo, Plan, ReflectorState
+from hooks.observed import previous_from
 from hooks.selection import unmatched_labels, zone_of
 from hooks.sessions import SimNode
 from hooks.stamps import stamp
-from hooks.topologies import PlanError, Previous, builder_for, group_for, labelled_reflectors
+from hooks.topologies import PlanError, builder_for, group_for
 from hooks.transitions import (
     Sessions,
     apply_transitions,
@@ -315,7 +316,8 @@ def decide_topology(
     except SpecError as error:
         return refuse("InvalidSpec", f"{error.field}: {error.message}")
     nodes = [node.to_info() for node in decode_nodes(request.related)]
-    tripped = guard_tripped(nodes, previous, settings)
+    prior = previous_from(previous, nodes, settings)
+    tripped = guard_tripped(nodes, prior, settings)
     if tripped is not None:
         recorded = previous.guard.trippedSince if previous.guard is not None else ""
         since = trusted_since(recorded, parent.metadata.creationTimestamp or "", now)
@@ -328,11 +330,6 @@ def decide_topology(
                 resync_after=GUARD_RESYNC_SECONDS,
                 guard_since=stamp(since),
             )
-    prior = Previous(
-        reflectors={rr.node: rr for rr in previous.routeReflectors},
-        groups=previous.groups,
-        labelled=labelled_reflectors(nodes, settings),
-    )
     try:
         target = builder_for(settings)(nodes, settings, prior)
     except PlanError as error:
@@ -341,8 +338,7 @@ def decide_topology(
     session_children = settings.datastore != "etcdv3" and NODESTATUS_KEY in (request.children or {})
     sessions = read_sessions(request) if session_children else Sessions(False, frozenset())
     by_name = {node.name: node for node in nodes}
-    labelled_groups = {n.labels[GROUP_LABEL] for n in nodes if GROUP_LABEL in n.labels}
-    plan = apply_transitions(target, previous, by_name, sessions, settings, now, labelled_groups)
+    plan = apply_transitions(target, prior, by_name, sessions, settings, now)
     unmatched = _unmatched_label_condition(nodes, settings)
     if unmatched is not None:
         plan = replace(plan, problems=(unmatched, *plan.problems))

@@ -52,6 +52,10 @@ class RouteReflector:
     serves: str | None = None
     since: str = ""  # when it entered its current state (Draining, Pending), for timeouts
 
+    def served(self) -> str:
+        """The zone (hierarchy: rack) this RR serves."""
+        return self.serves if self.serves is not None else self.zone
+
 
 @dataclass(frozen=True, slots=True)
 class Group:

@@ -3,11 +3,10 @@ sessions are Established; failed RRs go at once; guards keep the last good plan 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from hooks.calico import label_value
 from hooks.config import Settings
 from hooks.model import (
     Clients,
@@ -21,9 +20,9 @@ from hooks.model import (
     ReflectorState,
     RouteReflector,
 )
+from hooks.previous import Previous
 from hooks.selection import is_failed
 from hooks.stamps import parse_stamp, stamp
-from hooks.wire import ReflectorWire, TopologyStatusWire
 
 SESSION_POLL_SECONDS = 10.0
 
@@ -38,15 +37,13 @@ class Sessions:
 
 def apply_transitions(
     target: Plan,
-    previous: TopologyStatusWire,
+    previous: Previous,
     nodes: Mapping[str, NodeInfo],
     sessions: Sessions,
     settings: Settings,
     now: datetime,
-    labelled_groups: Set[str] = frozenset(),
 ) -> Plan:
-    """The plan to apply now on the way to `target`; `labelled_groups` are the client group
-    labels nodes carry now.
+    """The plan to apply now on the way to `target`.
 
     A new RR is Pending until its sessions are Established (or, with no session state at all,
     `waitSeconds` have passed). An RR that left the target without failing stays, Draining, in
@@ -55,7 +52,7 @@ def apply_transitions(
     retires: its clients move to their new group while keeping the old one's sessions (the
     previous-group label) until the new sessions are up.
     """
-    before = {rr.node: rr for rr in previous.routeReflectors}
+    before = previous.reflectors
     clock = _Clock(now, sessions, settings)
     reflectors = [clock.entering(rr, before.get(rr.node)) for rr in target.reflectors]
     planned = {rr.node for rr in reflectors}
@@ -67,14 +64,14 @@ def apply_transitions(
     pending = any(rr.state == ReflectorState.PENDING for rr in reflectors)
     groups = {g.name: g for g in target.groups}
     retiring, shrinking = _retiring_groups(
-        previous, groups, planned | {old.node for old in leaving}, labelled_groups, clock
+        previous, groups, planned | {old.node for old in leaving}, clock
     )
     in_retiring = {node for g in retiring.values() for node in g.reflectors}
     before_groups = {g.name: set(g.reflectors) for g in previous.groups}
     active = {rr.node for rr in reflectors if rr.state == ReflectorState.ACTIVE}
     released_zones: set[str] = set()
     touched_groups: set[str] = set()
-    draining: list[ReflectorWire] = []
+    draining: list[RouteReflector] = []
     for old in leaving:
         served = [
             name
@@ -102,7 +99,7 @@ def apply_transitions(
             RouteReflector(
                 old.node,
                 old.zone,
-                old.clusterID,
+                old.cluster_id,
                 ReflectorState.DRAINING,
                 old.role,
                 old.serves,
@@ -182,7 +179,7 @@ class _Clock:
         started = min(started, self.now)
         return (started + span - self.now).total_seconds()
 
-    def entering(self, rr: RouteReflector, old: ReflectorWire | None) -> RouteReflector:
+    def entering(self, rr: RouteReflector, old: RouteReflector | None) -> RouteReflector:
         """Active when it was already an RR or its sessions are up, else Pending since when."""
         if old is not None and old.state in (ReflectorState.ACTIVE, ReflectorState.DRAINING):
             return replace(rr, state=ReflectorState.ACTIVE, since="")
@@ -219,10 +216,9 @@ class _Clock:
 
 
 def _retiring_groups(
-    previous: TopologyStatusWire,
+    previous: Previous,
     groups: Mapping[str, Group],
     alive: set[str],
-    labelled_groups: Set[str],
     clock: _Clock,
 ) -> tuple[dict[str, Group], bool]:
     """Groups of the last plan that this one dropped, kept (with their RRs still alive) while
@@ -234,19 +230,19 @@ def _retiring_groups(
         if old.name in groups:
             continue
         members = tuple(m for m in old.reflectors if m in alive)
-        since = old.retiringSince or stamp(clock.now)
-        if members and clock.retired(since, planned, label_value(old.name) not in labelled_groups):
+        since = old.retiring_since or stamp(clock.now)
+        if members and clock.retired(since, planned, old.name in previous.unlabelled_groups):
             # One RR a step, so a moved client never loses two at once; RRs leaving first.
             gone = min(members, key=lambda m: (m in planned, m))
             members = tuple(m for m in members if m != gone)
             shrunk = True
         if members:
-            kept[old.name] = Group(old.name, old.zone, members, old.rack or None, since)
+            kept[old.name] = Group(old.name, old.zone, members, old.rack, since)
     return kept, shrunk
 
 
 def _with_draining(
-    side: PeerSet, draining: list[ReflectorWire], roles: Mapping[str, str]
+    side: PeerSet, draining: list[RouteReflector], roles: Mapping[str, str]
 ) -> PeerSet:
     """A draining RR stays in the RR-to-RR peerings that hold RRs of its role."""
     if not isinstance(side, Reflectors):
@@ -256,9 +252,7 @@ def _with_draining(
     return Reflectors(tuple(sorted((*side.names, *extra)))) if extra else side
 
 
-def guard_tripped(
-    nodes: list[NodeInfo], previous: TopologyStatusWire, settings: Settings
-) -> str | None:
+def guard_tripped(nodes: list[NodeInfo], previous: Previous, settings: Settings) -> str | None:
     """Why this Node set looks broken (and must not strip RRs), or None.
 
     Empty, fewer than `guard.minNodes`, or more than `guard.maxMissingFraction` of the nodes
@@ -266,10 +260,10 @@ def guard_tripped(
     yet (the hook runs on a node: a request without one is never the truth)."""
     if not nodes:
         return "the request holds no Node at all"
-    if not previous.routeReflectors:
+    if not previous.reflectors:
         return None
     ready = sum(1 for n in nodes if n.ready and not n.deleting)
-    was_ready = sum(zone.ready for zone in previous.zones)
+    was_ready = previous.ready
     if len(nodes) < settings.guard.minNodes:
         return (
             f"the request holds {len(nodes)} Node(s),"

@@ -1,11 +1,12 @@
-"""Pieces every topology shares: per-zone figures and the problems a selection reports."""
+"""Pieces every topology shares: the refusal, cluster-ID assignment, per-zone figures, the
+problems a selection reports and the plan of RRs joined by planes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from hooks.config import Settings
+from hooks.config import ClusterIDTemplate, Settings
 from hooks.model import (
     Clients,
     Condition,
@@ -18,8 +19,8 @@ from hooks.model import (
     Topology,
     ZoneSummary,
 )
-from hooks.selection import Selection, zone_of
-from hooks.topologies import Previous
+from hooks.previous import Previous
+from hooks.selection import Choice, Selection, zone_of
 from hooks.topologies.planes import (
     ROLL_POLL_SECONDS,
     choose_hubs,
@@ -27,6 +28,58 @@ from hooks.topologies.planes import (
     planes_of,
     roll_cluster_ids,
 )
+
+
+class PlanError(Exception):
+    """The settings cannot give a sound plan (e.g. too few cluster IDs): nothing is changed."""
+
+    def __init__(self, reason: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.field = field
+
+
+def served_elsewhere(choice: Choice) -> str | None:
+    return choice.serves if choice.serves != choice.zone else None
+
+
+def assign_cluster_ids(
+    keys: Sequence[str],
+    previous: Mapping[str, str],
+    template: ClusterIDTemplate,
+    held: Iterable[str] = (),
+) -> dict[str, str]:
+    """One ID per key: the previous one when it still fits the template and is free, else the
+    lowest free index not `held` by an RR that may still be draining (while the template has
+    room). Raises PlanError when the template has too few IDs."""
+    assigned: dict[str, str] = {}
+    used: set[int] = set()
+    for key in keys:
+        old = previous.get(key)
+        index = template.index_of(old) if old else None
+        if index is not None and index not in used:
+            assigned[key] = template.format(index)
+            used.add(index)
+    if len(keys) > template.capacity:
+        raise PlanError(
+            "ClusterIDsExhausted",
+            f"the topology needs {len(keys)} cluster IDs but the template {template.template!r}"
+            f" gives {template.capacity}; add a `%d` (e.g. 10.%d.%d.1)",
+            "spec.clusterID",
+        )
+    avoid = {template.index_of(cid) for cid in held} - {None}
+    if len(keys) + len(avoid - used) > template.capacity:
+        avoid = set()
+    free = (i for i in range(template.capacity) if i not in used and i not in avoid)
+    for key in keys:
+        if key not in assigned:
+            assigned[key] = template.format(next(free))
+    return assigned
+
+
+def reflector_sort(reflectors: Iterable[RouteReflector]) -> tuple[RouteReflector, ...]:
+    return tuple(sorted(reflectors, key=lambda rr: rr.node))
 
 
 def zone_summaries(

@@ -14,9 +14,15 @@ from collections.abc import Sequence
 
 from hooks.config import Settings
 from hooks.model import Group, NodeInfo, Peering, Plan, Reflectors, RouteReflector, ZoneSummary
+from hooks.previous import Previous
 from hooks.selection import Choice, Selection, ineligibility, is_preferred, zone_of
-from hooks.topologies import Previous, assign_cluster_ids, reflector_sort
-from hooks.topologies.common import client_peerings, selection_problems, zone_summaries
+from hooks.topologies.common import (
+    assign_cluster_ids,
+    client_peerings,
+    reflector_sort,
+    selection_problems,
+    zone_summaries,
+)
 from hooks.topologies.planes import (
     ROLL_POLL_SECONDS,
     plane_peerings,

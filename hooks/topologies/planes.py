@@ -17,9 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from hooks.config import ClusterIDTemplate
-from hooks.model import Condition, Peering, Reflectors, RouteReflector
-from hooks.topologies import Previous, weight
-from hooks.wire import GroupWire
+from hooks.model import Condition, Group, Peering, Reflectors, RouteReflector
+from hooks.previous import Previous
+from hooks.topologies.rendezvous import weight
 
 
 def group_name(zone: str) -> str:
@@ -163,7 +163,7 @@ def cluster_key_ids(
 
 
 def inherited_names(
-    clusters: Sequence[Sequence[str]], previous: Sequence[GroupWire], fresh: Callable[[int], str]
+    clusters: Sequence[Sequence[str]], previous: Sequence[Group], fresh: Callable[[int], str]
 ) -> list[str]:
     """A name per cluster: the previous group most of its members were in (so its clients keep
     their label), else `fresh(i)`, else a numbered variant; names are unique."""

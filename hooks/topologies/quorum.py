@@ -31,16 +31,17 @@ from hooks.model import (
     Plan,
     RouteReflector,
 )
+from hooks.previous import Previous
 from hooks.selection import select_reflectors
-from hooks.topologies import (
-    Previous,
+from hooks.topologies.common import (
     assign_cluster_ids,
+    plane_plan,
     reflector_sort,
-    rendezvous_top,
     served_elsewhere,
+    serving_zones,
 )
-from hooks.topologies.common import plane_plan, serving_zones
 from hooks.topologies.planes import cluster_key_ids, group_name, partition, zone_ordinals
+from hooks.topologies.rendezvous import rendezvous_top
 
 CLUSTER_SIZE = 3
 

@@ -12,9 +12,15 @@ from collections.abc import Sequence
 
 from hooks.config import Settings
 from hooks.model import Group, NodeInfo, Plan, RouteReflector
+from hooks.previous import Previous
 from hooks.selection import select_reflectors
-from hooks.topologies import Previous, assign_cluster_ids, reflector_sort, served_elsewhere
-from hooks.topologies.common import plane_plan, serving_zones
+from hooks.topologies.common import (
+    assign_cluster_ids,
+    plane_plan,
+    reflector_sort,
+    served_elsewhere,
+    serving_zones,
+)
 from hooks.topologies.planes import cluster_key_ids, group_name, partition, zone_ordinals
 
 GROUP_SIZE = 3
