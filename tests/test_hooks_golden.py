@@ -72,9 +72,21 @@ def _labelled(request: dict[str, object]) -> dict[str, str]:
     }
 
 
+# Ready reasons that speak of something before the labels: with these, Ready is False whatever
+# the nodes carry (nothing is applied, or the plan waits on sessions, a transition, an operator).
+BEFORE_LABELS = (
+    "InvalidSpec",
+    "Paused",
+    "TransitionPending",
+    "NoReflectors",
+    "LegacyLabelsPending",
+)
+
+
 @pytest.mark.parametrize("case", [c for h, c in CASES if h == "topology-sync"], ids=str)
-def test_ready_converged_only_when_the_planned_reflectors_carry_their_labels(case: str) -> None:
-    """Ready=True/Converged promises that the labels on the nodes are the plan, no more, no less."""
+def test_ready_converged_exactly_when_the_planned_reflectors_carry_their_labels(case: str) -> None:
+    """Ready=True/Converged promises that the labels on the nodes are the plan, no more, no less;
+    and when they are the plan (nothing else pending), Ready says so."""
     folder = FIXTURES / "topology-sync" / case
     request = json.loads((folder / "request.json").read_text())
     status = json.loads(call_hook("topology-sync", (folder / "request.json").read_bytes()))[
@@ -82,5 +94,9 @@ def test_ready_converged_only_when_the_planned_reflectors_carry_their_labels(cas
     ]
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     planned = {rr["node"]: rr["clusterID"] for rr in status.get("routeReflectors", [])}
-    if ready["status"] == "True":
-        assert _labelled(request) == planned, ready
+    labels_are_the_plan = _labelled(request) == planned
+    if ready["reason"] in BEFORE_LABELS:
+        assert ready["status"] == "False", ready
+        return
+    assert (ready["status"] == "True") is labels_are_the_plan, ready
+    assert ready["reason"] == ("Converged" if labels_are_the_plan else "LabelsPending"), ready
