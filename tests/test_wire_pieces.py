@@ -162,3 +162,11 @@ def test_release_frees_the_decoded_nodes_and_leaves_the_rest() -> None:
     )
     wire.release(bare)
     assert bare.related is None
+
+
+@pytest.mark.parametrize("piece", [1, 15_000, 33_333, 120_000, 10**9])
+def test_any_piece_size_gives_the_one_decode(monkeypatch: pytest.MonkeyPatch, piece: int) -> None:
+    # 1: every Node its own piece; 10**9: no cut at all, the whole map decoded with the rest
+    monkeypatch.setattr(wire, "PIECES_ABOVE", 0)
+    monkeypatch.setattr(wire, "PIECE_BYTES", piece)
+    assert wire.encode(wire.decode_topology_request(BODY)) == whole(BODY)
