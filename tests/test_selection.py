@@ -1,0 +1,102 @@
+"""spec.nodeSelector: a node outside it is never eligible, and the plan never picks it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from scenario import ZONE, zoned_nodes
+
+from hooks.config import load_settings
+from hooks.model import NodeInfo
+from hooks.planner import run_plan
+from hooks.selection import ineligibility
+
+NOW = datetime(2026, 11, 28, tzinfo=UTC)
+POOL = "example.com/pool"
+
+
+def info(labels: dict[str, str]) -> NodeInfo:
+    return NodeInfo("n1", labels, {}, "2026-01-01T00:00:00Z", True, False, False)
+
+
+@pytest.mark.parametrize(
+    ("selector", "labels", "eligible"),
+    [
+        ({"matchLabels": {POOL: "infra"}}, {POOL: "infra"}, True),
+        ({"matchLabels": {POOL: "infra"}}, {POOL: "apps"}, False),
+        ({"matchLabels": {POOL: "infra"}}, {}, False),
+        (
+            {"matchExpressions": [{"key": POOL, "operator": "In", "values": ["a", "b"]}]},
+            {POOL: "b"},
+            True,
+        ),
+        (
+            {"matchExpressions": [{"key": POOL, "operator": "In", "values": ["a"]}]},
+            {POOL: "b"},
+            False,
+        ),
+        ({"matchExpressions": [{"key": POOL, "operator": "In", "values": ["a"]}]}, {}, False),
+        (
+            {"matchExpressions": [{"key": POOL, "operator": "NotIn", "values": ["a"]}]},
+            {POOL: "b"},
+            True,
+        ),
+        ({"matchExpressions": [{"key": POOL, "operator": "NotIn", "values": ["a"]}]}, {}, True),
+        (
+            {"matchExpressions": [{"key": POOL, "operator": "NotIn", "values": ["a"]}]},
+            {POOL: "a"},
+            False,
+        ),
+        ({"matchExpressions": [{"key": POOL, "operator": "Exists"}]}, {POOL: ""}, True),
+        ({"matchExpressions": [{"key": POOL, "operator": "Exists"}]}, {}, False),
+        ({"matchExpressions": [{"key": POOL, "operator": "DoesNotExist"}]}, {}, True),
+        ({"matchExpressions": [{"key": POOL, "operator": "DoesNotExist"}]}, {POOL: "x"}, False),
+        (
+            {
+                "matchLabels": {"zone": "a"},
+                "matchExpressions": [{"key": POOL, "operator": "Exists"}],
+            },
+            {"zone": "a"},
+            False,
+        ),
+        (
+            {
+                "matchLabels": {"zone": "a"},
+                "matchExpressions": [{"key": POOL, "operator": "Exists"}],
+            },
+            {"zone": "a", POOL: "x"},
+            True,
+        ),
+        ({}, {}, True),
+    ],
+)
+def test_a_node_is_eligible_only_inside_the_node_selector(
+    selector: dict[str, Any], labels: dict[str, str], eligible: bool
+) -> None:
+    settings = load_settings({"nodeSelector": selector}, {})
+
+    reason = ineligibility(info(labels), settings)
+
+    assert reason is None if eligible else reason == "outside nodeSelector"
+
+
+def test_the_plan_picks_reflectors_only_inside_the_node_selector() -> None:
+    nodes = zoned_nodes({"a": 12, "b": 10, "c": 8})
+    inside = {n["metadata"]["name"] for i, n in enumerate(nodes) if i % 3 == 0}
+    for node in nodes:
+        if node["metadata"]["name"] in inside:
+            node["metadata"]["labels"][POOL] = "infra"
+    document = {
+        "apiVersion": "route-reflector.dev/v1alpha1",
+        "kind": "RouteReflectorTopology",
+        "metadata": {"name": "default"},
+        "spec": {"zoneLabel": ZONE, "nodeSelector": {"matchLabels": {POOL: "infra"}}},
+    }
+
+    result = run_plan({"items": nodes}, document, {}, NOW)
+
+    chosen = {rr["node"] for rr in result.status["routeReflectors"]}
+    assert chosen
+    assert chosen <= inside
