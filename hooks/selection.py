@@ -110,80 +110,120 @@ def select_reflectors(
     candidates are added: preferred labels, oldest, name; an RR serving another zone only as a
     last resort. Same input, same output.
     """
-    by_zone: dict[str, list[NodeInfo]] = {}
-    ready: dict[str, int] = {}
-    candidates: dict[str, list[NodeInfo]] = {}
-    for node in nodes:
-        zone = zone_of(node, settings)
-        by_zone.setdefault(zone, []).append(node)
-        if node.ready and not node.deleting:
-            ready[zone] = ready.get(zone, 0) + 1
-        if ineligibility(node, settings) is None:
-            candidates.setdefault(zone, []).append(node)
-
-    names = sorted(by_zone)
-    wanted = {zone: demand(ready.get(zone, 0), settings) for zone in names}
-    taken: dict[str, Choice] = {}
-    placed = dict.fromkeys(names, 0)
-    prefer = settings.preferred_labels
-    # One sort per zone by the base rank; today's RRs are few and go first (serving the same
-    # zone first), so ranking never has to look at every candidate again.
-    order = {
-        zone: sorted(
-            pool, key=lambda n: (bool(prefer) and not is_preferred(n, settings), n.created, n.name)
+    census = _Census.of(nodes, settings)
+    names = sorted(census.by_zone)
+    wanted = {zone: demand(census.ready.get(zone, 0), settings) for zone in names}
+    picker = _Picker(census.candidates, settings, current)
+    short: dict[str, int] = {}
+    for zone in names:
+        got = picker.take(zone, zone, wanted[zone])
+        if got < wanted[zone]:
+            short[zone] = wanted[zone] - got
+    shortfall = _spill(short, names, census.candidates, picker)
+    zones = tuple(
+        ZoneSummary(
+            name=zone,
+            nodes=len(census.by_zone[zone]),
+            ready=census.ready.get(zone, 0),
+            eligible=len(census.candidates.get(zone, [])),
+            demand=wanted[zone],
+            expected=picker.placed.get(zone, 0),
         )
-        for zone, pool in candidates.items()
-    }
-    kept = {zone: [n for n in pool if n.name in current] for zone, pool in order.items()}
+        for zone in names
+    )
+    taken = picker.taken
+    return Selection(tuple(taken[name] for name in sorted(taken)), zones, shortfall)
 
-    def ranked(zone: str, serves: str) -> Iterator[NodeInfo]:
-        mine = kept.get(zone, [])
+
+@dataclass
+class _Census:
+    """One pass over the nodes: each zone's nodes, its Ready count and its eligible nodes."""
+
+    by_zone: dict[str, list[NodeInfo]]
+    ready: dict[str, int]
+    candidates: dict[str, list[NodeInfo]]
+
+    @classmethod
+    def of(cls, nodes: Sequence[NodeInfo], settings: Settings) -> _Census:
+        census = cls({}, {}, {})
+        for node in nodes:
+            zone = zone_of(node, settings)
+            census.by_zone.setdefault(zone, []).append(node)
+            if node.ready and not node.deleting:
+                census.ready[zone] = census.ready.get(zone, 0) + 1
+            if ineligibility(node, settings) is None:
+                census.candidates.setdefault(zone, []).append(node)
+        return census
+
+
+class _Picker:
+    """Takes the best-ranked candidates of a zone, remembering what is taken and placed where."""
+
+    def __init__(
+        self,
+        candidates: Mapping[str, list[NodeInfo]],
+        settings: Settings,
+        current: Mapping[str, str],
+    ) -> None:
+        prefer = settings.preferred_labels
+        # One sort per zone by the base rank; today's RRs are few and go first (serving the
+        # same zone first), so ranking never has to look at every candidate again.
+        self.order = {
+            zone: sorted(
+                pool,
+                key=lambda n: (bool(prefer) and not is_preferred(n, settings), n.created, n.name),
+            )
+            for zone, pool in candidates.items()
+        }
+        self.kept = {
+            zone: [n for n in pool if n.name in current] for zone, pool in self.order.items()
+        }
+        self.current = current
+        self.taken: dict[str, Choice] = {}
+        self.placed: dict[str, int] = {}
+
+    def ranked(self, zone: str, serves: str) -> Iterator[NodeInfo]:
+        mine = self.kept.get(zone, [])
+        current = self.current
         # An RR serving another zone comes last: taking it over would change its cluster ID
         # (a session reset) and leave the zone it served short in the same step.
         yield from (n for n in mine if current[n.name] == serves)
-        yield from (n for n in order.get(zone, []) if n.name not in current)
+        yield from (n for n in self.order.get(zone, []) if n.name not in current)
         yield from (n for n in mine if current[n.name] != serves)
 
-    def take(zone: str, serves: str, count: int) -> int:
+    def take(self, zone: str, serves: str, count: int) -> int:
+        """Up to `count` more RRs from `zone` for the clients of `serves`; how many it took."""
         got = 0
-        for node in ranked(zone, serves):
+        for node in self.ranked(zone, serves):
             if got == count:
                 break
-            if node.name not in taken:
-                taken[node.name] = Choice(node.name, zone, serves)
-                placed[zone] += 1
+            if node.name not in self.taken:
+                self.taken[node.name] = Choice(node.name, zone, serves)
+                self.placed[zone] = self.placed.get(zone, 0) + 1
                 got += 1
         return got
 
-    short: dict[str, int] = {}
-    for zone in names:
-        got = take(zone, zone, wanted[zone])
-        if got < wanted[zone]:
-            short[zone] = wanted[zone] - got
 
+def _spill(
+    short: Mapping[str, int],
+    names: Sequence[str],
+    candidates: Mapping[str, list[NodeInfo]],
+    picker: _Picker,
+) -> int:
+    """Each RR a zone is short of, taken from the zone with the most spare eligible nodes
+    (then by name); returns how many no zone could give."""
     shortfall = 0
+    placed = picker.placed
     for zone in sorted(short):
         for _ in range(short[zone]):
             spare = [
-                (len(candidates.get(other, [])) - placed[other], other)
+                (len(candidates.get(other, [])) - placed.get(other, 0), other)
                 for other in names
-                if other != zone and len(candidates.get(other, [])) > placed[other]
+                if other != zone and len(candidates.get(other, [])) > placed.get(other, 0)
             ]
             if not spare:
                 shortfall += 1
                 continue
             _, recipient = min(spare, key=lambda item: (-item[0], item[1]))
-            take(recipient, zone, 1)
-
-    zones = tuple(
-        ZoneSummary(
-            name=zone,
-            nodes=len(by_zone[zone]),
-            ready=ready.get(zone, 0),
-            eligible=len(candidates.get(zone, [])),
-            demand=wanted[zone],
-            expected=placed[zone],
-        )
-        for zone in names
-    )
-    return Selection(tuple(taken[name] for name in sorted(taken)), zones, shortfall)
+            picker.take(recipient, zone, 1)
+    return shortfall

@@ -3,7 +3,7 @@ sessions are Established; failed RRs go at once; guards keep the last good plan 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -61,14 +61,43 @@ def apply_transitions(
         for name, old in sorted(before.items())
         if name not in planned and not is_failed(nodes.get(name))
     ]
-    pending = any(rr.state == ReflectorState.PENDING for rr in reflectors)
     groups = {g.name: g for g in target.groups}
     retiring, shrinking = _retiring_groups(
         previous, groups, planned | {old.node for old in leaving}, clock
     )
-    in_retiring = {node for g in retiring.values() for node in g.reflectors}
     before_groups = {g.name: set(g.reflectors) for g in previous.groups}
+    hold_all = shrinking or any(rr.state == ReflectorState.PENDING for rr in reflectors)
+    held = {node for g in retiring.values() for node in g.reflectors}
     active = {rr.node for rr in reflectors if rr.state == ReflectorState.ACTIVE}
+    draining = _still_draining(leaving, before_groups, groups, active, held, hold_all)
+    _keep_draining(draining, reflectors, groups, before_groups, now)
+    if (draining or retiring) and clock.resync is None:
+        clock.again(SESSION_POLL_SECONDS)
+    reflectors.sort(key=lambda r: r.node)
+    if not draining and not retiring and not before.keys() - planned:
+        return replace(target, reflectors=tuple(reflectors), resync_after=clock.resync)
+    progress = _progress(draining, retiring, reflectors)
+    return replace(
+        target,
+        reflectors=tuple(reflectors),
+        groups=tuple(sorted([*groups.values(), *retiring.values()], key=lambda g: g.name)),
+        peerings=_peerings_during(target, groups, retiring, draining, reflectors),
+        problems=(*target.problems, *progress),
+        resync_after=clock.resync,
+    )
+
+
+def _still_draining(
+    leaving: Sequence[RouteReflector],
+    before_groups: Mapping[str, set[str]],
+    groups: Mapping[str, Group],
+    active: set[str],
+    held: set[str],
+    hold_all: bool,
+) -> list[RouteReflector]:
+    """The leaving RRs that stay, Draining, this step: all while `hold_all` (something is
+    Pending, or a retiring group shrank); else those in a retiring group (`held`), and all
+    but one per zone, never two from one group, never the last Active RR of a group."""
     released_zones: set[str] = set()
     touched_groups: set[str] = set()
     draining: list[RouteReflector] = []
@@ -80,9 +109,8 @@ def apply_transitions(
         ]
         zone = old.served()
         can_go = (
-            not pending
-            and not shrinking
-            and old.node not in in_retiring
+            not hold_all
+            and old.node not in held
             and zone not in released_zones
             and not touched_groups.intersection(served)
             and all(active.intersection(groups[name].reflectors) for name in served)
@@ -92,7 +120,18 @@ def apply_transitions(
             touched_groups.update(served)
         else:
             draining.append(old)
+    return draining
 
+
+def _keep_draining(
+    draining: Sequence[RouteReflector],
+    reflectors: list[RouteReflector],
+    groups: dict[str, Group],
+    before_groups: Mapping[str, set[str]],
+    now: datetime,
+) -> None:
+    """Add the draining RRs to `reflectors` (Draining since when they started) and back into
+    the groups of `groups` they served."""
     for old in draining:
         since = old.since if old.state == ReflectorState.DRAINING and old.since else stamp(now)
         reflectors.append(
@@ -112,12 +151,18 @@ def apply_transitions(
                 groups[name] = replace(
                     group, reflectors=tuple(sorted((*group.reflectors, old.node)))
                 )
-    if (draining or retiring) and clock.resync is None:
-        clock.again(SESSION_POLL_SECONDS)
-    reflectors.sort(key=lambda r: r.node)
-    if not draining and not retiring and not before.keys() - planned:
-        return replace(target, reflectors=tuple(reflectors), resync_after=clock.resync)
 
+
+def _peerings_during(
+    target: Plan,
+    groups: Mapping[str, Group],
+    retiring: Mapping[str, Group],
+    draining: Sequence[RouteReflector],
+    reflectors: Sequence[RouteReflector],
+) -> tuple[Peering, ...]:
+    """The target's peerings with the draining RRs kept in: a group's clients peer with all
+    its RRs (draining ones too), RR-to-RR peerings keep the draining RRs of their roles, and
+    each retiring group keeps its clients, those that just left it too."""
     roles = {rr.node: rr.role for rr in reflectors}
     peerings = []
     for peering in target.peerings:
@@ -132,28 +177,27 @@ def apply_transitions(
         peerings.append(
             Peering(f"clients-{name}", Clients(name, retiring=True), Reflectors(group.reflectors))
         )
-    problems = list(target.problems)
-    if draining or retiring:
-        waiting = [rr.node for rr in reflectors if rr.state == ReflectorState.PENDING]
-        parts = []
-        if draining:
-            parts.append(f"{len(draining)} RR(s) draining ({', '.join(d.node for d in draining)})")
-        if retiring:
-            parts.append(
-                f"group(s) {', '.join(sorted(retiring))} retiring while their clients move"
-            )
-        message = "; ".join(parts) + (
-            f" until {', '.join(waiting)} establish BGP sessions" if waiting else ""
-        )
-        problems.append(Condition("Progressing", "True", "TransitionPending", message))
-    return replace(
-        target,
-        reflectors=tuple(reflectors),
-        groups=tuple(sorted([*groups.values(), *retiring.values()], key=lambda g: g.name)),
-        peerings=tuple(peerings),
-        problems=tuple(problems),
-        resync_after=clock.resync,
+    return tuple(peerings)
+
+
+def _progress(
+    draining: Sequence[RouteReflector],
+    retiring: Mapping[str, Group],
+    reflectors: Sequence[RouteReflector],
+) -> tuple[Condition, ...]:
+    """Progressing/TransitionPending while RRs drain or groups retire, naming what it waits on."""
+    if not draining and not retiring:
+        return ()
+    waiting = [rr.node for rr in reflectors if rr.state == ReflectorState.PENDING]
+    parts = []
+    if draining:
+        parts.append(f"{len(draining)} RR(s) draining ({', '.join(d.node for d in draining)})")
+    if retiring:
+        parts.append(f"group(s) {', '.join(sorted(retiring))} retiring while their clients move")
+    message = "; ".join(parts) + (
+        f" until {', '.join(waiting)} establish BGP sessions" if waiting else ""
     )
+    return (Condition("Progressing", "True", "TransitionPending", message),)
 
 
 RETIRE_SECONDS = 30.0
@@ -242,7 +286,7 @@ def _retiring_groups(
 
 
 def _with_draining(
-    side: PeerSet, draining: list[RouteReflector], roles: Mapping[str, str]
+    side: PeerSet, draining: Sequence[RouteReflector], roles: Mapping[str, str]
 ) -> PeerSet:
     """A draining RR stays in the RR-to-RR peerings that hold RRs of its role."""
     if not isinstance(side, Reflectors):
