@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from cli_runner import CliRunner, cli_runner
 from golden import NOW as NOW  # re-exported: tests take the fixed clock from here
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -74,3 +75,9 @@ def client() -> Iterator[TestClient]:
     """The hook service with an empty environment and the fixed clock of the golden cases."""
     with TestClient(create_app(environ={}, clock=fixed_clock)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """`run_cli("plan", path, ...)`: the command line in-process; exit code, stdout, stderr."""
+    return cli_runner(capsys, monkeypatch)

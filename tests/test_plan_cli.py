@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cli_runner import CliRunner
 from golden import as_reflector
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -40,27 +38,6 @@ def node_list() -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "List", "items": nodes}
 
 
-def plan(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return run_cli("plan", *args, stdin=stdin)
-
-
-def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("ROUTE_REFLECTOR_", "DATASTORE"))
-    }
-    env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run(
-        [sys.executable, "-m", "hooks", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-
-
 @pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path]:
     nodes = tmp_path / "nodes.json"
@@ -70,9 +47,11 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
     return nodes, topology
 
 
-def test_table_shows_each_zone_with_its_reflectors(files: tuple[Path, Path]) -> None:
+def test_table_shows_each_zone_with_its_reflectors(
+    files: tuple[Path, Path], run_cli: CliRunner
+) -> None:
     nodes, topology = files
-    done = plan(str(nodes), "--topology", str(topology))
+    done = run_cli("plan", str(nodes), "--topology", str(topology))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("topology simple: 4 route reflectors, 6 BGPPeers, Ready=True")
@@ -89,9 +68,10 @@ def test_table_shows_each_zone_with_its_reflectors(files: tuple[Path, Path]) -> 
 
 def test_json_output_has_status_peers_and_node_changes_with_nulls(
     files: tuple[Path, Path],
+    run_cli: CliRunner,
 ) -> None:
     nodes, topology = files
-    done = plan(str(nodes), "--topology", str(topology), "-o", "json")
+    done = run_cli("plan", str(nodes), "--topology", str(topology), "-o", "json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert set(result) == {"status", "bgpPeers", "nodes", "paths"}
@@ -110,10 +90,14 @@ def test_json_output_has_status_peers_and_node_changes_with_nulls(
     assert result["nodes"]["node-04"]["labels"] == {"route-reflector.dev/group": "zone-a"}
 
 
-def test_table_and_json_count_the_add_path_routes(files: tuple[Path, Path]) -> None:
+def test_table_and_json_count_the_add_path_routes(
+    files: tuple[Path, Path], run_cli: CliRunner
+) -> None:
     nodes, topology = files
-    table = plan(str(nodes), "--topology", str(topology)).stdout.splitlines()
-    paths = json.loads(plan(str(nodes), "--topology", str(topology), "-o", "json").stdout)["paths"]
+    table = run_cli("plan", str(nodes), "--topology", str(topology)).stdout.splitlines()
+    paths = json.loads(
+        run_cli("plan", str(nodes), "--topology", str(topology), "-o", "json").stdout
+    )["paths"]
 
     # simple, 2 zones x 2 RRs: a group per zone sharing its cluster ID, its 2 RRs in planes 1
     # and 2, each plane a star through one hub: a client holds one path per plane (2) for any
@@ -127,9 +111,11 @@ def test_table_and_json_count_the_add_path_routes(files: tuple[Path, Path]) -> N
     assert "sessions per client: max 2, mean 2.0; per RR: max 6, mean 5.5" in table
 
 
-def test_yaml_output_is_bgp_peers_and_node_patches(files: tuple[Path, Path]) -> None:
+def test_yaml_output_is_bgp_peers_and_node_patches(
+    files: tuple[Path, Path], run_cli: CliRunner
+) -> None:
     nodes, topology = files
-    done = plan(str(nodes), "--topology", str(topology), "-o", "yaml")
+    done = run_cli("plan", str(nodes), "--topology", str(topology), "-o", "yaml")
     assert done.returncode == 0, done.stderr
     objects = list(yaml.safe_load_all(done.stdout))
     kinds = [o["kind"] for o in objects]
@@ -139,18 +125,24 @@ def test_yaml_output_is_bgp_peers_and_node_patches(files: tuple[Path, Path]) -> 
     assert by_name["node-00"]["apiVersion"] == "v1"
 
 
-def test_dash_reads_the_nodes_from_standard_input(files: tuple[Path, Path]) -> None:
+def test_dash_reads_the_nodes_from_standard_input(
+    files: tuple[Path, Path], run_cli: CliRunner
+) -> None:
     nodes, topology = files
-    from_file = plan(str(nodes), "--topology", str(topology), "-o", "json")
-    from_stdin = plan("-", "--topology", str(topology), "-o", "json", stdin=nodes.read_text())
+    from_file = run_cli("plan", str(nodes), "--topology", str(topology), "-o", "json")
+    from_stdin = run_cli(
+        "plan", "-", "--topology", str(topology), "-o", "json", stdin=nodes.read_text()
+    )
     assert from_stdin.returncode == 0, from_stdin.stderr
     assert json.loads(from_stdin.stdout)["nodes"] == json.loads(from_file.stdout)["nodes"]
 
 
-def test_without_a_topology_the_shipped_default_topology_is_planned(tmp_path: Path) -> None:
+def test_without_a_topology_the_shipped_default_topology_is_planned(
+    tmp_path: Path, run_cli: CliRunner
+) -> None:
     nodes = tmp_path / "nodes.yaml"
     nodes.write_text(yaml.safe_dump(node_list()))
-    done = plan(str(nodes), "-o", "json")
+    done = run_cli("plan", str(nodes), "-o", "json")
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)["status"]
     # What `kubectl apply -k metacontroller/` deploys: simple, zones by topology.kubernetes.io/zone.
@@ -166,12 +158,14 @@ def test_the_cli_default_topology_is_the_shipped_manifest() -> None:
     assert shipped == SHIPPED_TOPOLOGY
 
 
-def test_a_bare_spec_is_read_as_the_topology(files: tuple[Path, Path], tmp_path: Path) -> None:
+def test_a_bare_spec_is_read_as_the_topology(
+    files: tuple[Path, Path], tmp_path: Path, run_cli: CliRunner
+) -> None:
     nodes, topology = files
     bare = tmp_path / "spec.yaml"
     bare.write_text(yaml.safe_dump(yaml.safe_load(TOPOLOGY)["spec"]))
-    from_object = plan(str(nodes), "--topology", str(topology), "-o", "json")
-    from_spec = plan(str(nodes), "--topology", str(bare), "-o", "json")
+    from_object = run_cli("plan", str(nodes), "--topology", str(topology), "-o", "json")
+    from_spec = run_cli("plan", str(nodes), "--topology", str(bare), "-o", "json")
     assert from_spec.returncode == 0, from_spec.stderr
     assert untimed(json.loads(from_spec.stdout)) == untimed(json.loads(from_object.stdout))
 
@@ -185,7 +179,7 @@ def untimed(plan: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("command", ["plan", "verify"])
 def test_a_misspelt_setting_exits_2_with_only_the_error_naming_it(
-    files: tuple[Path, Path], command: str
+    files: tuple[Path, Path], command: str, run_cli: CliRunner
 ) -> None:
     nodes, topology = files
     topology.write_text(TOPOLOGY.replace("zoneLabel", "zonelabel"))
@@ -199,10 +193,11 @@ def test_a_misspelt_setting_exits_2_with_only_the_error_naming_it(
 
 def test_a_zone_label_no_node_carries_is_warned_about_and_set_as_a_condition(
     files: tuple[Path, Path],
+    run_cli: CliRunner,
 ) -> None:
     nodes, topology = files
     topology.write_text(TOPOLOGY.replace("topology.kubernetes.io/zone", "topology.k8s.io/zone"))
-    done = plan(str(nodes), "--topology", str(topology), "-o", "json")
+    done = run_cli("plan", str(nodes), "--topology", str(topology), "-o", "json")
     assert done.returncode == 0, done.stderr
     assert done.stderr == (
         "warning: zoneLabel 'topology.k8s.io/zone' is on no node: every node is in one zone"
@@ -216,18 +211,21 @@ def test_a_zone_label_no_node_carries_is_warned_about_and_set_as_a_condition(
 
 def test_a_rack_label_no_node_carries_is_warned_about_in_hierarchy(
     files: tuple[Path, Path],
+    run_cli: CliRunner,
 ) -> None:
     nodes, topology = files
     topology.write_text(TOPOLOGY + "  topology: hierarchy\n  rackLabel: example.com/rak\n")
-    done = plan(str(nodes), "--topology", str(topology))
+    done = run_cli("plan", str(nodes), "--topology", str(topology))
     assert done.returncode == 0, done.stderr
     assert done.stderr.startswith("warning: rackLabel 'example.com/rak' is on no node: ")
     assert "topology hierarchy:" in done.stdout
 
 
-def test_labels_every_node_carries_give_no_warning(files: tuple[Path, Path]) -> None:
+def test_labels_every_node_carries_give_no_warning(
+    files: tuple[Path, Path], run_cli: CliRunner
+) -> None:
     nodes, topology = files
-    done = plan(str(nodes), "--topology", str(topology))
+    done = run_cli("plan", str(nodes), "--topology", str(topology))
     assert (done.returncode, done.stderr) == (0, "")
 
 
@@ -261,22 +259,26 @@ def test_labels_every_node_carries_give_no_warning(files: tuple[Path, Path]) -> 
     ],
 )
 def test_bad_input_exits_2_with_a_one_line_error(
-    tmp_path: Path, files: tuple[Path, Path], nodes: str | None, topology: str | None
+    tmp_path: Path,
+    files: tuple[Path, Path],
+    nodes: str | None,
+    topology: str | None,
+    run_cli: CliRunner,
 ) -> None:
     nodes_path, topology_path = files
     if nodes is not None:
         nodes_path.write_text(nodes)
     if topology is not None:
         topology_path.write_text(topology)
-    done = plan(str(nodes_path), "--topology", str(topology_path))
+    done = run_cli("plan", str(nodes_path), "--topology", str(topology_path))
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert done.stdout == ""
     assert done.stderr.startswith("error: ")
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
-def test_a_missing_file_exits_2(tmp_path: Path) -> None:
-    done = plan(str(tmp_path / "absent.json"))
+def test_a_missing_file_exits_2(tmp_path: Path, run_cli: CliRunner) -> None:
+    done = run_cli("plan", str(tmp_path / "absent.json"))
     assert done.returncode == 2
     assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
 
@@ -336,8 +338,8 @@ def test_the_fast_yaml_reader_builds_an_alias_once_so_nested_aliases_stay_small(
     assert document["l9"][0] is document["l8"]  # 9**9 lists if every alias were copied
 
 
-def test_an_unhashable_yaml_key_is_an_input_error(tmp_path: Path) -> None:
+def test_an_unhashable_yaml_key_is_an_input_error(tmp_path: Path, run_cli: CliRunner) -> None:
     path = tmp_path / "nodes.yaml"
     path.write_text("? [a, b]\n: c\n")
-    done = plan(str(path))
+    done = run_cli("plan", str(path))
     assert done.returncode == 2 and "not JSON or YAML" in done.stderr, done.stderr

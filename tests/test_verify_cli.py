@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_runner import CliRunner
 from strategies import make_node
 
-from hooks.cli import main
 from hooks.verify import VerifyReport
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,15 +51,9 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
     return nodes, topology
 
 
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def joined_plan(capsys: pytest.CaptureFixture[str], nodes: Path, topology: Path) -> Json:
+def joined_plan(run_cli: CliRunner, nodes: Path, topology: Path) -> Json:
     """`plan -o json` joined with its NodeList, as jq -s '.[0] + {items: .[1].items}' does."""
-    code, out, err = run(capsys, "plan", str(nodes), "--topology", str(topology), "-o", "json")
+    code, out, err = run_cli("plan", str(nodes), "--topology", str(topology), "-o", "json")
     assert code == 0, err
     plan: Json = json.loads(out)
     return plan | {"items": json.loads(nodes.read_text())["items"]}
@@ -93,10 +87,10 @@ def test_python_dash_m_hooks_verify_exits_0_and_prints_the_verdict(
 
 
 def test_pairs_checks_every_pair_of_rrs_failing(
-    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    files: tuple[Path, Path], run_cli: CliRunner
 ) -> None:
     nodes, topology = files
-    code, out, err = run(capsys, "verify", str(nodes), "--topology", str(topology), "--pairs")
+    code, out, err = run_cli("verify", str(nodes), "--topology", str(topology), "--pairs")
     assert (code, err) == (0, "")
     # 3 zones x max(min 2, 5 x 0.1) = 6 RRs in groups of 3 over 2+ zones: any two may fail.
     assert "nodes 15 (6 route reflectors)" in out
@@ -104,10 +98,10 @@ def test_pairs_checks_every_pair_of_rrs_failing(
 
 
 def test_json_output_is_the_report_with_its_verdict(
-    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+    files: tuple[Path, Path], run_cli: CliRunner
 ) -> None:
     nodes, topology = files
-    code, out, _ = run(capsys, "verify", str(nodes), "--topology", str(topology), "-o", "json")
+    code, out, _ = run_cli("verify", str(nodes), "--topology", str(topology), "-o", "json")
     assert code == 0
     report = json.loads(out)
     assert list(report)[:3] == ["ok", "nodes", "reflectors"]
@@ -124,11 +118,11 @@ def test_json_output_is_the_report_with_its_verdict(
 
 
 def test_without_a_topology_the_shipped_default_applies_in_yaml_too(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, run_cli: CliRunner
 ) -> None:
     nodes = tmp_path / "nodes.yaml"
     nodes.write_text(yaml.safe_dump(node_list()))
-    code, out, _ = run(capsys, "verify", str(nodes), "-o", "json")
+    code, out, _ = run_cli("verify", str(nodes), "-o", "json")
     assert code == 0
     assert json.loads(out)["reflectors"] == 9  # simple, by topology.kubernetes.io/zone, min 3
 
@@ -148,10 +142,10 @@ def racked_files(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def test_hierarchy_pair_failures_are_reported_as_not_promised_and_exit_0(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, run_cli: CliRunner
 ) -> None:
     nodes, spec = racked_files(tmp_path)
-    code, out, err = run(capsys, "verify", str(nodes), "--topology", str(spec), "--pairs")
+    code, out, err = run_cli("verify", str(nodes), "--topology", str(spec), "--pairs")
     assert (code, err) == (0, ""), out
     lines = out.splitlines()
     assert lines[:2] == [
@@ -161,21 +155,19 @@ def test_hierarchy_pair_failures_are_reported_as_not_promised_and_exit_0(
     pair = next(line for line in lines if line.startswith("RR pair failure:"))
     # Both RRs of a rack down cut that rack off: true, and not what hierarchy promises.
     assert pair.startswith("RR pair failure: cuts nodes off (not promised by hierarchy), e.g. ")
-    code, out, _ = run(
-        capsys, "verify", str(nodes), "--topology", str(spec), "--pairs", "-o", "json"
-    )
+    code, out, _ = run_cli("verify", str(nodes), "--topology", str(spec), "--pairs", "-o", "json")
     report = json.loads(out)
     assert (code, report["ok"], report["pair_failure_ok"]) == (0, True, False)
     assert (report["topology"], report["pair_failure_promised"]) == ("hierarchy", False)
 
 
 def test_multi_with_three_rrs_per_group_promises_pairs_and_its_plan_says_so(
-    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    files: tuple[Path, Path], tmp_path: Path, run_cli: CliRunner
 ) -> None:
     nodes, topology = files
     joined = tmp_path / "joined.json"
-    joined.write_text(json.dumps(joined_plan(capsys, nodes, topology)))
-    code, out, _ = run(capsys, "verify", str(joined), "--pairs")
+    joined.write_text(json.dumps(joined_plan(run_cli, nodes, topology)))
+    code, out, _ = run_cli("verify", str(joined), "--pairs")
     assert code == 0
     assert out.splitlines()[1] == (
         "multi promises: every node reaches every other; any single RR failure;"
@@ -184,24 +176,22 @@ def test_multi_with_three_rrs_per_group_promises_pairs_and_its_plan_says_so(
 
 
 def test_a_plan_joined_with_its_node_list_is_verified(
-    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    files: tuple[Path, Path], tmp_path: Path, run_cli: CliRunner
 ) -> None:
     nodes, topology = files
     joined = tmp_path / "joined.json"
-    joined.write_text(json.dumps(joined_plan(capsys, nodes, topology)))
-    from_plan = run(capsys, "verify", str(joined), "--pairs", "-o", "json")
-    from_nodes = run(
-        capsys, "verify", str(nodes), "--topology", str(topology), "--pairs", "-o", "json"
-    )
-    assert from_plan[0] == 0, from_plan[2]
-    assert json.loads(from_plan[1]) == json.loads(from_nodes[1])
+    joined.write_text(json.dumps(joined_plan(run_cli, nodes, topology)))
+    from_plan = run_cli("verify", str(joined), "--pairs", "-o", "json")
+    from_nodes = run_cli("verify", str(nodes), "--topology", str(topology), "--pairs", "-o", "json")
+    assert from_plan.returncode == 0, from_plan.stderr
+    assert json.loads(from_plan.stdout) == json.loads(from_nodes.stdout)
 
 
 def test_a_plan_missing_a_groups_bgppeer_exits_1_and_names_an_unreachable_pair(
-    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    files: tuple[Path, Path], tmp_path: Path, run_cli: CliRunner
 ) -> None:
     nodes, topology = files
-    document = joined_plan(capsys, nodes, topology)
+    document = joined_plan(run_cli, nodes, topology)
     group = document["status"]["groups"][0]
     selects = f"route-reflector.dev/group == '{group['name']}'"
     peers = [
@@ -219,7 +209,7 @@ def test_a_plan_missing_a_groups_bgppeer_exits_1_and_names_an_unreachable_pair(
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(document))
 
-    code, out, err = run(capsys, "verify", str(broken))
+    code, out, err = run_cli("verify", str(broken))
     assert (code, err) == (1, "")
     assert out.splitlines()[0] == "verify: FAILED"
     reachability = next(line for line in out.splitlines() if line.startswith("reachability:"))
@@ -228,7 +218,7 @@ def test_a_plan_missing_a_groups_bgppeer_exits_1_and_names_an_unreachable_pair(
         f"{client} -> " in reachability or f" -> {client}" in reachability for client in clients
     )
 
-    code, out, _ = run(capsys, "verify", str(broken), "-o", "json")
+    code, out, _ = run_cli("verify", str(broken), "-o", "json")
     report = json.loads(out)
     assert code == 1 and report["ok"] is False and report["reachable"] is False
     pair = report["unreachable_examples"][0]
@@ -247,41 +237,37 @@ def test_a_plan_missing_a_groups_bgppeer_exits_1_and_names_an_unreachable_pair(
     ids=["not-json", "not-yaml", "scalar", "joined-without-items"],
 )
 def test_unusable_input_exits_2_with_a_one_line_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, message: str
+    tmp_path: Path, run_cli: CliRunner, content: str, message: str
 ) -> None:
     path = tmp_path / "input.json"
     path.write_text(content)
-    code, out, err = run(capsys, "verify", str(path))
+    code, out, err = run_cli("verify", str(path))
     assert (code, out) == (2, "")
     assert err.startswith("error: ") and message in err, err
     assert len(err.strip().splitlines()) == 1, err
 
 
-def test_a_missing_file_exits_2_with_a_one_line_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, out, err = run(capsys, "verify", str(tmp_path / "absent.json"))
+def test_a_missing_file_exits_2_with_a_one_line_error(tmp_path: Path, run_cli: CliRunner) -> None:
+    code, out, err = run_cli("verify", str(tmp_path / "absent.json"))
     assert (code, out) == (2, "")
     assert err.startswith("error: cannot read ") and "absent.json" in err
     assert len(err.strip().splitlines()) == 1, err
 
 
 def test_a_missing_topology_file_exits_2(
-    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    files: tuple[Path, Path], tmp_path: Path, run_cli: CliRunner
 ) -> None:
     nodes, _ = files
-    code, out, err = run(capsys, "verify", str(nodes), "--topology", str(tmp_path / "no.yaml"))
+    code, out, err = run_cli("verify", str(nodes), "--topology", str(tmp_path / "no.yaml"))
     assert (code, out) == (2, "")
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
 
 
 def test_a_pair_failure_fails_the_verdict_only_where_the_topology_promises_pairs(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, run_cli: CliRunner
 ) -> None:
     nodes, spec = racked_files(tmp_path)
-    code, out, _ = run(
-        capsys, "verify", str(nodes), "--topology", str(spec), "--pairs", "-o", "json"
-    )
+    code, out, _ = run_cli("verify", str(nodes), "--topology", str(spec), "--pairs", "-o", "json")
     assert code == 0  # hierarchy: pairs are not promised
     fields: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v
