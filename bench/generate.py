@@ -15,10 +15,12 @@ import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import orjson
+import yaml
 
 from hooks import controllers, wire
 from hooks.calico import GROUP_LABEL, REFLECTOR_LABEL
@@ -35,7 +37,7 @@ RACK_LABEL = "topology.example.com/rack"
 NODES_PER_RACK = 40
 NOW = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
 EPOCH = datetime(2025, 3, 1, 6, 0, 0, tzinfo=UTC)
-SERVICE = "http://route-reflector-hooks.route-reflector.svc"
+CONTROLLERS = Path(__file__).resolve().parents[1] / "metacontroller" / "base" / "controllers.yaml"
 ECR = f"602401143452.dkr.ecr.{REGION}.amazonaws.com"
 APPS = "ghcr.io/acme-retail"
 INSTANCE_TYPES = ("m6i.4xlarge", "m6i.8xlarge", "c6i.8xlarge", "r6i.4xlarge", "m7i.8xlarge")
@@ -476,45 +478,21 @@ class Generator:
 # --- request bodies ----------------------------------------------------------------------------
 
 
+def _shipped_controller(kind: str) -> Json:
+    """The controller as `metacontroller/base/controllers.yaml` ships it (Metacontroller sends
+    it in every request), never retyped here."""
+    with CONTROLLERS.open(encoding="utf-8") as handle:
+        documents = list(yaml.safe_load_all(handle))
+    found: Json = next(d for d in documents if d["kind"] == kind)
+    return found
+
+
 def topology_controller() -> Json:
-    return {
-        "apiVersion": "metacontroller.k8s.io/v1alpha1",
-        "kind": "CompositeController",
-        "metadata": {"name": "route-reflector-topology"},
-        "spec": {
-            "generateSelector": True,
-            "parentResource": {
-                "apiVersion": wire.TOPOLOGY_API,
-                "resource": "routereflectortopologies",
-            },
-            "childResources": [
-                {
-                    "apiVersion": wire.BGPPEER_API,
-                    "resource": "bgppeers",
-                    "updateStrategy": {"method": "InPlace"},
-                }
-            ],
-            "hooks": {
-                "sync": {"webhook": {"url": f"{SERVICE}/topology/sync"}},
-                "customize": {"webhook": {"url": f"{SERVICE}/topology/customize"}},
-            },
-        },
-    }
+    return _shipped_controller("CompositeController")
 
 
 def node_controller() -> Json:
-    return {
-        "apiVersion": "metacontroller.k8s.io/v1alpha1",
-        "kind": "DecoratorController",
-        "metadata": {"name": "route-reflector-nodes"},
-        "spec": {
-            "resources": [{"apiVersion": "v1", "resource": "nodes", "ignoreStatusChanges": True}],
-            "hooks": {
-                "sync": {"webhook": {"url": f"{SERVICE}/node/sync"}},
-                "customize": {"webhook": {"url": f"{SERVICE}/node/customize"}},
-            },
-        },
-    }
+    return _shipped_controller("DecoratorController")
 
 
 def topology_spec(topology: str) -> Json:

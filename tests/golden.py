@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from hooks import controllers, wire
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -27,7 +29,6 @@ ROUTES = {
     "node-customize": "/node/customize",
 }
 ZONE = "topology.kubernetes.io/zone"
-SERVICE = "http://route-reflector-hooks.route-reflector.svc"
 
 Json = dict[str, Any]
 
@@ -158,42 +159,15 @@ def topology(spec: Json, status: Json | None = None, name: str = "default") -> J
     return obj
 
 
-def _hooks(path: str) -> Json:
-    return {
-        "sync": {"webhook": {"url": f"{SERVICE}/{path}/sync"}},
-        "customize": {"webhook": {"url": f"{SERVICE}/{path}/customize"}},
-    }
+def _shipped_controllers() -> dict[str, Json]:
+    """The two controllers by kind, as metacontroller/base/controllers.yaml ships them
+    (Metacontroller sends its controller in every request)."""
+    path = Path(__file__).resolve().parents[1] / "metacontroller" / "base" / "controllers.yaml"
+    return {d["kind"]: d for d in yaml.safe_load_all(path.read_text(encoding="utf-8"))}
 
 
-COMPOSITE = {
-    "apiVersion": "metacontroller.k8s.io/v1alpha1",
-    "kind": "CompositeController",
-    "metadata": {"name": "route-reflector-topology"},
-    "spec": {
-        "generateSelector": True,
-        "parentResource": {
-            "apiVersion": "route-reflector.dev/v1alpha1",
-            "resource": "routereflectortopologies",
-        },
-        "childResources": [
-            {
-                "apiVersion": "crd.projectcalico.org/v1",
-                "resource": "bgppeers",
-                "updateStrategy": {"method": "InPlace"},
-            }
-        ],
-        "hooks": _hooks("topology"),
-    },
-}
-DECORATOR = {
-    "apiVersion": "metacontroller.k8s.io/v1alpha1",
-    "kind": "DecoratorController",
-    "metadata": {"name": "route-reflector-nodes"},
-    "spec": {
-        "resources": [{"apiVersion": "v1", "resource": "nodes", "ignoreStatusChanges": True}],
-        "hooks": _hooks("node"),
-    },
-}
+COMPOSITE = _shipped_controllers()["CompositeController"]
+DECORATOR = _shipped_controllers()["DecoratorController"]
 
 
 def observed_peer(child: Json) -> Json:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from golden import COMPOSITE, DECORATOR
+
 from hooks import controllers, wire
 from hooks.config import load_settings
 from hooks.legacy import carries_reflector_label
@@ -31,16 +33,6 @@ START = datetime(2026, 11, 26, 10, 0, 0, tzinfo=UTC)
 BORN = datetime(2026, 1, 1, tzinfo=UTC)
 BGPPEER_KEY = wire.BGPPEER_KEY
 NODESTATUS_KEY = wire.NODESTATUS_KEY
-TOPOLOGY_CONTROLLER: Json = {
-    "apiVersion": "metacontroller.k8s.io/v1alpha1",
-    "kind": "CompositeController",
-    "metadata": {"name": "route-reflector-topology"},
-}
-NODE_CONTROLLER: Json = {
-    "apiVersion": "metacontroller.k8s.io/v1alpha1",
-    "kind": "DecoratorController",
-    "metadata": {"name": "route-reflector-nodes"},
-}
 
 
 def make_node(
@@ -247,7 +239,7 @@ class Scenario:
         if self.shuffle is not None:
             self.shuffle.shuffle(names)
         request = {
-            "controller": TOPOLOGY_CONTROLLER,
+            "controller": COMPOSITE,
             "parent": self.topology(),
             "children": self.children,
             "related": {
@@ -363,7 +355,7 @@ class Scenario:
             node = self.node_map[name]
             body = wire.encode(
                 {
-                    "controller": NODE_CONTROLLER,
+                    "controller": DECORATOR,
                     "object": node,
                     "attachments": {},
                     "related": {wire.TOPOLOGY_KEY: {self.name: topology}},
