@@ -252,7 +252,7 @@ def create_app(
     if releaser is None:
         releaser = etcd.release
     if mesh_switch is None:
-        mesh_switch = _mesh_switch(env)
+        mesh_switch = _mesh_switch(env, etcd)
     switch_mesh = mesh_switch
     remove_legacy = legacy_remover or _legacy_remover(env)
 
@@ -362,12 +362,12 @@ def create_app(
     def topology_finalize(body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode_topology_request(body)
         try:
-            response = controllers.topology_finalize(request, env, clock())
             name = request.parent.metadata.name
-            if (
-                response.finalized
-                and controllers.datastore_of(request.parent.spec, env) == "etcdv3"
-            ):
+            in_etcd = controllers.datastore_of(request.parent.spec, env) == "etcdv3"
+            # The mesh goes back on before any key is released (etcd down: 503, keys stay).
+            hold = controllers.MESH_RESTORED if in_etcd and etcd.mesh_restore(name) else None
+            response = controllers.topology_finalize(request, env, clock(), hold)
+            if response.finalized and in_etcd:
                 releaser(name)  # etcd down: 503, the finalizer stays
             return wire.encode(response), {"parent": name, "finalized": response.finalized}
         finally:
@@ -566,6 +566,19 @@ class _Etcd:
 
         self._run(lambda applier: applier.release(label_value(owner)))
 
+    def mesh_off(self, decision: TopologyDecision) -> None:
+        from hooks.calico import label_value
+
+        owner, uid = label_value(decision.owner), decision.owner_uid
+        self._run(lambda applier: applier.mesh_off(owner, uid))
+
+    def mesh_restore(self, owner: str) -> bool:
+        """Turn the mesh back on if `owner` switched it off; True when it was written."""
+        from hooks.calico import label_value
+
+        restored: bool = self._run(lambda applier: applier.mesh_restore(label_value(owner)))
+        return restored
+
     def _run(self, action: Callable[[Any], Any]) -> Any:
         from hooks.datastores.etcd import (
             EtcdApplier,
@@ -590,8 +603,9 @@ class _Etcd:
             raise Unavailable("etcd refused the plan", str(error)) from None
 
 
-def _mesh_switch(env: Mapping[str, str]) -> MeshSwitcher:
-    """Turn the node-to-node mesh off once the decision proves the RRs carry every session.
+def _mesh_switch(env: Mapping[str, str], etcd: _Etcd) -> MeshSwitcher:
+    """Turn the node-to-node mesh off once the decision proves the RRs carry every session, in
+    the datastore Calico reads: etcd in etcdv3 mode, else the Kubernetes API.
 
     A failure is reported as a condition, never as a non-200: BGPPeer updates must go on."""
     state: dict[str, Any] = {}
@@ -606,18 +620,25 @@ def _mesh_switch(env: Mapping[str, str]) -> MeshSwitcher:
             )
         from hooks.datastores.kubernetes import MeshSwitch, MeshSwitchError
 
+        in_etcd = decision.settings is not None and decision.settings.datastore == "etcdv3"
         try:
-            if "switch" not in state:
-                state["switch"] = MeshSwitch.from_environ(env)
-            state["switch"].disable()
-        except MeshSwitchError as error:
-            log.warning(json.dumps({"mesh_switch": "failed", "error": str(error)}))
-            return Condition("NodeToNodeMesh", "True", "SwitchFailed", str(error))
+            if in_etcd:
+                etcd.mesh_off(decision)
+            else:
+                if "switch" not in state:
+                    state["switch"] = MeshSwitch.from_environ(env)
+                state["switch"].disable()
+        except (MeshSwitchError, Unavailable) as error:
+            said = error.detail if isinstance(error, Unavailable) else str(error)
+            log.warning(json.dumps({"mesh_switch": "failed", "error": said}))
+            return Condition("NodeToNodeMesh", "True", "SwitchFailed", said)
         return Condition(
             "NodeToNodeMesh",
             "False",
             "Disabled",
-            "node-to-node mesh is off in BGPConfiguration default; the RRs carry every route",
+            "node-to-node mesh is off in BGPConfiguration default"
+            + (" (etcd)" if in_etcd else "")
+            + "; the RRs carry every route",
         )
 
     return switch

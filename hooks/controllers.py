@@ -66,6 +66,14 @@ from hooks.wire import (
 Environ = Mapping[str, str]
 GUARD_RESYNC_SECONDS = 30.0
 RELEASE_RESYNC_SECONDS = 10.0
+# The finalize hook's answer in etcdv3 mode when it has just turned the mesh back on.
+MESH_RESTORED = Condition(
+    "Ready",
+    "False",
+    "RestoringMesh",
+    "being deleted: the node-to-node mesh this topology switched off is back on; the route"
+    " reflector keys are released on the next call, once its sessions are up",
+)
 
 
 def topology_customize(request: CustomizeRequest) -> CustomizeResponse:
@@ -984,16 +992,30 @@ def decide_node(request: NodeSyncRequest, environ: Environ) -> NodeDecision:
 
 
 def topology_finalize(
-    request: TopologySyncRequest, environ: Environ, now: datetime
+    request: TopologySyncRequest, environ: Environ, now: datetime, hold: Condition | None = None
 ) -> TopologyFinalizeResponse:
     """The topology is being deleted: its status says the node keys are released (the node hook
     then takes them back), its children stay until no node carries a key, then it is finalized.
 
-    A topology superseded by an older one owns no key and is finalized at once."""
+    A topology superseded by an older one owns no key and is finalized at once. With `hold` (the
+    node-to-node mesh was just turned back on) nothing is released yet: the status shows `hold`
+    and the hook is called again after RELEASE_RESYNC_SECONDS, the mesh's sessions up by then."""
     parent = request.parent
     owner = parent.metadata.name
     previous = parent.read_status()
     previous_raw = _raw_status(parent.status)
+    status = {
+        k: v for k, v in previous_raw.items() if k not in ("conditions", "observedGeneration")
+    }
+    generation = parent.metadata.generation
+    if hold is not None:
+        status["conditions"] = _conditions([hold], previous.conditions, now, generation)
+        return TopologyFinalizeResponse(
+            status=status,
+            children=list(_echo_children(request)),
+            finalized=False,
+            resyncAfterSeconds=RELEASE_RESYNC_SECONDS,
+        )
     mine = (parent.metadata.creationTimestamp or "", owner)
     superseded = any(
         (t.metadata.creationTimestamp or "", t.metadata.name) < mine
@@ -1012,9 +1034,6 @@ def topology_finalize(
             if labels or annotations:
                 holding.append(info.name)
     holding.sort()
-    status = {
-        k: v for k, v in previous_raw.items() if k not in ("conditions", "observedGeneration")
-    }
     status["released"] = True
     if holding:
         shown = ", ".join(holding[:10]) + (
@@ -1028,9 +1047,7 @@ def topology_finalize(
         )
     else:
         wanted = Condition("Ready", "False", "Released", "being deleted: no node carries a key")
-    status["conditions"] = _conditions(
-        [wanted], previous.conditions, now, parent.metadata.generation
-    )
+    status["conditions"] = _conditions([wanted], previous.conditions, now, generation)
     return TopologyFinalizeResponse(
         status=status,
         children=list(_echo_children(request)) if holding else [],

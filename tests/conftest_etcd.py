@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from etcd3gw.client import Etcd3Client
 from etcd_server import EtcdNotFound, EtcdServer, find_etcd_binary, make_tls_files
+
+Txn = Callable[[Etcd3Client, dict[str, Any]], Any]
+BeforeTxn = Callable[[dict[str, Any]], None]
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +62,18 @@ def tls_etcd(etcd_binary: str) -> Iterator[EtcdServer]:
         yield from running(EtcdServer(etcd_binary, tls=make_tls_files(certs)))
     finally:
         shutil.rmtree(certs, ignore_errors=True)
+
+
+@pytest.fixture
+def transactions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[BeforeTxn]]:
+    """Callbacks run just before each transaction the applier sends (between read and write)."""
+    before: list[BeforeTxn] = []
+    real: Txn = Etcd3Client.transaction
+
+    def intercepted(client: Etcd3Client, txn: dict[str, Any]) -> Any:
+        for callback in before:
+            callback(txn)
+        return real(client, txn)
+
+    monkeypatch.setattr(Etcd3Client, "transaction", intercepted)
+    yield before

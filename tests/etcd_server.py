@@ -254,6 +254,11 @@ class EtcdServer:
         document: dict[str, Any] = json.loads(base64.b64decode(kvs[0].get("value", "")))
         return document
 
+    def get_bytes(self, key: str) -> bytes | None:
+        response = self._post("/v3/kv/range", {"key": _b64(key.encode())})
+        kvs = response.get("kvs", [])
+        return base64.b64decode(kvs[0].get("value", "")) if kvs else None
+
     def mod_revision(self, key: str) -> int:
         response = self._post("/v3/kv/range", {"key": _b64(key.encode())})
         kvs = response.get("kvs", [])

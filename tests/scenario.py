@@ -494,3 +494,17 @@ class Scenario:
 
     def _live_names(self) -> set[str]:
         return {n for n, node in self.node_map.items() if is_live(node)}
+
+
+def mesh_switch_request(converged: bool) -> bytes:
+    """A topology request with `nodeToNodeMesh: DisableWhenReady` over 12 nodes in two zones;
+    `converged`: after the scenario ran still (every RR Active with Established sessions)."""
+    spec = {
+        "zoneLabel": "topology.kubernetes.io/zone",
+        "min": 2,
+        "nodeToNodeMesh": "DisableWhenReady",
+    }
+    scenario = Scenario(spec, zoned_nodes({"a": 6, "b": 6}))
+    if converged:
+        scenario.run_until_still()
+    return scenario.topology_request()

@@ -8,12 +8,12 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from etcd3gw.client import Etcd3Client
+from conftest_etcd import BeforeTxn
 from etcd_server import EtcdServer, foreign_bgp_peer
 
 from hooks.datastores import etcd as etcd_module
@@ -36,8 +36,6 @@ pytest_plugins = ["conftest_etcd"]
 pytestmark = pytest.mark.etcd
 
 OWNER = "default"
-Txn = Callable[[Etcd3Client, dict[str, Any]], Any]
-BeforeTxn = Callable[[dict[str, Any]], None]
 
 
 def calico_node(name: str, address: str = "10.0.0.1/24") -> dict[str, Any]:
@@ -103,21 +101,6 @@ def decoded_write(txn: dict[str, Any]) -> tuple[str, str, str | None] | None:
     if "request_delete_range" in operation:
         return ("delete", base64.b64decode(operation["request_delete_range"]["key"]).decode(), None)
     return None
-
-
-@pytest.fixture
-def transactions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[BeforeTxn]]:
-    """Callbacks run just before each transaction the applier sends (between read and write)."""
-    before: list[BeforeTxn] = []
-    real: Txn = Etcd3Client.transaction
-
-    def intercepted(client: Etcd3Client, txn: dict[str, Any]) -> Any:
-        for callback in before:
-            callback(txn)
-        return real(client, txn)
-
-    monkeypatch.setattr(Etcd3Client, "transaction", intercepted)
-    yield before
 
 
 def test_first_apply_writes_peers_and_cluster_ids(etcd: EtcdServer) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import kmock
 import pytest
+from scenario import mesh_switch_request
 
 from hooks.datastores.kubernetes import (
     DEFAULT_ENDPOINT,
@@ -245,20 +246,6 @@ async def test_a_rotated_service_account_token_is_used_from_the_next_call_on(
 # --- the service: switches the mesh off only when the decision proves it safe --------------------
 
 
-def _service_request(converged: bool) -> bytes:
-    from scenario import Scenario, zoned_nodes
-
-    spec = {
-        "zoneLabel": "topology.kubernetes.io/zone",
-        "min": 2,
-        "nodeToNodeMesh": "DisableWhenReady",
-    }
-    scenario = Scenario(spec, zoned_nodes({"a": 6, "b": 6}))
-    if converged:
-        scenario.run_until_still()
-    return scenario.topology_request()
-
-
 def _post(server: kmock.RawHandler, body: bytes) -> dict[str, object]:
     import warnings
 
@@ -283,7 +270,7 @@ def _post(server: kmock.RawHandler, body: bytes) -> dict[str, object]:
 async def test_the_service_keeps_the_mesh_while_reflectors_are_not_established(
     k8s: kmock.KubernetesEmulator,
 ) -> None:
-    condition = await asyncio.to_thread(_post, k8s, _service_request(converged=False))
+    condition = await asyncio.to_thread(_post, k8s, mesh_switch_request(converged=False))
     assert (condition["status"], condition["reason"]) == ("True", "WaitingForReflectors")
     assert writes(k8s) == []
 
@@ -292,7 +279,7 @@ async def test_the_service_keeps_the_mesh_while_reflectors_are_not_established(
 async def test_the_service_turns_the_mesh_off_once_every_reflector_is_established(
     k8s: kmock.KubernetesEmulator,
 ) -> None:
-    condition = await asyncio.to_thread(_post, k8s, _service_request(converged=True))
+    condition = await asyncio.to_thread(_post, k8s, mesh_switch_request(converged=True))
     assert (condition["status"], condition["reason"]) == ("False", "Disabled")
     assert stored(k8s)["spec"] == {"nodeToNodeMeshEnabled": False}
 

@@ -1,9 +1,10 @@
 """Apply a route-reflector plan to Calico's etcdv3 datastore: connections, endpoint failover,
 paged reads and compare-and-swap transactions. What to change is computed in `etcd_changes`.
 
-Slightly over 400 lines: failover, paged reads pinned to one revision, the compare-and-swap loop
-and the mapping of etcd3gw's errors to unavailable/refused are one concern, the transport, and
-splitting them would only scatter the retry rules that bind them."""
+About 500 lines: failover, paged reads pinned to one revision, the compare-and-swap loop and
+the mapping of etcd3gw's errors to unavailable/refused are one concern, the transport, and
+splitting them would only scatter the retry rules that bind them; the three actions on top of it
+(apply or release a plan, switch the mesh) are a few reads and swaps each."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import requests
 from etcd3gw import exceptions as etcd3gw_exceptions
@@ -33,7 +34,19 @@ from hooks.datastores.etcd_documents import (
     DocumentError,
     Entry,
     Fresh,
+    drop_record,
     owned_document,
+)
+from hooks.datastores.etcd_mesh import (
+    CONFIG_KEY,
+    CONFIG_NAME,
+    CONFIGS_PREFIX,
+    MESH_RECORD_KEY,
+    MESH_RECORDS_PREFIX,
+    MeshRecord,
+    mesh_off,
+    mesh_on,
+    recording,
 )
 from hooks.datastores.etcd_settings import Endpoint, EtcdSettings, parse_endpoint
 from hooks.datastores.etcd_sweep import Orphan
@@ -52,10 +65,15 @@ __all__ = [
     "EtcdError",
     "EtcdSettings",
     "EtcdUnavailable",
+    "MeshResult",
 ]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+Operations = Sequence[tuple[str, bytes | Delete]]
+Also = Operations | Callable[[Entry | None], Operations]
+
+MeshResult = Literal["created", "patched", "unchanged"]
 
 # etcd's default --max-txn-ops: the most range requests one read transaction may carry.
 _MAX_TXN_OPS: Final = 128
@@ -124,6 +142,51 @@ class EtcdApplier:
             return replace(result, writes=progress.writes)
 
         return self._with_endpoint(release)
+
+    def mesh_off(self, owner: str, uid: str) -> MeshResult:
+        """Turn Calico's node-to-node mesh off in BGPConfiguration `default`, recording in the
+        same transaction what was there for `mesh_restore`; nothing is written when it is off."""
+        found: list[Entry | None] = []  # the entry each write attempt was computed from
+
+        def record(current: Entry | None) -> Operations:
+            found.append(current)
+            return recording(owner, uid)(current)
+
+        def switch(store: _Store) -> MeshResult:
+            progress = _Progress()
+            current = store.read_keys(CONFIGS_PREFIX, [CONFIG_NAME]).get(CONFIG_NAME)
+            fresh = Fresh(new_uid=lambda: str(uuid.uuid4()), created=stamp(datetime.now(UTC)))
+            store.swap(CONFIG_KEY, current, mesh_off(fresh), progress, record)
+            if not progress.writes:
+                return "unchanged"
+            return "created" if found[-1] is None else "patched"
+
+        return self._with_endpoint(switch)
+
+    def mesh_restore(self, owner: str) -> bool:
+        """Turn the mesh back on if `owner` switched it off (its record says so), and drop the
+        record; True when BGPConfiguration `default` was written."""
+
+        def restore(store: _Store) -> bool:
+            progress = _Progress()
+            entry = store.read_keys(MESH_RECORDS_PREFIX, [CONFIG_NAME]).get(CONFIG_NAME)
+            if entry is None:
+                return False
+            try:
+                record = MeshRecord.decode(entry)
+            except DocumentError as error:
+                raise EtcdError(str(error)) from None
+            if record.owner != owner:
+                return False
+            current = store.read_keys(CONFIGS_PREFIX, [CONFIG_NAME]).get(CONFIG_NAME)
+            drop = ((MESH_RECORD_KEY, DELETE),)
+            store.swap(CONFIG_KEY, current, mesh_on(record), progress, drop)
+            if progress.writes:
+                return True
+            store.swap(MESH_RECORD_KEY, entry, drop_record(entry.value), progress)
+            return False
+
+        return self._with_endpoint(restore)
 
     def read_owned(self, owner: str) -> dict[str, Mapping[str, Any]]:
         """The BGPPeers carrying our owner label, by name."""
@@ -327,11 +390,12 @@ class _Store:
         current: Entry | None,
         change: Change,
         progress: _Progress,
-        also: Sequence[tuple[str, bytes | Delete]] = (),
+        also: Also = (),
     ) -> Entry | None:
         """Apply `change` to `key` by compare-and-swap; on conflict re-read and recompute.
 
-        `also`: operations on other keys made in the same transaction, only if the swap is."""
+        `also`: operations on other keys made in the same transaction, only if the swap is (a
+        function of the key's current entry: recomputed with the change)."""
         encoded_key = _b64(key)
         for _ in range(self._settings.max_retries + 1):
             try:
@@ -349,9 +413,10 @@ class _Store:
                     "target": "MOD",
                     "mod_revision": current.mod_revision,
                 }
+            others = also(current) if callable(also) else also
             txn = {
                 "compare": [compare],
-                "success": [_operation(key, outcome), *(_operation(k, v) for k, v in also)],
+                "success": [_operation(key, outcome), *(_operation(k, v) for k, v in others)],
                 # On conflict the same round trip returns the key as it is now.
                 "failure": [{"request_range": {"key": encoded_key}}],
             }
