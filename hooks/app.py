@@ -611,16 +611,22 @@ def _mesh_switch(env: Mapping[str, str], etcd: _Etcd) -> MeshSwitcher:
     state: dict[str, Any] = {}
 
     def switch(decision: TopologyDecision) -> Condition:
+        in_etcd = decision.settings is not None and decision.settings.datastore == "etcdv3"
         if not decision.mesh_can_go:
             return Condition(
                 "NodeToNodeMesh",
                 "True",
                 "WaitingForReflectors",
-                "the mesh stays on until every RR is Active with Established BGP sessions",
+                "the mesh stays on until every RR is Active with Established BGP sessions"
+                + (
+                    "; in etcdv3 mode no session state is read (CalicoNodeStatus), so switch it"
+                    " off yourself once the topology is Ready"
+                    if in_etcd and not decision.sessions.observed
+                    else ""
+                ),
             )
         from hooks.datastores.kubernetes import MeshSwitch, MeshSwitchError
 
-        in_etcd = decision.settings is not None and decision.settings.datastore == "etcdv3"
         try:
             if in_etcd:
                 etcd.mesh_off(decision)
