@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from nodes import kube_node
 
 from hooks import controllers, wire
 
@@ -80,50 +81,24 @@ def node(
     annotations: Mapping[str, str] | None = None,
     deleting: bool = False,
 ) -> Json:
-    """A Node as the API server returns it, trimmed to the fields a reader of the case needs."""
-    meta: Json = {
-        "name": name,
-        "uid": f"00000000-0000-4000-8000-{sum(map(ord, name)):012d}",
-        "resourceVersion": "100",
-        "creationTimestamp": f"2026-01-{day:02d}T08:00:00Z",
-        "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
-        | ({ZONE: zone} if zone is not None else {})
-        | dict(labels or {}),
-        "annotations": {"node.alpha.kubernetes.io/ttl": "0"} | dict(annotations or {}),
+    """A Node created on day `day` of 2026-01; cordoned as `kubectl cordon` leaves it."""
+    cordon = {
+        "key": "node.kubernetes.io/unschedulable",
+        "effect": "NoSchedule",
+        "timeAdded": "2026-11-26T09:00:00Z",
     }
-    if deleting:
-        meta["deletionTimestamp"] = "2026-11-26T09:59:00Z"
-        meta["finalizers"] = ["example.com/drain"]
-    spec: Json = {"podCIDR": "10.244.0.0/24"}
-    all_taints = list(taints)
-    if unschedulable:
-        spec["unschedulable"] = True
-        all_taints.append(
-            {
-                "key": "node.kubernetes.io/unschedulable",
-                "effect": "NoSchedule",
-                "timeAdded": "2026-11-26T09:00:00Z",
-            }
-        )
-    if all_taints:
-        spec["taints"] = all_taints
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": meta,
-        "spec": spec,
-        "status": {
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": ready,
-                    "reason": "KubeletReady" if ready == "True" else "NodeStatusUnknown",
-                    "lastHeartbeatTime": "2026-11-26T10:00:00Z",
-                    "lastTransitionTime": f"2026-01-{day:02d}T08:00:00Z",
-                }
-            ]
-        },
-    }
+    return kube_node(
+        name,
+        zone,
+        created=f"2026-01-{day:02d}T08:00:00Z",
+        labels=labels,
+        annotations={"node.alpha.kubernetes.io/ttl": "0"} | dict(annotations or {}),
+        ready=ready,
+        unschedulable=unschedulable,
+        taints=[*taints, *([cordon] if unschedulable else [])],
+        deleting=deleting,
+        uid=f"00000000-0000-4000-8000-{sum(map(ord, name)):012d}",
+    )
 
 
 def as_reflector(n: Json, cluster_id: str, label: str = "calico-route-reflector") -> Json:

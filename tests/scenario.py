@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from golden import COMPOSITE, DECORATOR
+from nodes import kube_node
 
 from hooks import controllers, wire
 from hooks.config import load_settings
@@ -43,43 +44,17 @@ def make_node(
     ready: bool = True,
     labels: Mapping[str, str] | None = None,
 ) -> Json:
-    """A Node as `kubectl get nodes -o json` lists it; `index` orders creation (older first)."""
-    node_labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
-    if zone is not None:
-        node_labels[ZONE] = zone
-    node_labels.update(labels or {})
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "uid": f"00000000-0000-4000-8000-{index:012d}",
-            "resourceVersion": str(100 + index),
-            "creationTimestamp": stamp(BORN + timedelta(minutes=index)),
-            "labels": node_labels,
-            "annotations": {
-                "projectcalico.org/IPv4Address": f"10.{index // 65536 % 256}.{index // 256 % 256}"
-                f".{index % 256}/8",
-                "node.alpha.kubernetes.io/ttl": "0",
-            },
-        },
-        "spec": {"podCIDR": f"10.244.{index % 256}.0/24"},
-        "status": {
-            "conditions": [
-                {
-                    "type": "MemoryPressure",
-                    "status": "False",
-                    "reason": "KubeletHasSufficientMemory",
-                },
-                {
-                    "type": "Ready",
-                    "status": "True" if ready else "Unknown",
-                    "reason": "KubeletReady" if ready else "NodeStatusUnknown",
-                },
-            ],
-            "addresses": [{"type": "InternalIP", "address": f"10.0.{index // 256}.{index % 256}"}],
-        },
-    }
+    """A Node; `index` orders creation (older first) and makes its uid."""
+    return kube_node(
+        name,
+        zone,
+        created=stamp(BORN + timedelta(minutes=index)),
+        labels=labels,
+        annotations={"node.alpha.kubernetes.io/ttl": "0"},
+        ready="True" if ready else "Unknown",
+        uid=f"00000000-0000-4000-8000-{index:012d}",
+        address=f"10.0.{index // 256}.{index % 256}",
+    )
 
 
 def zoned_nodes(zones: Mapping[str, int], *, start: int = 0, prefix: str = "") -> list[Json]:

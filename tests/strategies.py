@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import strategies as st
+from nodes import kube_node
 
 from hooks.stamps import stamp
 
@@ -30,40 +31,26 @@ KINDS = ("plain",) * 12 + (
 Json = dict[str, Any]
 
 
+TAINTS: dict[str, Json] = {
+    "tainted": {"key": "dedicated", "value": "infra", "effect": "NoSchedule"},
+    "tainted-hard": {"key": "gpu", "value": "a100", "effect": "NoExecute"},
+    "unfit-taint": {"key": "node.kubernetes.io/disk-pressure", "effect": "NoSchedule"},
+}
+KIND_LABELS = {"incompatible": {INCOMPATIBLE: "true"}, "preferred": {PREFERRED: "preferred"}}
+
+
 def make_node(name: str, zone: str | None, kind: str, created_hours: int) -> Json:
-    labels = {"kubernetes.io/hostname": name}
-    if zone is not None and kind != "no-zone":
-        labels[ZONE] = zone
-    meta: Json = {
-        "name": name,
-        "uid": f"uid-{name}",
-        "creationTimestamp": stamp(EPOCH + timedelta(hours=created_hours)),
-        "labels": labels,
-        "annotations": {},
-    }
-    spec: Json = {}
-    ready = {"not-ready": "False", "unknown": "Unknown"}.get(kind, "True")
-    if kind == "cordoned":
-        spec["unschedulable"] = True
-    if kind == "tainted":
-        spec["taints"] = [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]
-    if kind == "tainted-hard":
-        spec["taints"] = [{"key": "gpu", "value": "a100", "effect": "NoExecute"}]
-    if kind == "unfit-taint":
-        spec["taints"] = [{"key": "node.kubernetes.io/disk-pressure", "effect": "NoSchedule"}]
-    if kind == "incompatible":
-        labels[INCOMPATIBLE] = "true"
-    if kind == "preferred":
-        labels[PREFERRED] = "preferred"
-    if kind == "deleting":
-        meta["deletionTimestamp"] = "2026-11-26T09:59:00Z"
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": meta,
-        "spec": spec,
-        "status": {"conditions": [{"type": "Ready", "status": ready}]},
-    }
+    """A Node of one of KINDS, created `created_hours` after EPOCH."""
+    return kube_node(
+        name,
+        None if kind == "no-zone" else zone,
+        created=stamp(EPOCH + timedelta(hours=created_hours)),
+        labels=KIND_LABELS.get(kind),
+        ready={"not-ready": "False", "unknown": "Unknown"}.get(kind, "True"),
+        unschedulable=kind == "cordoned",
+        taints=[TAINTS[kind]] if kind in TAINTS else [],
+        deleting=kind == "deleting",
+    )
 
 
 @st.composite

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nodes import sim_node as node
 from scenario import ZONE, zoned_nodes
 
 from hooks import cli
@@ -59,10 +60,6 @@ def plan(
 
 
 # --- configs, no BIRD needed ------------------------------------------------------------------
-
-
-def node(name: str, cluster_id: str | None = None, **labels: str) -> SimNode:
-    return SimNode(name, {"name": name, **labels}, cluster_id)
 
 
 def peer(selector: str, nodes: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from etcd_server import EtcdServer, foreign_bgp_peer
+from nodes import kube_node
 from starlette.exceptions import StarletteDeprecationWarning
 from test_schemas import status_validator
 
@@ -26,17 +27,13 @@ CLUSTER_ID = "projectcalico.org/RouteReflectorClusterID"
 
 
 def node(name: str, zone: str, *, ready: bool = True, cordoned: bool = False) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "creationTimestamp": f"2026-01-01T00:00:{name[-2:]}Z",
-            "labels": {"topology.kubernetes.io/zone": zone},
-        },
-        "spec": {"unschedulable": cordoned},
-        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
-    }
+    return kube_node(
+        name,
+        zone,
+        created=f"2026-01-01T00:00:{name[-2:]}Z",
+        ready="True" if ready else "False",
+        unschedulable=cordoned,
+    )
 
 
 def calico_node(name: str) -> dict[str, Any]:

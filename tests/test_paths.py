@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nodes import sim_node as node
 from scenario import zoned_nodes
 
 from hooks.paths import PathReport, count_paths, format_paths
@@ -20,10 +21,6 @@ from hooks.sessions import SimNode, nodes_from_objects
 
 Peer = dict[str, Any]
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
-
-
-def node(name: str, cluster_id: str | None = None, **labels: str) -> SimNode:
-    return SimNode(name, {"name": name, **labels}, cluster_id)
 
 
 def session(a: str, b: str) -> Peer:

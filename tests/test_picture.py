@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nodes import kube_node
 
 from hooks import planner
 from hooks.calico import GROUP_LABEL, label_value
@@ -34,16 +35,7 @@ INSTALL = "apt-get install -y --no-install-recommends chromium fonts-dejavu-core
 
 
 def node(name: str, zone: str, rack: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": name,
-            "labels": {"kubernetes.io/hostname": name, ZONE_LABEL: zone, RACK_LABEL: rack},
-            "creationTimestamp": "2024-01-01T00:00:00Z",
-        },
-        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-    }
+    return kube_node(name, zone, created="2024-01-01T00:00:00Z", labels={RACK_LABEL: rack})
 
 
 def cluster(per_zone: int = 20) -> list[dict[str, Any]]:

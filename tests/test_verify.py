@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nodes import sim_node as node
 
 from hooks.selectors import parse_selector
 from hooks.sessions import (
@@ -25,10 +26,6 @@ from hooks.sessions import (
 from hooks.verify import format_report, verify
 
 Peer = dict[str, Any]
-
-
-def node(name: str, cluster_id: str | None = None, **labels: str) -> SimNode:
-    return SimNode(name, {"name": name, **labels}, cluster_id)
 
 
 def peer(name: str, node_selector: str | None, peer_selector: str) -> Peer:
