@@ -369,7 +369,8 @@ def create_app(
             response = controllers.topology_finalize(request, env, clock(), hold)
             if response.finalized and in_etcd:
                 releaser(name)  # etcd down: 503, the finalizer stays
-            return wire.encode(response), {"parent": name, "finalized": response.finalized}
+            fields = {"parent": name, "finalized": response.finalized}
+            return wire.encode(response), fields | ({"mesh_restored": True} if hold else {})
         finally:
             wire.release(request)
 

@@ -9,6 +9,7 @@ import json
 import socket
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -313,10 +314,14 @@ def mesh_condition(status: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_over_http_the_sync_waits_and_the_finalize_hook_turns_the_mesh_back_on(
-    etcd: EtcdServer,
+    etcd: EtcdServer, tmp_path: Path
 ) -> None:
     etcd.put(CONFIG_KEY, CALICO_WRITTEN)
-    with serving({"ETCD_ENDPOINTS": etcd.url}) as (_, port):
+    log = tmp_path / "server.log"
+    with (
+        log.open("wb") as stderr,
+        serving({"ETCD_ENDPOINTS": etcd.url, "LOG_LEVEL": "info"}, stderr) as (_, port),
+    ):
         base = f"http://127.0.0.1:{port}"
         synced = httpx.post(f"{base}/topology/sync", json=topology_request(False), timeout=30)
         assert synced.status_code == 200, synced.text
@@ -346,3 +351,6 @@ def test_over_http_the_sync_waits_and_the_finalize_hook_turns_the_mesh_back_on(
         assert second.status_code == 200, second.text
         assert second.json()["finalized"] is True
     assert etcd.get_bytes(CONFIG_KEY) == CALICO_WRITTEN
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    finalizes = [line for line in lines if line.get("hook") == "topology_finalize"]
+    assert [line.get("mesh_restored") for line in finalizes] == [True, None]
