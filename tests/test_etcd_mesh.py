@@ -16,6 +16,7 @@ import httpx
 import pytest
 from conftest_etcd import BeforeTxn
 from etcd_server import EtcdServer
+from nodes import kube_node
 from scenario import mesh_switch_request
 from served import serving
 
@@ -276,17 +277,8 @@ def test_an_etcd_that_is_down_is_a_condition_not_an_error() -> None:
 # --- over HTTP: the real server in etcdv3 mode ---------------------------------------------------
 
 
-def node(name: str, zone: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
-        "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-    }
-
-
 def topology_request(finalizing: bool, status: dict[str, Any] | None = None) -> dict[str, Any]:
-    nodes = [node(f"n{i:02d}", "ab"[i % 2]) for i in range(6)]
+    nodes = [kube_node(f"n{i:02d}", "ab"[i % 2]) for i in range(6)]
     parent: dict[str, Any] = {
         "apiVersion": "route-reflector.dev/v1alpha1",
         "kind": "RouteReflectorTopology",
