@@ -92,10 +92,13 @@ test: venv browser lua bird promtool lint
 	if [ ! -x $(PROMTOOL) ]; then export RR_SKIP_PROMTOOL=1; fi; \
 	$(BIN)/python -m pytest -p no:cacheprovider --cov --cov-report=term:skip-covered
 
+# tests/layers.py: the core reaches no wire, Calico rendering, controller, datastore or client
+# code, and the datastores no web app (tests/test_layers.py plants violations to prove it fails).
 lint: venv
 	$(BIN)/ruff check hooks tests bench
 	$(BIN)/ruff format --check hooks tests bench
 	$(BIN)/mypy
+	$(BIN)/python tests/layers.py
 
 bench: venv
 	$(BIN)/python -m bench

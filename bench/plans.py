@@ -1,6 +1,6 @@
 """What a plan costs the network: BGPPeers, sessions, and churn when the cluster changes.
 
-Plans come from `hooks.planner.run_plan` (topology sync, node sync for every node, labels
+Plans come from `hooks.offline.run_plan` (topology sync, node sync for every node, labels
 applied, again until still), on nodes reduced to what the plan reads (`generate.slim`).
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.generate import NOW, Generator, Json, slim, strip_ours, topology_object
 from hooks import wire
-from hooks.planner import PlanResult, run_plan
+from hooks.offline import PlanResult, run_plan
 
 Matcher = Callable[[Mapping[str, str]], bool]
 

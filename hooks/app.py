@@ -11,6 +11,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,14 @@ from hooks.controllers import Applied, TopologyDecision
 from hooks.metrics import DEFAULT_MAX_OWNERS, DEFAULT_MAX_ZONES, Metrics
 from hooks.model import Condition
 from hooks.paths import count_paths
+from hooks.reconcile import (
+    Applier,
+    Clock,
+    LegacyRemover,
+    MeshSwitcher,
+    Reconciled,
+    reconcile,
+)
 from hooks.server import byte_count, count, seconds
 
 log = logging.getLogger("hooks")
@@ -38,10 +47,6 @@ DEFAULT_SYNC_QUEUE = 16
 RETRY_AFTER_SECONDS = 5
 PREALLOCATE = 1024 * 1024
 LOG_TEXT = 500  # characters of an error or a name kept in a log line
-Clock = Callable[[], datetime]
-Applier = Callable[[TopologyDecision], Applied]
-MeshSwitcher = Callable[[TopologyDecision], Condition]
-LegacyRemover = Callable[[TopologyDecision], Condition]
 Releaser = Callable[[str], None]  # removes a deleted topology's objects from the datastore
 Body = bytes | bytearray
 
@@ -232,36 +237,64 @@ def create_app(
     With `serve_metrics` false /metrics is left to `create_metrics_app` on a port of its own, so
     a NetworkPolicy can admit the scraper to the metrics and nothing else."""
     env = dict(os.environ if environ is None else environ)
-    limit = int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY))
-    budget = ByteBudget(byte_count(env, "MAX_INFLIGHT_BODY_BYTES", DEFAULT_INFLIGHT_BODY))
-    idle_timeout = seconds(env, "BODY_IDLE_TIMEOUT_SECONDS", DEFAULT_BODY_IDLE_TIMEOUT)
-    slots = SyncSlots(
-        count(env, "MAX_CONCURRENT_SYNCS", DEFAULT_SYNC_SLOTS),
-        count(env, "MAX_QUEUED_SYNCS", DEFAULT_SYNC_QUEUE, least=0),
-    )
-    body_timeout = seconds(env, "BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT)
     metrics = Metrics(
         max_owners=int(env.get("METRICS_MAX_OWNERS", DEFAULT_MAX_OWNERS)),
         max_zones=int(env.get("METRICS_MAX_ZONES", DEFAULT_MAX_ZONES)),
     )
-    last_plans: dict[str, tuple[str, ...]] = {}
-    routing_digests: dict[str, str] = {}  # owner → what its route counts were made from
     etcd = _Etcd(env)
-    if applier is None:
-        applier = etcd.apply
-    if releaser is None:
-        releaser = etcd.release
-    if mesh_switch is None:
-        mesh_switch = _mesh_switch(env, etcd)
-    switch_mesh = mesh_switch
-    remove_legacy = legacy_remover or _legacy_remover(env)
+    handlers = _Handlers(
+        env,
+        clock,
+        metrics,
+        applier=applier or etcd.apply,
+        mesh_switch=mesh_switch or _mesh_switch(env, etcd),
+        legacy_remover=legacy_remover or _legacy_remover(env),
+        releaser=releaser or etcd.release,
+        etcd=etcd,
+    )
+    routes = _routes(handlers, _Limits.from_environ(env), metrics)
+    if serve_metrics:
+        routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
+    app = Starlette(routes=routes, lifespan=_warmed)
+    app.state.metrics = metrics
+    return app
 
-    def topology_sync(body: Body) -> tuple[bytes, dict[str, Any]]:
+
+Handler = Callable[[Body], tuple[bytes, dict[str, Any]]]  # body → answer, log fields
+
+
+class _Handlers:
+    """The hooks behind the routes: a body in, the answer and its log fields out."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        applier: Applier,
+        mesh_switch: MeshSwitcher,
+        legacy_remover: LegacyRemover,
+        releaser: Releaser,
+        etcd: _Etcd,
+    ) -> None:
+        self.env = env
+        self.clock = clock
+        self.metrics = metrics
+        self.applier = applier
+        self.mesh_switch = mesh_switch
+        self.legacy_remover = legacy_remover
+        self.releaser = releaser
+        self.etcd = etcd
+        self.last_plans: dict[str, tuple[str, ...]] = {}
+        self.routing_digests: dict[str, str] = {}  # owner → what its route counts were made from
+
+    def topology_sync(self, body: Body) -> tuple[bytes, dict[str, Any]]:
         began = time.perf_counter()
         request = wire.decode_topology_request(body)
         decoded = time.perf_counter()
         try:
-            answer, fields = sync_decoded(request)
+            answer, fields = self.sync_decoded(request)
         finally:
             freeing = time.perf_counter()
             wire.release(request)  # once nothing else holds the Nodes (see wire.release)
@@ -270,38 +303,36 @@ def create_app(
             "release_ms": round((time.perf_counter() - freeing) * 1e3, 3),
         }
 
-    def sync_decoded(request: wire.TopologySyncRequest) -> tuple[bytes, dict[str, Any]]:
+    def sync_decoded(self, request: wire.TopologySyncRequest) -> tuple[bytes, dict[str, Any]]:
         decoded = time.perf_counter()
-        now = clock()
-        decision = controllers.decide_topology(request, env, now)
-        applied = None
-        settings = decision.settings
-        if decision.applies and settings is not None and settings.datastore == "etcdv3":
-            applied = applier(decision)
-        mesh = None
-        if (
-            decision.applies
-            and settings is not None
-            and settings.node_to_node_mesh == "DisableWhenReady"
-        ):
-            mesh = switch_mesh(decision)
-        legacy = None
-        if (
-            decision.applies
-            and settings is not None
-            and settings.legacy_bgp_peers == "RemoveWhenReady"
-            and decision.legacy_removable
-        ):
-            legacy = remove_legacy(decision)
-        response = controllers.render_topology(decision, applied, mesh, legacy)
+        done = reconcile(
+            request, self.env, self.clock, self.applier, self.mesh_switch, self.legacy_remover
+        )
         planned = time.perf_counter()
+        fields = self.observe(done, request)
+        counted = time.perf_counter()
+        answer = wire.encode(done.response)
+        return answer, fields | {
+            "plan_ms": round((planned - decoded) * 1e3, 3),
+            "metrics_ms": round((counted - planned) * 1e3, 3),
+            "encode_ms": round((time.perf_counter() - counted) * 1e3, 3),
+        }
+
+    def observe(self, done: Reconciled, request: wire.TopologySyncRequest) -> dict[str, Any]:
+        """Metrics of one sync, and its log fields."""
+        decision, applied, response, metrics = (
+            done.decision,
+            done.applied,
+            done.response,
+            self.metrics,
+        )
         fields: dict[str, Any] = {"parent": decision.owner}
         # Series only for a bounded set of owners; what an owner no longer tracked left behind
         # (its last plan, its routing digest) goes with it.
-        observed = metrics.admit(decision.owner, now)
-        for gone in [owner for owner in last_plans if owner not in metrics.owners]:
-            del last_plans[gone]
-            routing_digests.pop(gone, None)
+        observed = metrics.admit(decision.owner, done.now)
+        for gone in [owner for owner in self.last_plans if owner not in metrics.owners]:
+            del self.last_plans[gone]
+            self.routing_digests.pop(gone, None)
         if observed:
             metrics.observe_conditions(decision.owner, response.status.get("conditions", ()))
             if applied is not None:
@@ -309,196 +340,226 @@ def create_app(
                     decision.owner, applied.foreign_count, len(applied.orphaned)
                 )
         if decision.plan is not None:
-            rrs = tuple(rr.node for rr in decision.plan.reflectors)
-            changed = last_plans.get(decision.owner) != rrs
-            if observed:
-                last_plans[decision.owner] = rrs
-                metrics.observe_plan(
-                    decision.owner,
-                    decision.plan,
-                    changed,
-                    len(decision.bgp_peers),
-                    settings.wait_seconds if settings is not None else 0,
-                    decision.role_changes,
-                )
-            fields |= {
-                "reflectors": len(rrs),
-                "changed": changed,
-                "children": len(response.children),
-            }
-            digest = controllers.routing_digest(decision)
-            if observed and decision.applies and routing_digests.get(decision.owner) != digest:
-                # counted only when the peerings or the RR set change: a steady sync costs nothing
-                nodes = (node.to_info() for node in wire.decode_nodes(request.related))
-                paths = count_paths(controllers.planned_nodes(decision, nodes), decision.bgp_peers)
-                metrics.observe_paths(decision.owner, paths, decision.plan)
-                routing_digests[decision.owner] = digest
-                fields |= {
-                    "paths_client_max": paths.paths_client_max,
-                    "routes_per_node_max": paths.routes_per_node_max,
-                    "paths_exploded": paths.exploded,
-                }
+            fields |= self.observe_plan(decision, request, observed, len(response.children))
         if decision.failure is not None:
             fields |= {"outcome": decision.failure.reason, "message": decision.failure.message}
-        counted = time.perf_counter()
-        answer = wire.encode(response)
-        return answer, fields | {
-            "plan_ms": round((planned - decoded) * 1e3, 3),
-            "metrics_ms": round((counted - planned) * 1e3, 3),
-            "encode_ms": round((time.perf_counter() - counted) * 1e3, 3),
-        }
+        return fields
 
-    def node_sync(body: Body) -> tuple[bytes, dict[str, Any]]:
+    def observe_plan(
+        self,
+        decision: TopologyDecision,
+        request: wire.TopologySyncRequest,
+        observed: bool,
+        children: int,
+    ) -> dict[str, Any]:
+        plan, settings, metrics = decision.plan, decision.settings, self.metrics
+        assert plan is not None
+        rrs = tuple(rr.node for rr in plan.reflectors)
+        changed = self.last_plans.get(decision.owner) != rrs
+        if observed:
+            self.last_plans[decision.owner] = rrs
+            metrics.observe_plan(
+                decision.owner,
+                plan,
+                changed,
+                len(decision.bgp_peers),
+                settings.wait_seconds if settings is not None else 0,
+                decision.role_changes,
+            )
+        fields: dict[str, Any] = {"reflectors": len(rrs), "changed": changed, "children": children}
+        digest = controllers.routing_digest(decision)
+        if observed and decision.applies and self.routing_digests.get(decision.owner) != digest:
+            # counted only when the peerings or the RR set change: a steady sync costs nothing
+            nodes = (node.to_info() for node in wire.decode_nodes(request.related))
+            paths = count_paths(controllers.planned_nodes(decision, nodes), decision.bgp_peers)
+            metrics.observe_paths(decision.owner, paths, plan)
+            self.routing_digests[decision.owner] = digest
+            fields |= {
+                "paths_client_max": paths.paths_client_max,
+                "routes_per_node_max": paths.routes_per_node_max,
+                "paths_exploded": paths.exploded,
+            }
+        return fields
+
+    def node_sync(self, body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode(body, wire.NodeSyncRequest)
-        decision = controllers.decide_node(request, env)
+        decision = controllers.decide_node(request, self.env)
         response = decision.response
         changes = response.labels | response.annotations
         fields: dict[str, Any] = {"parent": request.object.metadata.name, "changes": len(changes)}
         if decision.skipped is not None:
-            metrics.node_sync_skipped.labels(decision.skipped).inc()
+            self.metrics.node_sync_skipped.labels(decision.skipped).inc()
             fields |= {"skipped": decision.skipped, "message": decision.message}
         return wire.encode(response), fields
 
-    def topology_finalize(body: Body) -> tuple[bytes, dict[str, Any]]:
+    def topology_finalize(self, body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode_topology_request(body)
         try:
             name = request.parent.metadata.name
-            in_etcd = controllers.datastore_of(request.parent.spec, env) == "etcdv3"
+            in_etcd = controllers.datastore_of(request.parent.spec, self.env) == "etcdv3"
             # The mesh goes back on before any key is released (etcd down: 503, keys stay).
-            hold = controllers.MESH_RESTORED if in_etcd and etcd.mesh_restore(name) else None
-            response = controllers.topology_finalize(request, env, clock(), hold)
+            restored = in_etcd and self.etcd.mesh_restore(name)
+            hold = controllers.MESH_RESTORED if restored else None
+            response = controllers.topology_finalize(request, self.env, self.clock(), hold)
             if response.finalized and in_etcd:
-                releaser(name)  # etcd down: 503, the finalizer stays
+                self.releaser(name)  # etcd down: 503, the finalizer stays
             fields = {"parent": name, "finalized": response.finalized}
             return wire.encode(response), fields | ({"mesh_restored": True} if hold else {})
         finally:
             wire.release(request)
 
-    def topology_customize(body: Body) -> tuple[bytes, dict[str, Any]]:
+    def topology_customize(self, body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode(body, wire.CustomizeRequest)
         return wire.encode(controllers.topology_customize(request)), {}
 
-    def node_customize(body: Body) -> tuple[bytes, dict[str, Any]]:
+    def node_customize(self, body: Body) -> tuple[bytes, dict[str, Any]]:
         request = wire.decode(body, wire.CustomizeRequest)
         return wire.encode(controllers.node_customize(request)), {}
 
-    def hook(
-        name: str, handler: Callable[[Body], tuple[bytes, dict[str, Any]]], threaded: bool
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            started = time.perf_counter()
-            outcome = "ok"
-            fields: dict[str, Any] = {}
-            slotted = False
-            try:
-                if threaded:  # the large ones: a slot first, then the body (see SyncSlots)
-                    await slots.take()
-                    slotted = True
-                waited = time.perf_counter()
-                body = await read_body(request, limit, budget, idle_timeout, body_timeout)
-                received = time.perf_counter()
-                metrics.request_bytes.labels(name).observe(len(body))
-                answer, fields = (
-                    await run_in_threadpool(_paused, handler, body) if threaded else handler(body)
-                )
-                fields |= {
-                    "wait_ms": round((waited - started) * 1e3, 3),
-                    "receive_ms": round((received - waited) * 1e3, 3),
-                }
-                return Response(answer, media_type="application/json")
-            except TooLarge as error:
-                outcome = "too_large"
-                return error_response(413, str(error))
-            except BodyTimeout as error:
-                outcome = "body_timeout"
-                fields["error"] = str(error)
-                return error_response(408, str(error))
-            except Busy as error:
-                outcome = "busy"
-                return error_response(
-                    503, str(error), headers={"retry-after": str(RETRY_AFTER_SECONDS)}
-                )
-            except wire.BadRequest as error:
-                outcome = "bad_request"
-                fields["error"] = clip(error.message)
-                return error_response(400, error.message, error.field)
-            except (UnicodeDecodeError, RecursionError) as error:
-                # A part decoded after the envelope (a child, a status) that is not UTF-8 or is
-                # nested too deep: the client's fault, named; anything else is a bug (below).
-                bad = wire.unreadable(body, error)
-                if bad is None:
-                    outcome = "internal_error"
-                    log.exception("hook %s failed", name)
-                    return error_response(500, f"internal error: {type(error).__name__}")
-                outcome = "bad_request"
-                fields["error"] = bad.message
-                return error_response(400, bad.message, bad.field)
-            except Unavailable as error:
-                outcome = "unavailable"
-                fields["error"] = clip(error.detail)
-                return error_response(503, error.reason)
-            except ClientDisconnect:
-                outcome = "disconnected"
-                return Response(status_code=499)
-            except Exception as error:  # a bug: say so in the log, and never answer 200
-                outcome = "internal_error"
-                fields["error"] = clip(f"{type(error).__name__}: {error}")
-                fields["trace"] = clip(traceback.format_exc(limit=-3), 2000)
-                return error_response(500, "internal error")
-            finally:
-                if slotted:
-                    slots.give()
-                budget.give(getattr(request.state, "body_bytes", 0))
-                elapsed = time.perf_counter() - started
-                metrics.duration.labels(name).observe(elapsed)
-                if outcome != "ok":
-                    metrics.errors.labels(name, outcome).inc()
-                if "parent" in fields:
-                    fields["parent"] = clip(fields["parent"], 253)
-                level = {"ok": logging.INFO, "internal_error": logging.ERROR}.get(
-                    outcome, logging.WARNING
-                )
-                if log.isEnabledFor(level):
-                    log.log(
-                        level,
-                        json.dumps(
-                            {
-                                "hook": name,
-                                "duration_ms": round(elapsed * 1000, 3),
-                                "outcome": outcome,
-                                **fields,
-                            },
-                            sort_keys=True,
-                            default=str,
-                        ),
-                    )
 
-        return endpoint
+@dataclass(frozen=True)
+class _Limits:
+    """What one request may hold: its body's size and time, the bodies in memory at once, the
+    topology requests computed and queued at once."""
+
+    body: int
+    budget: ByteBudget
+    idle_timeout: float
+    body_timeout: float
+    slots: SyncSlots
+
+    @classmethod
+    def from_environ(cls, env: Mapping[str, str]) -> _Limits:
+        return cls(
+            body=int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
+            budget=ByteBudget(byte_count(env, "MAX_INFLIGHT_BODY_BYTES", DEFAULT_INFLIGHT_BODY)),
+            idle_timeout=seconds(env, "BODY_IDLE_TIMEOUT_SECONDS", DEFAULT_BODY_IDLE_TIMEOUT),
+            body_timeout=seconds(env, "BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT),
+            slots=SyncSlots(
+                count(env, "MAX_CONCURRENT_SYNCS", DEFAULT_SYNC_SLOTS),
+                count(env, "MAX_QUEUED_SYNCS", DEFAULT_SYNC_QUEUE, least=0),
+            ),
+        )
+
+
+def _routes(handlers: _Handlers, limits: _Limits, metrics: Metrics) -> list[Route]:
+    def hook(name: str, handler: Handler, threaded: bool) -> Route:
+        path = "/" + name.replace("_", "/", 1)
+        return Route(path, _endpoint(name, handler, threaded, limits, metrics), methods=["POST"])
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    routes = [
-        Route(
-            "/topology/customize",
-            hook("topology_customize", topology_customize, False),
-            methods=["POST"],
-        ),
-        Route("/topology/sync", hook("topology_sync", topology_sync, True), methods=["POST"]),
-        Route(
-            "/topology/finalize",
-            hook("topology_finalize", topology_finalize, True),
-            methods=["POST"],
-        ),
-        Route("/node/customize", hook("node_customize", node_customize, False), methods=["POST"]),
-        Route("/node/sync", hook("node_sync", node_sync, False), methods=["POST"]),
+    return [
+        hook("topology_customize", handlers.topology_customize, False),
+        hook("topology_sync", handlers.topology_sync, True),
+        hook("topology_finalize", handlers.topology_finalize, True),
+        hook("node_customize", handlers.node_customize, False),
+        hook("node_sync", handlers.node_sync, False),
         Route("/healthz", healthz, methods=["GET"]),
     ]
-    if serve_metrics:
-        routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
-    app = Starlette(routes=routes, lifespan=_warmed)
-    app.state.metrics = metrics
-    return app
+
+
+def _endpoint(
+    name: str, handler: Handler, threaded: bool, limits: _Limits, metrics: Metrics
+) -> Callable[[Request], Awaitable[Response]]:
+    """One hook's route: a slot (threaded ones), the body within its limits, the handler (in
+    the thread pool when threaded), every failure mapped to its status, a metric and a log line."""
+
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        outcome = "ok"
+        fields: dict[str, Any] = {}
+        slotted = False
+        body: Body = b""
+        try:
+            if threaded:  # the large ones: a slot first, then the body (see SyncSlots)
+                await limits.slots.take()
+                slotted = True
+            waited = time.perf_counter()
+            body = await read_body(
+                request, limits.body, limits.budget, limits.idle_timeout, limits.body_timeout
+            )
+            received = time.perf_counter()
+            metrics.request_bytes.labels(name).observe(len(body))
+            answer, fields = (
+                await run_in_threadpool(_paused, handler, body) if threaded else handler(body)
+            )
+            fields |= {
+                "wait_ms": round((waited - started) * 1e3, 3),
+                "receive_ms": round((received - waited) * 1e3, 3),
+            }
+            return Response(answer, media_type="application/json")
+        except Exception as error:
+            outcome, response = _failure(name, error, body, fields)
+            return response
+        finally:
+            if slotted:
+                limits.slots.give()
+            limits.budget.give(getattr(request.state, "body_bytes", 0))
+            elapsed = time.perf_counter() - started
+            metrics.duration.labels(name).observe(elapsed)
+            if outcome != "ok":
+                metrics.errors.labels(name, outcome).inc()
+            _log(name, outcome, elapsed, fields)
+
+    return endpoint
+
+
+def _failure(
+    name: str, error: Exception, body: Body, fields: dict[str, Any]
+) -> tuple[str, Response]:
+    """The outcome and the answer for a request that failed with `error` (while it is being
+    handled); what the log line should say goes into `fields`."""
+    if isinstance(error, TooLarge):
+        return "too_large", error_response(413, str(error))
+    if isinstance(error, BodyTimeout):
+        fields["error"] = str(error)
+        return "body_timeout", error_response(408, str(error))
+    if isinstance(error, Busy):
+        headers = {"retry-after": str(RETRY_AFTER_SECONDS)}
+        return "busy", error_response(503, str(error), headers=headers)
+    if isinstance(error, wire.BadRequest):
+        fields["error"] = clip(error.message)
+        return "bad_request", error_response(400, error.message, error.field)
+    if isinstance(error, UnicodeDecodeError | RecursionError):
+        # A part decoded after the envelope (a child, a status) that is not UTF-8 or is
+        # nested too deep: the client's fault, named; anything else is a bug.
+        bad = wire.unreadable(body, error)
+        if bad is None:
+            log.exception("hook %s failed", name)
+            return "internal_error", error_response(500, f"internal error: {type(error).__name__}")
+        fields["error"] = bad.message
+        return "bad_request", error_response(400, bad.message, bad.field)
+    if isinstance(error, Unavailable):
+        fields["error"] = clip(error.detail)
+        return "unavailable", error_response(503, error.reason)
+    if isinstance(error, ClientDisconnect):
+        return "disconnected", Response(status_code=499)
+    # a bug: say so in the log, and never answer 200
+    fields["error"] = clip(f"{type(error).__name__}: {error}")
+    fields["trace"] = clip(traceback.format_exc(limit=-3), 2000)
+    return "internal_error", error_response(500, "internal error")
+
+
+def _log(name: str, outcome: str, elapsed: float, fields: dict[str, Any]) -> None:
+    if "parent" in fields:
+        fields["parent"] = clip(fields["parent"], 253)
+    level = {"ok": logging.INFO, "internal_error": logging.ERROR}.get(outcome, logging.WARNING)
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            json.dumps(
+                {
+                    "hook": name,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "outcome": outcome,
+                    **fields,
+                },
+                sort_keys=True,
+                default=str,
+            ),
+        )
 
 
 def _warm() -> None:
@@ -605,29 +666,16 @@ class _Etcd:
 
 
 def _mesh_switch(env: Mapping[str, str], etcd: _Etcd) -> MeshSwitcher:
-    """Turn the node-to-node mesh off once the decision proves the RRs carry every session, in
-    the datastore Calico reads: etcd in etcdv3 mode, else the Kubernetes API.
+    """Turn the node-to-node mesh off (reconcile calls it once the decision proves the RRs carry
+    every session), in the datastore Calico reads: etcd in etcdv3 mode, else the Kubernetes API.
 
     A failure is reported as a condition, never as a non-200: BGPPeer updates must go on."""
     state: dict[str, Any] = {}
 
     def switch(decision: TopologyDecision) -> Condition:
-        in_etcd = decision.settings is not None and decision.settings.datastore == "etcdv3"
-        if not decision.mesh_can_go:
-            return Condition(
-                "NodeToNodeMesh",
-                "True",
-                "WaitingForReflectors",
-                "the mesh stays on until every RR is Active with Established BGP sessions"
-                + (
-                    "; in etcdv3 mode no session state is read (CalicoNodeStatus), so switch it"
-                    " off yourself once the topology is Ready"
-                    if in_etcd and not decision.sessions.observed
-                    else ""
-                ),
-            )
         from hooks.datastores.kubernetes import MeshSwitch, MeshSwitchError
 
+        in_etcd = decision.settings is not None and decision.settings.datastore == "etcdv3"
         try:
             if in_etcd:
                 etcd.mesh_off(decision)

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import yaml
 
-from hooks.planner import PlanInputError, PlanResult, format_table, run_plan
+from hooks.offline import PlanInputError, PlanResult, format_table, merge_changes, run_plan
 from hooks.yaml_events import load_yaml
 
 
@@ -158,9 +159,10 @@ def _plan(args: argparse.Namespace) -> int:
 
         print(render_html(result))
     else:
-        result.extra["verify"] = result.verify()
+        report = result.extra["verify"] = result.verify()
         result.extra["paths"] = result.paths()
         print(format_table(result))
+        return 0 if report.ok else 1
     return 0
 
 
@@ -175,39 +177,43 @@ def _joined(document: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] 
             "a plan to verify needs `bgpPeers`, `nodes` (plan -o json) and `items` (the NodeList"
             " it was made from), e.g. jq -s '.[0] + {items: .[1].items}' plan.json nodes.json"
         )
+    etcd = document.get("etcd")
+    cluster_ids = etcd.get("clusterIDs") if isinstance(etcd, dict) else None
     nodes = []
     for item in items:
         meta = dict(item.get("metadata", {})) if isinstance(item, dict) else {}
         change = changes.get(meta.get("name"), {})
         for kind in ("labels", "annotations"):
             merged = dict(meta.get(kind) or {})
-            for key, value in (change.get(kind) or {}).items():
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
+            merge_changes(merged, change.get(kind) or {})
             meta[kind] = merged
-        nodes.append({**item, "metadata": meta})
+        joined = {**item, "metadata": meta}
+        if isinstance(cluster_ids, dict) and meta.get("name") in cluster_ids:
+            # etcd mode: the Calico Node of that name carries it (hooks.sessions reads it there)
+            joined["spec"] = {"bgp": {"routeReflectorClusterID": cluster_ids[meta["name"]]}}
+        nodes.append(joined)
     return nodes, peers
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from hooks.paths import count_paths, format_paths
+    from hooks.sessions import SimNode, nodes_from_objects
+    from hooks.verify import format_report, verify
+
     document = _read_input(args.file)
     joined = _joined(document)
+    planned: Callable[[], list[SimNode]]
     if joined is None:
         topology = _read_topology(args.topology)
         result = run_plan(document, topology, dict(os.environ), datetime.now(UTC))
         _warn(result)
-        nodes, peers, status = result.nodes, result.bgp_peers, result.status
+        peers, status, planned = result.bgp_peers, result.status, result.sim_nodes
     else:
         nodes, peers = joined
         status = document.get("status") if isinstance(document.get("status"), dict) else {}
-    from hooks.paths import count_paths, format_paths
-    from hooks.sessions import nodes_from_objects
-    from hooks.verify import format_report, verify
-
+        planned = functools.partial(nodes_from_objects, nodes)
     try:
-        sim_nodes = nodes_from_objects(nodes)
+        sim_nodes = planned()
         report = verify(sim_nodes, peers, mesh=args.mesh, pairs=args.pairs)
         paths = count_paths(sim_nodes, peers, mesh=args.mesh)
     except ValueError as error:

@@ -20,7 +20,7 @@ from hooks import cli
 from hooks.bird import BirdError, render_config, render_lab
 from hooks.bird_check import BirdCheck, Phase, format_check, run_check, sample_nodes
 from hooks.bird_lab import bird_available
-from hooks.planner import run_plan
+from hooks.offline import run_plan
 from hooks.sessions import SimNode, nodes_from_objects
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)

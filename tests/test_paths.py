@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from nodes import sim_node as node
 from scenario import zoned_nodes
 
+from hooks.offline import run_plan
 from hooks.paths import PathReport, count_paths, format_paths
-from hooks.planner import run_plan
 from hooks.sessions import SimNode, nodes_from_objects
 
 Peer = dict[str, Any]

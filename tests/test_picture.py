@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 from nodes import kube_node
 
-from hooks import planner
+from hooks import offline
 from hooks.calico import GROUP_LABEL, label_value
+from hooks.offline import TABLE_WIDTH, PlanResult, format_table, run_plan
 from hooks.paths import PathReport, count_paths
 from hooks.picture import render_html
 from hooks.picture.layout import RADIUS
 from hooks.picture.scene import RACK_COLOUR, SPINE_COLOUR
-from hooks.planner import TABLE_WIDTH, PlanResult, format_table, run_plan
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
 ZONE_LABEL = "topology.kubernetes.io/zone"
@@ -326,7 +326,7 @@ def test_an_exploding_route_count_is_shown_as_a_lower_bound(
     def capped(*args: Any, **kwargs: Any) -> PathReport:
         return count_paths(*args, **kwargs, budget=50)
 
-    monkeypatch.setattr(planner, "count_paths", capped)
+    monkeypatch.setattr(offline, "count_paths", capped)
     page = render_html(PLANS["multi"])
 
     assert '<span class="verdict bad">EXPLODES</span>' in page

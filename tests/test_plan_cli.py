@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import make_node
 
-from hooks.planner import SHIPPED_TOPOLOGY
+from hooks.offline import SHIPPED_TOPOLOGY
 from hooks.yaml_events import load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]

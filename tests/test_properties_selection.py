@@ -20,7 +20,7 @@ from strategies import ZONE, clusters, make_node, specs
 
 from hooks import wire
 from hooks.config import load_settings
-from hooks.planner import run_plan
+from hooks.offline import run_plan
 from hooks.selection import ineligibility
 from hooks.stamps import stamp
 

@@ -19,7 +19,7 @@ from scenario import Scenario
 from strategies import INCOMPATIBLE, KINDS, PREFERRED, ZONE, make_node, specs
 
 from hooks.calico import GROUP_LABEL, PREVIOUS_GROUP_LABEL, label_value
-from hooks.planner import PlanResult, run_plan
+from hooks.offline import PlanResult, run_plan
 
 Json = dict[str, Any]
 TOPOLOGIES = ("simple", "multi", "quorum", "hierarchy")

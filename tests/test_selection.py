@@ -10,7 +10,7 @@ from scenario import ZONE, zoned_nodes
 
 from hooks.config import load_settings
 from hooks.model import NodeInfo
-from hooks.planner import run_plan
+from hooks.offline import run_plan
 from hooks.selection import ineligibility
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)

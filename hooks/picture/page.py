@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hooks.offline import PlanResult
 from hooks.paths import PathReport, figure_text
 from hooks.picture.scene import build_scene
 from hooks.picture.svg import escape, render_svg
@@ -12,7 +13,6 @@ from hooks.plan_view import (
     summary_facts,
     zone_cells,
 )
-from hooks.planner import PlanResult
 from hooks.sessions import nodes_from_objects
 from hooks.verify import VerifyReport, verify
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hooks.calico import GROUP_LABEL, REFLECTOR_LABEL, label_value
+from hooks.offline import PlanResult
 from hooks.plan_view import natural
-from hooks.planner import PlanResult
 from hooks.selectors import SelectorError, parse_selector
 from hooks.sessions import nodes_from_objects
 

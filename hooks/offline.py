@@ -1,17 +1,25 @@
-"""Run the hooks as Metacontroller would, without a cluster: the engine of `plan` and `verify`."""
+"""The offline Metacontroller loop, the engine of `plan` and `verify`: the topology sync (the
+one `reconcile` the service runs) and the node sync for every node, labels applied, again until
+nothing moves. What the service would write elsewhere is recorded, not written: in etcd mode the
+BGPPeers and the Calico Nodes' cluster IDs (`EtcdRecorder`), and the mesh switch and the removal
+of the original operator's BGPPeers."""
 
 from __future__ import annotations
 
 import copy
 import textwrap
+import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from hooks import controllers, wire
+from hooks.controllers import Applied, TopologyDecision
+from hooks.datastores.etcd_changes import desired_state
+from hooks.model import Condition
 from hooks.paths import PathReport, count_paths, format_paths
 from hooks.plan_view import (
     ZONE_HEADER,
@@ -20,7 +28,8 @@ from hooks.plan_view import (
     summary_facts,
     zone_cells,
 )
-from hooks.sessions import nodes_from_objects
+from hooks.reconcile import reconcile
+from hooks.sessions import SimNode, nodes_from_objects
 from hooks.verify import VerifyReport, verify
 
 MAX_ROUNDS = 10
@@ -53,13 +62,23 @@ class PlanResult:
     rounds: int
     warnings: tuple[str, ...] = ()  # Degraded problems of the plan: it applies, but look
     extra: dict[str, Any] = field(default_factory=dict)
+    # etcd mode: node → the cluster ID its Calico Node would carry in etcd (empty in KDD, where
+    # the node's annotation carries it)
+    cluster_ids: dict[str, str] = field(default_factory=dict)
+
+    def sim_nodes(self) -> list[SimNode]:
+        """The planned nodes as the simulator sees them, with the cluster IDs etcd would hold."""
+        nodes = nodes_from_objects(self.nodes)
+        if not self.cluster_ids:
+            return nodes
+        return [replace(n, cluster_id=self.cluster_ids.get(n.name, n.cluster_id)) for n in nodes]
 
     def verify(
         self, *, failures: bool = True, pairs: bool = False, mesh: bool = False
     ) -> VerifyReport:
         """Simulate BGP route propagation over the planned nodes and BGPPeers."""
         return verify(
-            nodes_from_objects(self.nodes),
+            self.sim_nodes(),
             self.bgp_peers,
             mesh=mesh,
             failures=failures,
@@ -68,10 +87,11 @@ class PlanResult:
 
     def paths(self, *, mesh: bool = False) -> PathReport:
         """Count the add-path routes every node would hold with this plan."""
-        return count_paths(nodes_from_objects(self.nodes), self.bgp_peers, mesh=mesh)
+        return count_paths(self.sim_nodes(), self.bgp_peers, mesh=mesh)
 
     def as_json(self) -> dict[str, Any]:
-        return {"status": self.status, "bgpPeers": self.bgp_peers, "nodes": self.changes}
+        found = {"status": self.status, "bgpPeers": self.bgp_peers, "nodes": self.changes}
+        return found | ({"etcd": {"clusterIDs": self.cluster_ids}} if self.cluster_ids else {})
 
     def as_objects(self) -> list[dict[str, Any]]:
         objects: list[dict[str, Any]] = list(self.bgp_peers)
@@ -139,7 +159,9 @@ def _topology_from(document: Any) -> dict[str, Any]:
     return topology
 
 
-def _merge(target: dict[str, Any], changes: Mapping[str, str | None]) -> bool:
+def merge_changes(target: dict[str, Any], changes: Mapping[str, str | None]) -> bool:
+    """Apply label or annotation `changes` to `target` as Metacontroller does: None deletes the
+    key. True when something changed."""
     changed = False
     for key, value in changes.items():
         if value is None:
@@ -150,6 +172,59 @@ def _merge(target: dict[str, Any], changes: Mapping[str, str | None]) -> bool:
             target[key] = value
             changed = True
     return changed
+
+
+class EtcdRecorder:
+    """The etcd applier of `plan`: what the service would write to etcd (the BGPPeers, the Calico
+    Nodes' cluster IDs), computed as the service computes it (`desired_state`) and kept here, as
+    an etcd that held only this topology's objects would."""
+
+    def __init__(self) -> None:
+        self.peers: dict[str, dict[str, Any]] = {}
+        self.cluster_ids: dict[str, str] = {}
+        self.revision = 0
+
+    def apply(self, decision: TopologyDecision) -> Applied:
+        desired = desired_state(decision)
+        peers = {peer["metadata"]["name"]: peer for peer in decision.bgp_peers}
+        cluster_ids = dict(self.cluster_ids)
+        for node, cluster_id in desired.cluster_ids.items():
+            if cluster_id is None:
+                cluster_ids.pop(node, None)
+            else:
+                cluster_ids[node] = cluster_id
+        writes = sum(
+            1
+            for name in peers.keys() | self.peers.keys()
+            if peers.get(name) != self.peers.get(name)
+        )
+        writes += sum(
+            1
+            for node in cluster_ids.keys() | self.cluster_ids.keys()
+            if cluster_ids.get(node) != self.cluster_ids.get(node)
+        )
+        self.peers, self.cluster_ids = peers, cluster_ids
+        self.revision += writes
+        return Applied("etcdv3", self.revision, writes, len(peers))
+
+
+def _offline_mesh_switch(decision: TopologyDecision) -> Condition:
+    return Condition(
+        "NodeToNodeMesh",
+        "True",
+        "WouldDisable",
+        "plan: the service would turn the node-to-node mesh off now (nothing was switched)",
+    )
+
+
+def _offline_legacy_remover(decision: TopologyDecision) -> Condition:
+    return Condition(
+        controllers.LEGACY_CONDITION,
+        "True",
+        "WouldRemove",
+        f"plan: the service would delete {len(decision.legacy_peers)} BGPPeer(s) of the"
+        " original operator now (nothing was deleted)",
+    )
 
 
 def run_plan(
@@ -166,50 +241,99 @@ def run_plan(
         n["metadata"]["name"]: {k: dict(n["metadata"][k]) for k in ("labels", "annotations")}
         for n in nodes
     }
+    etcd = EtcdRecorder()
     children: dict[str, Any] = {}
     status: dict[str, Any] = {}
     rounds = 0
     warnings: tuple[str, ...] = ()
     while rounds < max_rounds:
         rounds += 1
-        by_name = {n["metadata"]["name"]: n for n in nodes}
-        request = {
-            "parent": topology,
-            "children": {wire.BGPPEER_KEY: children},
-            "related": {
-                wire.NODE_KEY: by_name,
-                wire.TOPOLOGY_KEY: {topology["metadata"]["name"]: topology},
-            },
-        }
-        try:
-            decoded = msgspec.convert(_wire_shaped(request), wire.TopologySyncRequest)
-        except msgspec.ValidationError as error:
-            raise PlanInputError(f"nodes: {error}") from None
-        decision = controllers.decide_topology(decoded, environ, now)
+        decoded = _sync_request(topology, children, nodes)
+        done = reconcile(
+            decoded,
+            environ,
+            lambda: now,
+            etcd.apply,
+            _offline_mesh_switch,
+            _offline_legacy_remover,
+        )
+        decision, response = done.decision, done.response
         if decision.failure is not None or decision.plan is None:
             failure = decision.failure
             reason = f"{failure.reason}: {failure.message}" if failure else "no plan"
             raise PlanInputError(f"topology {topology['metadata']['name']}: {reason}")
         warnings = tuple(c.message for c in controllers.plan_warnings(decision.plan))
-        response = controllers.render_topology(decision)
         new_children = {c["metadata"]["name"]: c for c in response.children}
         moved = new_children != children or response.status != status
+        moved |= done.applied is not None and done.applied.writes > 0
         children, status = new_children, response.status
         topology["status"] = status
-        parent = dict(topology, status=msgspec.Raw(msgspec.json.encode(status)))
-        related = wire.Related(
-            topologies={topology["metadata"]["name"]: msgspec.convert(parent, wire.TopologyWire)}
-        )
-        for node in nodes:
-            node_request = wire.NodeSyncRequest(
-                object=msgspec.convert(node, wire.NodeWire), related=related
-            )
-            answer = controllers.node_sync(node_request, environ)
-            meta = node["metadata"]
-            moved |= _merge(meta.setdefault("labels", {}), answer.labels)
-            moved |= _merge(meta.setdefault("annotations", {}), answer.annotations)
+        moved |= _node_syncs(topology, nodes, environ)
         if not moved:
             break
+    peers = children if not etcd.peers else etcd.peers
+    return PlanResult(
+        status,
+        [peers[name] for name in sorted(peers)],
+        _changes(nodes, original),
+        nodes,
+        topology,
+        rounds,
+        warnings,
+        cluster_ids=etcd.cluster_ids,
+    )
+
+
+def _sync_request(
+    topology: dict[str, Any], children: dict[str, Any], nodes: list[dict[str, Any]]
+) -> wire.TopologySyncRequest:
+    """The topology sync request Metacontroller would send. A topology read from a file has no
+    uid (etcd objects record it): it gets one derived from its name, the same every run."""
+    name = topology["metadata"]["name"]
+    metadata = topology["metadata"]
+    uid = metadata.get("uid") or str(
+        uuid.uuid5(uuid.NAMESPACE_URL, f"routereflectortopology/{name}")
+    )
+    parent = {**topology, "metadata": {**metadata, "uid": uid}}
+    request = {
+        "parent": parent,
+        "children": {wire.BGPPEER_KEY: children},
+        "related": {
+            wire.NODE_KEY: {n["metadata"]["name"]: n for n in nodes},
+            wire.TOPOLOGY_KEY: {name: parent},
+        },
+    }
+    try:
+        return msgspec.convert(_wire_shaped(request), wire.TopologySyncRequest)
+    except msgspec.ValidationError as error:
+        raise PlanInputError(f"nodes: {error}") from None
+
+
+def _node_syncs(
+    topology: dict[str, Any], nodes: list[dict[str, Any]], environ: Mapping[str, str]
+) -> bool:
+    """The node sync of every node against the topology's status, its answer applied; True
+    when a label or an annotation changed."""
+    parent = dict(topology, status=msgspec.Raw(msgspec.json.encode(topology["status"])))
+    related = wire.Related(
+        topologies={topology["metadata"]["name"]: msgspec.convert(parent, wire.TopologyWire)}
+    )
+    moved = False
+    for node in nodes:
+        node_request = wire.NodeSyncRequest(
+            object=msgspec.convert(node, wire.NodeWire), related=related
+        )
+        answer = controllers.node_sync(node_request, environ)
+        meta = node["metadata"]
+        moved |= merge_changes(meta.setdefault("labels", {}), answer.labels)
+        moved |= merge_changes(meta.setdefault("annotations", {}), answer.annotations)
+    return moved
+
+
+def _changes(
+    nodes: list[dict[str, Any]], original: Mapping[str, Mapping[str, Mapping[str, str]]]
+) -> dict[str, dict[str, dict[str, str | None]]]:
+    """node → the labels and annotations the plan changed on it (None: removed)."""
     changes: dict[str, dict[str, dict[str, str | None]]] = {}
     for node in sorted(nodes, key=lambda n: n["metadata"]["name"]):
         meta = node["metadata"]
@@ -220,15 +344,7 @@ def run_plan(
         }
         if diff["labels"] or diff["annotations"]:
             changes[meta["name"]] = diff
-    return PlanResult(
-        status,
-        sorted(children.values(), key=lambda c: c["metadata"]["name"]),
-        changes,
-        nodes,
-        topology,
-        rounds,
-        warnings,
-    )
+    return changes
 
 
 def _wire_shaped(request: dict[str, Any]) -> dict[str, Any]:
