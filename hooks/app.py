@@ -33,6 +33,7 @@ from hooks.reconcile import (
     LegacyRemover,
     MeshSwitcher,
     Reconciled,
+    mesh_waiting,
     reconcile,
 )
 from hooks.server import byte_count, count, seconds
@@ -673,6 +674,8 @@ def _mesh_switch(env: Mapping[str, str], etcd: _Etcd) -> MeshSwitcher:
     state: dict[str, Any] = {}
 
     def switch(decision: TopologyDecision) -> Condition:
+        if not decision.mesh_can_go:  # reconcile asks only then; never act on less, whoever asks
+            return mesh_waiting(decision)
         from hooks.datastores.kubernetes import MeshSwitch, MeshSwitchError
 
         in_etcd = decision.settings is not None and decision.settings.datastore == "etcdv3"
