@@ -1,17 +1,15 @@
-"""Starlette app: routes, body limits, error mapping, metrics, logs. Thin around controllers."""
+"""Starlette app: routes, error mapping, metrics, logs; thin around reconcile and the hook
+functions. What a request may hold is in intake.py, what the service writes in writers.py."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
 import os
 import time
 import traceback
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,9 +21,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from hooks import controllers, wire
-from hooks.controllers import Applied, TopologyDecision
+from hooks.controllers import TopologyDecision
+from hooks.intake import BodyTimeout, Busy, Limits, TooLarge, read_body
 from hooks.metrics import DEFAULT_MAX_OWNERS, DEFAULT_MAX_ZONES, Metrics
-from hooks.model import Condition
 from hooks.paths import count_paths
 from hooks.reconcile import (
     Applier,
@@ -33,39 +31,15 @@ from hooks.reconcile import (
     LegacyRemover,
     MeshSwitcher,
     Reconciled,
-    mesh_waiting,
     reconcile,
 )
-from hooks.server import byte_count, count, seconds
+from hooks.writers import Etcd, Unavailable, legacy_remover_for, mesh_switch_for
 
 log = logging.getLogger("hooks")
-DEFAULT_MAX_BODY = 512 * 1024 * 1024
-DEFAULT_INFLIGHT_BODY = 1024 * 1024 * 1024
-DEFAULT_BODY_IDLE_TIMEOUT = 30.0
-DEFAULT_BODY_TIMEOUT = 300.0
-DEFAULT_SYNC_SLOTS = 2
-DEFAULT_SYNC_QUEUE = 16
 RETRY_AFTER_SECONDS = 5
-PREALLOCATE = 1024 * 1024
 LOG_TEXT = 500  # characters of an error or a name kept in a log line
 Releaser = Callable[[str], None]  # removes a deleted topology's objects from the datastore
 Body = bytes | bytearray
-
-
-class TooLarge(Exception):
-    pass
-
-
-class Unavailable(Exception):
-    """A datastore the plan must be written to did not answer: 503, Metacontroller retries.
-
-    `reason` is what the caller is told (short, no endpoint, no exception text); `detail` goes
-    to the log only."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.detail = detail
 
 
 def clip(text: object, size: int = LOG_TEXT) -> str:
@@ -82,138 +56,6 @@ def error_response(
     status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
     return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
-
-
-class BodyTimeout(Exception):
-    pass
-
-
-class Busy(Exception):
-    """Other requests hold the byte budget for bodies in memory: 503, Metacontroller retries."""
-
-
-class ByteBudget:
-    """Bytes of request bodies held in memory at once, across requests.
-
-    Taken as bytes arrive (a client that declares 500 MB and stalls holds what it sent, not
-    what it declared) and given back when its request is answered. Only the event loop thread
-    touches it."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.held = 0
-
-    def take(self, size: int) -> None:
-        if self.held + size > self.total:
-            raise Busy(
-                f"request bodies in memory would exceed MAX_INFLIGHT_BODY_BYTES ({self.total})"
-            )
-        self.held += size
-
-    def give(self, size: int) -> None:
-        self.held -= size
-
-
-class SyncSlots:
-    """Topology requests read and computed at once (`running`), and how many may wait their turn
-    (`queued`, first come first served); one more is Busy (503). A slot is taken before the body
-    is read: a waiting request's body stays in its socket (uvicorn stops reading past 64 KiB), so
-    memory grows with `running` bodies and their decoding, not with how many clients send at once.
-
-    Not bound to an event loop until used (tests run one app under several loops); only the
-    event loop thread touches it."""
-
-    def __init__(self, running: int, queued: int) -> None:
-        self.running_max = running
-        self.queued_max = queued
-        self.running = 0
-        self._turns: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def queued(self) -> int:
-        return sum(1 for turn in self._turns if not turn.done())
-
-    async def take(self) -> None:
-        if self.running < self.running_max and not self.queued:
-            self.running += 1
-            return
-        if self.queued >= self.queued_max:
-            raise Busy(
-                f"{self.running_max} topology requests are being computed and {self.queued_max}"
-                " wait (MAX_CONCURRENT_SYNCS, MAX_QUEUED_SYNCS)"
-            )
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._turns.append(turn)
-        try:
-            await turn
-        except BaseException:
-            if turn.done() and not turn.cancelled():
-                self.give()  # handed a slot as we were cancelled: pass it on
-            elif turn in self._turns:
-                self._turns.remove(turn)
-            raise
-
-    def give(self) -> None:
-        """A running request is done: its slot goes to the first still waiting, if any."""
-        while self._turns:
-            turn = self._turns.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
-        self.running -= 1
-
-
-async def read_body(
-    request: Request,
-    limit: int,
-    budget: ByteBudget | None = None,
-    idle_timeout: float | None = None,
-    total_timeout: float | None = None,
-) -> bytearray:
-    """The body, refused (413) before it is read whole when it is over `limit` bytes.
-
-    Memory grows with the bytes that arrived, never with the declared Content-Length: at most
-    PREALLOCATE bytes are reserved up front. Each chunk must arrive within `idle_timeout` and the
-    whole body within `total_timeout` (BodyTimeout, 408): a Content-Length longer than the body
-    ends there. Every byte held is taken from `budget` (Busy when it is spent) and counted in
-    `request.state.body_bytes`: the caller gives that back once the request is answered."""
-    declared = request.headers.get("content-length")
-    size = int(declared) if declared is not None and declared.isdigit() else None
-    if size is not None and size > limit:
-        raise TooLarge(f"request body of {size} bytes is over MAX_BODY_BYTES ({limit})")
-    buffer = bytearray(min(size, PREALLOCATE)) if size is not None else bytearray()
-    request.state.body_bytes = 0
-    loop = asyncio.get_running_loop()
-    deadline = None if total_timeout is None else loop.time() + total_timeout
-    filled = 0
-    stream = request.stream().__aiter__()
-    while True:
-        wait = idle_timeout
-        if deadline is not None:
-            left = deadline - loop.time()
-            wait = left if wait is None else min(wait, left)
-        try:
-            async with asyncio.timeout(wait):
-                chunk = await anext(stream)
-        except StopAsyncIteration:
-            break
-        except TimeoutError:
-            raise BodyTimeout(f"request body not received in time ({filled} bytes read)") from None
-        end = filled + len(chunk)
-        if end > limit:
-            raise TooLarge(f"request body is over MAX_BODY_BYTES ({limit})")
-        if budget is not None and end > request.state.body_bytes:
-            budget.take(end - request.state.body_bytes)
-            request.state.body_bytes = end
-        if end <= len(buffer):
-            buffer[filled:end] = chunk
-        else:
-            del buffer[filled:]
-            buffer += chunk
-        filled = end
-    if filled < len(buffer):
-        del buffer[filled:]
-    return buffer
 
 
 def _paused(
@@ -242,18 +84,18 @@ def create_app(
         max_owners=int(env.get("METRICS_MAX_OWNERS", DEFAULT_MAX_OWNERS)),
         max_zones=int(env.get("METRICS_MAX_ZONES", DEFAULT_MAX_ZONES)),
     )
-    etcd = _Etcd(env)
+    etcd = Etcd(env)
     handlers = _Handlers(
         env,
         clock,
         metrics,
         applier=applier or etcd.apply,
-        mesh_switch=mesh_switch or _mesh_switch(env, etcd),
-        legacy_remover=legacy_remover or _legacy_remover(env),
+        mesh_switch=mesh_switch or mesh_switch_for(env, etcd),
+        legacy_remover=legacy_remover or legacy_remover_for(env),
         releaser=releaser or etcd.release,
         etcd=etcd,
     )
-    routes = _routes(handlers, _Limits.from_environ(env), metrics)
+    routes = _routes(handlers, Limits.from_environ(env), metrics)
     if serve_metrics:
         routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
     app = Starlette(routes=routes, lifespan=_warmed)
@@ -277,7 +119,7 @@ class _Handlers:
         mesh_switch: MeshSwitcher,
         legacy_remover: LegacyRemover,
         releaser: Releaser,
-        etcd: _Etcd,
+        etcd: Etcd,
     ) -> None:
         self.env = env
         self.clock = clock
@@ -418,32 +260,7 @@ class _Handlers:
         return wire.encode(controllers.node_customize(request)), {}
 
 
-@dataclass(frozen=True)
-class _Limits:
-    """What one request may hold: its body's size and time, the bodies in memory at once, the
-    topology requests computed and queued at once."""
-
-    body: int
-    budget: ByteBudget
-    idle_timeout: float
-    body_timeout: float
-    slots: SyncSlots
-
-    @classmethod
-    def from_environ(cls, env: Mapping[str, str]) -> _Limits:
-        return cls(
-            body=int(env.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY)),
-            budget=ByteBudget(byte_count(env, "MAX_INFLIGHT_BODY_BYTES", DEFAULT_INFLIGHT_BODY)),
-            idle_timeout=seconds(env, "BODY_IDLE_TIMEOUT_SECONDS", DEFAULT_BODY_IDLE_TIMEOUT),
-            body_timeout=seconds(env, "BODY_TIMEOUT_SECONDS", DEFAULT_BODY_TIMEOUT),
-            slots=SyncSlots(
-                count(env, "MAX_CONCURRENT_SYNCS", DEFAULT_SYNC_SLOTS),
-                count(env, "MAX_QUEUED_SYNCS", DEFAULT_SYNC_QUEUE, least=0),
-            ),
-        )
-
-
-def _routes(handlers: _Handlers, limits: _Limits, metrics: Metrics) -> list[Route]:
+def _routes(handlers: _Handlers, limits: Limits, metrics: Metrics) -> list[Route]:
     def hook(name: str, handler: Handler, threaded: bool) -> Route:
         path = "/" + name.replace("_", "/", 1)
         return Route(path, _endpoint(name, handler, threaded, limits, metrics), methods=["POST"])
@@ -462,7 +279,7 @@ def _routes(handlers: _Handlers, limits: _Limits, metrics: Metrics) -> list[Rout
 
 
 def _endpoint(
-    name: str, handler: Handler, threaded: bool, limits: _Limits, metrics: Metrics
+    name: str, handler: Handler, threaded: bool, limits: Limits, metrics: Metrics
 ) -> Callable[[Request], Awaitable[Response]]:
     """One hook's route: a slot (threaded ones), the body within its limits, the handler (in
     the thread pool when threaded), every failure mapped to its status, a metric and a log line."""
@@ -588,146 +405,3 @@ def create_metrics_app(hooks: Starlette) -> Starlette:
     """GET /metrics of the hook service `hooks`, and nothing else."""
     metrics: Metrics = hooks.state.metrics
     return Starlette(routes=[Route("/metrics", _metrics_endpoint(metrics), methods=["GET"])])
-
-
-class _Etcd:
-    """The etcd datastore of the hook service: applies a decision, releases a deleted topology's
-    objects. The connection is made on first use; every etcd failure is a 503 (retried)."""
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-        self._applier: Any = None
-
-    def apply(self, decision: TopologyDecision) -> Applied:
-        from hooks.datastores.etcd_changes import desired_state
-
-        desired = desired_state(decision)  # a parent Metacontroller did not send: 400, no write
-        result = self._run(lambda applier: applier.apply(desired))
-        return Applied(
-            datastore="etcdv3",
-            revision=result.revision,
-            writes=result.writes,
-            peers=result.peers,
-            missing_nodes=tuple(result.missing_nodes),
-            foreign_peers=tuple(result.foreign_conflicts),
-            foreign_count=result.foreign_peers,
-            orphaned=tuple(
-                {
-                    "owner": o.owner,
-                    "uid": o.uid,
-                    "bgpPeers": o.peers,
-                    "clusterIDs": o.cluster_ids,
-                    "unseenSince": o.unseen_since,
-                    "removed": o.swept,
-                }
-                for o in result.orphans
-            ),
-        )
-
-    def release(self, owner: str) -> None:
-        from hooks.calico import label_value
-
-        self._run(lambda applier: applier.release(label_value(owner)))
-
-    def mesh_off(self, decision: TopologyDecision) -> None:
-        from hooks.calico import label_value
-
-        owner, uid = label_value(decision.owner), decision.owner_uid
-        self._run(lambda applier: applier.mesh_off(owner, uid))
-
-    def mesh_restore(self, owner: str) -> bool:
-        """Turn the mesh back on if `owner` switched it off; True when it was written."""
-        from hooks.calico import label_value
-
-        restored: bool = self._run(lambda applier: applier.mesh_restore(label_value(owner)))
-        return restored
-
-    def _run(self, action: Callable[[Any], Any]) -> Any:
-        from hooks.datastores.etcd import (
-            EtcdApplier,
-            EtcdConflict,
-            EtcdError,
-            EtcdSettings,
-            EtcdUnavailable,
-        )
-
-        if self._applier is None:
-            try:
-                self._applier = EtcdApplier(EtcdSettings.from_environ(self._env))
-            except ValueError as error:
-                raise Unavailable("etcd settings are invalid", str(error)) from None
-        try:
-            return action(self._applier)
-        except EtcdUnavailable as error:
-            raise Unavailable("etcd unavailable, will retry", str(error)) from None
-        except EtcdConflict as error:
-            raise Unavailable("etcd keys kept changing under us, will retry", str(error)) from None
-        except EtcdError as error:
-            raise Unavailable("etcd refused the plan", str(error)) from None
-
-
-def _mesh_switch(env: Mapping[str, str], etcd: _Etcd) -> MeshSwitcher:
-    """Turn the node-to-node mesh off (reconcile calls it once the decision proves the RRs carry
-    every session), in the datastore Calico reads: etcd in etcdv3 mode, else the Kubernetes API.
-
-    A failure is reported as a condition, never as a non-200: BGPPeer updates must go on."""
-    state: dict[str, Any] = {}
-
-    def switch(decision: TopologyDecision) -> Condition:
-        if not decision.mesh_can_go:  # reconcile asks only then; never act on less, whoever asks
-            return mesh_waiting(decision)
-        from hooks.datastores.kubernetes import MeshSwitch, MeshSwitchError
-
-        in_etcd = decision.settings is not None and decision.settings.datastore == "etcdv3"
-        try:
-            if in_etcd:
-                etcd.mesh_off(decision)
-            else:
-                if "switch" not in state:
-                    state["switch"] = MeshSwitch.from_environ(env)
-                state["switch"].disable()
-        except (MeshSwitchError, Unavailable) as error:
-            said = error.detail if isinstance(error, Unavailable) else str(error)
-            log.warning(json.dumps({"mesh_switch": "failed", "error": said}))
-            return Condition("NodeToNodeMesh", "True", "SwitchFailed", said)
-        return Condition(
-            "NodeToNodeMesh",
-            "False",
-            "Disabled",
-            "node-to-node mesh is off in BGPConfiguration default"
-            + (" (etcd)" if in_etcd else "")
-            + "; the RRs carry every route",
-        )
-
-    return switch
-
-
-def _legacy_remover(env: Mapping[str, str]) -> LegacyRemover:
-    """Delete the original operator's BGPPeers (the decision says ours carry every session).
-
-    A failure is reported as a condition, never as a non-200: BGPPeer updates must go on."""
-    state: dict[str, Any] = {}
-
-    def remove(decision: TopologyDecision) -> Condition:
-        from hooks.datastores.kubernetes import (
-            KubernetesAPI,
-            KubernetesAPIError,
-            LegacyPeerRemoval,
-        )
-
-        try:
-            if "removal" not in state:
-                state["removal"] = LegacyPeerRemoval(KubernetesAPI.from_environ(env))
-            removed = state["removal"].remove((p.name, p.uid) for p in decision.legacy_peers)
-        except KubernetesAPIError as error:
-            log.warning(json.dumps({"legacy_bgp_peers": "failed", "error": str(error)}))
-            return Condition(controllers.LEGACY_CONDITION, "True", "RemoveFailed", str(error))
-        log.info(json.dumps({"legacy_bgp_peers": "removed", "names": removed}))
-        return Condition(
-            controllers.LEGACY_CONDITION,
-            "False",
-            "Removed",
-            f"deleted {len(removed)} BGPPeer(s) of the original operator; ours carry every session",
-        )
-
-    return remove

@@ -17,8 +17,9 @@ from typing import Any
 import msgspec
 
 from hooks import controllers, wire
-from hooks.controllers import Applied, TopologyDecision
+from hooks.controllers import Applied
 from hooks.datastores.etcd_changes import desired_state
+from hooks.decision import TopologyDecision
 from hooks.model import Condition
 from hooks.paths import PathReport, count_paths, format_paths
 from hooks.plan_view import (

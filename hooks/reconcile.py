@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from hooks import controllers
-from hooks.controllers import Applied, TopologyDecision
+from hooks.controllers import Applied
+from hooks.decision import TopologyDecision
 from hooks.model import Condition
 from hooks.wire import TopologySyncRequest, TopologySyncResponse
 

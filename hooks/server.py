@@ -5,7 +5,7 @@ httptools parses requests (h11 costs ~40% more on a 70 MB body: 0.56 s against 0
 request head still incomplete after `MAX_HEADER_BYTES` is answered 400 and the connection closed.
 A connection must also finish each request head within `HEADER_TIMEOUT_SECONDS` of opening (or
 of its previous response): otherwise it is answered 408 and closed. Body timeouts and limits are
-in hooks.app.read_body."""
+in hooks.intake.read_body."""
 
 from __future__ import annotations
 

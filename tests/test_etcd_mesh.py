@@ -21,12 +21,12 @@ from scenario import mesh_switch_request
 from served import serving
 
 from hooks import controllers, wire
-from hooks.app import _Etcd, _mesh_switch
 from hooks.controllers import TopologyDecision
 from hooks.datastores.etcd import EtcdApplier, EtcdSettings
 from hooks.datastores.etcd_documents import DocumentError, Entry, Fresh
 from hooks.datastores.etcd_mesh import CONFIG_KEY, MESH_RECORD_KEY, MeshRecord, mesh_off, mesh_on
 from hooks.stamps import stamp
+from hooks.writers import Etcd, mesh_switch_for
 
 pytest_plugins = ["conftest_etcd"]
 pytestmark = pytest.mark.etcd
@@ -244,7 +244,7 @@ def converged_decision(converged: bool) -> TopologyDecision:
 
 def test_the_mesh_goes_off_in_etcd_only_on_a_decision_that_proves_it(etcd: EtcdServer) -> None:
     env = {"ETCD_ENDPOINTS": etcd.url, "K8S_API_ENDPOINT": "http://127.0.0.1:9"}
-    switch = _mesh_switch(env, _Etcd(env))
+    switch = mesh_switch_for(env, Etcd(env))
 
     early = converged_decision(False)
     waiting = switch(early)
@@ -268,7 +268,7 @@ def test_an_etcd_that_is_down_is_a_condition_not_an_error() -> None:
         port = probe.getsockname()[1]
     env = {"ETCD_ENDPOINTS": f"http://127.0.0.1:{port}"}
 
-    failed = _mesh_switch(env, _Etcd(env))(converged_decision(True))
+    failed = mesh_switch_for(env, Etcd(env))(converged_decision(True))
 
     assert (failed.status, failed.reason) == ("True", "SwitchFailed")
     assert f"127.0.0.1:{port}" in failed.message

@@ -53,6 +53,12 @@ def test_a_topology_importing_a_client_fails(copy: Path, client: str) -> None:
     )
 
 
+def test_a_hook_module_importing_a_datastore_fails(copy: Path) -> None:
+    plant(copy, "hooks/reconcile.py", "from hooks.datastores.etcd import EtcdApplier")
+    found = layers.violations(copy)
+    assert "hooks.reconcile reaches hooks.datastores.etcd (imported by hooks.reconcile)" in found
+
+
 def test_a_datastore_importing_the_app_fails(copy: Path) -> None:
     plant(copy, "hooks/datastores/etcd_sweep.py", "from hooks.app import create_app")
     found = layers.violations(copy)

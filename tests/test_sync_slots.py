@@ -15,7 +15,8 @@ import pytest
 from golden import FIXTURES
 from served import serving
 
-from hooks.app import Busy, SyncSlots, create_app
+from hooks.app import create_app
+from hooks.intake import Busy, SyncSlots
 
 CONVERGED = (FIXTURES / "topology-sync" / "converged" / "request.json").read_bytes()
 

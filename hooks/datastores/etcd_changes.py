@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hooks.calico import label_value
-from hooks.controllers import TopologyDecision
 from hooks.datastores.etcd_documents import (
     NODES_PREFIX,
     OWNED_PREFIX,
@@ -39,6 +38,7 @@ from hooks.datastores.etcd_documents import (
     set_cluster_id,
 )
 from hooks.datastores.etcd_sweep import Liveness, Orphan, other_owners, sweep
+from hooks.decision import TopologyDecision
 from hooks.wire import BadRequest
 
 __all__ = ["Changes", "DesiredState", "desired_state", "plan_changes"]
