@@ -9,7 +9,7 @@ import msgspec
 
 from hooks.calico import name_part
 from hooks.model import Plan
-from hooks.transitions import Sessions
+from hooks.transitions import UPDATE_PERIOD_SECONDS, Sessions
 from hooks.wire import BGPPEER_API, NODESTATUS_KEY, TopologySyncRequest
 
 
@@ -34,6 +34,7 @@ class _BGPStatus(msgspec.Struct):
 
 class _NodeStatusStatus(msgspec.Struct):
     bgp: _BGPStatus | None = None
+    lastUpdated: Any = None  # a stamp; anything else counts as undated
 
 
 class _NodeStatusSpec(msgspec.Struct):
@@ -49,6 +50,7 @@ def read_sessions(request: TopologySyncRequest) -> Sessions:
     """Which RRs have Established BGP sessions, from the CalicoNodeStatus children."""
     observed = False
     established: set[str] = set()
+    updated: dict[str, str] = {}
     for raw in (request.children or {}).get(NODESTATUS_KEY, {}).values():
         try:
             child = msgspec.json.decode(raw, type=_NodeStatusChild)
@@ -59,7 +61,9 @@ def read_sessions(request: TopologySyncRequest) -> Sessions:
         observed = True
         if child.status.bgp.established():
             established.add(child.spec.node)
-    return Sessions(observed, frozenset(established))
+            stamped = child.status.lastUpdated
+            updated[child.spec.node] = stamped if isinstance(stamped, str) else ""
+    return Sessions(observed, frozenset(established), updated)
 
 
 def render_node_statuses(plan: Plan, owner: str) -> list[dict[str, Any]]:
@@ -69,7 +73,11 @@ def render_node_statuses(plan: Plan, owner: str) -> list[dict[str, Any]]:
             "apiVersion": BGPPEER_API,
             "kind": "CalicoNodeStatus",
             "metadata": {"name": f"{name_part(owner)}-rr-{name_part(rr.node)}"},
-            "spec": {"node": rr.node, "classes": ["BGP"], "updatePeriodSeconds": 10},
+            "spec": {
+                "node": rr.node,
+                "classes": ["BGP"],
+                "updatePeriodSeconds": UPDATE_PERIOD_SECONDS,
+            },
         }
         for rr in sorted(plan.reflectors, key=lambda r: name_part(r.node))
     ]

@@ -40,6 +40,8 @@ def reflector(wire: ReflectorWire) -> RouteReflector:
         wire.role,
         wire.serves,
         wire.since if state is not None else "",
+        plane=wire.plane if wire.plane > 0 else 0,
+        hub=wire.hub,
     )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from hooks.config import Settings
-from hooks.model import Group, NodeInfo, RouteReflector
+from hooks.model import Group, NodeInfo, ReflectorState, RouteReflector
 from hooks.selection import zone_of
 
 
@@ -33,6 +33,18 @@ class Previous:
             if node.name in self.labelled and node.name not in current:
                 current[node.name] = zone_of(node, settings)
         return current
+
+    def planes(self) -> dict[str, int]:
+        """RR → the plane it was on (hooks/topologies/planes.py)."""
+        return {node: rr.plane for node, rr in self.reflectors.items() if rr.plane}
+
+    def hubs(self) -> dict[int, str]:
+        """Plane → its hub, for hubs that were Active: a hub stays while it is."""
+        return {
+            rr.plane: node
+            for node, rr in sorted(self.reflectors.items())
+            if rr.hub and rr.plane and rr.state == ReflectorState.ACTIVE
+        }
 
     def held_ids(self) -> set[str]:
         return {rr.cluster_id for rr in self.reflectors.values() if rr.cluster_id}

@@ -75,6 +75,9 @@ def plan_status(plan: Plan) -> dict[str, Any]:
             | ({"role": rr.role} if rr.role else {})
             | ({"serves": rr.serves} if rr.serves is not None else {})
             | ({"since": rr.since} if rr.since else {})
+            | ({"plane": rr.plane} if rr.plane else {})
+            | ({"hub": True} if rr.hub else {})
+            | ({"nextClusterID": rr.next_cluster_id} if rr.next_cluster_id else {})
             for rr in plan.reflectors
         ],
         "zones": [

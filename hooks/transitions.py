@@ -3,8 +3,8 @@ sessions are Established; failed RRs go at once; guards keep the last good plan 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from hooks.config import Settings
@@ -25,6 +25,8 @@ from hooks.selection import is_failed
 from hooks.stamps import parse_stamp, stamp
 
 SESSION_POLL_SECONDS = 10.0
+UPDATE_PERIOD_SECONDS = 10  # how often the CalicoNodeStatus children ask Calico for a report
+SHOWN_NAMES = 5  # RRs named in a roll's condition message (the rest are counted)
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class Sessions:
 
     observed: bool  # some CalicoNodeStatus reported: session state exists in this cluster
     established: frozenset[str]  # nodes whose BGP sessions are all Established (at least one)
+    # established node → its report's lastUpdated ("" when the report carries none)
+    updated: Mapping[str, str] = field(default_factory=dict)
 
 
 def apply_transitions(
@@ -45,23 +49,27 @@ def apply_transitions(
 ) -> Plan:
     """The plan to apply now on the way to `target`.
 
-    A new RR is Pending until its sessions are Established (or, with no session state at all,
-    `waitSeconds` have passed). An RR that left the target without failing stays, Draining, in
-    the groups it served until nothing is Pending; then at most one per zone is released per step,
-    never two from one group, and never the last Active RR of a group. A group that left the plan
-    retires: its clients move to their new group while keeping the old one's sessions (the
-    previous-group label) until the new sessions are up.
+    A new RR is Pending until its sessions are up (`_Clock.settling`). A cluster-ID change rolls
+    (`_roll`): one plane at a time, each change Pending like a new RR. An RR that left the
+    target without failing stays, Draining, in the groups it served until nothing is Pending;
+    then at most one per zone is released per step, never two from one group, and never the
+    last Active RR of a group. A group that left the plan retires: its clients move to their new
+    group while keeping the old one's sessions (the previous-group label) until the new sessions
+    are up.
     """
     before = previous.reflectors
-    clock = _Clock(now, sessions, settings)
-    reflectors = [clock.entering(rr, before.get(rr.node)) for rr in target.reflectors]
-    planned = {rr.node for rr in reflectors}
+    carried = None if settings.datastore == "etcdv3" else previous.labelled
+    clock = _Clock(now, sessions, settings, carried)
+    planned = {rr.node for rr in target.reflectors}
     leaving = [
         old
         for name, old in sorted(before.items())
         if name not in planned and not is_failed(nodes.get(name))
     ]
     groups = {g.name: g for g in target.groups}
+    moving = bool(leaving) or any(g.name not in groups for g in previous.groups)
+    reflectors, rolling = _roll(target.reflectors, before, previous.labelled, clock, moving)
+    rolled = (rolling,) if rolling is not None else ()
     retiring, shrinking = _retiring_groups(
         previous, groups, planned | {old.node for old in leaving}, clock
     )
@@ -75,8 +83,13 @@ def apply_transitions(
         clock.again(SESSION_POLL_SECONDS)
     reflectors.sort(key=lambda r: r.node)
     if not draining and not retiring and not before.keys() - planned:
-        return replace(target, reflectors=tuple(reflectors), resync_after=clock.resync)
-    progress = _progress(draining, retiring, reflectors)
+        return replace(
+            target,
+            reflectors=tuple(reflectors),
+            problems=(*target.problems, *rolled),
+            resync_after=clock.resync,
+        )
+    progress = (*_progress(draining, retiring, reflectors), *rolled)
     return replace(
         target,
         reflectors=tuple(reflectors),
@@ -206,10 +219,18 @@ RETIRE_SECONDS = 30.0
 class _Clock:
     """Time and session state for one sync; collects the earliest resync that is needed."""
 
-    def __init__(self, now: datetime, sessions: Sessions, settings: Settings) -> None:
+    def __init__(
+        self,
+        now: datetime,
+        sessions: Sessions,
+        settings: Settings,
+        carried: Mapping[str, str] | None = None,
+    ) -> None:
         self.now = now
         self.sessions = sessions
+        self.carried = carried  # node → cluster ID its annotation carries (None: etcd mode)
         self.wait = timedelta(seconds=settings.wait_seconds)
+        self.undated = max(self.wait, timedelta(seconds=UPDATE_PERIOD_SECONDS))
         self.retire = timedelta(seconds=max(settings.wait_seconds, RETIRE_SECONDS))
         self.resync: float | None = None
 
@@ -229,16 +250,34 @@ class _Clock:
             return replace(rr, state=ReflectorState.ACTIVE, since="")
         pending_before = old is not None and old.state == ReflectorState.PENDING and old.since
         since = old.since if old is not None and pending_before else stamp(self.now)
-        if self.sessions.observed:
-            if rr.node in self.sessions.established:
-                return replace(rr, state=ReflectorState.ACTIVE, since="")
-            self.again(SESSION_POLL_SECONDS)
-            return replace(rr, state=ReflectorState.PENDING, since=since)
-        left = self.left(since, self.wait)
-        if left <= 0:
+        wait = self.settling(rr, since)
+        if wait is None:
             return replace(rr, state=ReflectorState.ACTIVE, since="")
-        self.again(max(left, 1.0))
+        self.again(wait)
         return replace(rr, state=ReflectorState.PENDING, since=since)
+
+    def settling(self, rr: RouteReflector, since: str) -> float | None:
+        """None once the sessions of `rr`, Pending since `since`, are up under its planned
+        cluster ID; else the seconds until it is worth looking again.
+
+        With session state: the node carries that ID (KDD: its annotation; in etcd the sync
+        wrote it) and its CalicoNodeStatus shows every session Established in a report dated
+        after `since` (an older report shows the sessions from before the change). An undated
+        report (or one dated in the future) counts once max(updatePeriodSeconds, waitSeconds)
+        have passed since `since`. With no session state at all: once waitSeconds have."""
+        if not self.sessions.observed:
+            left = self.left(since, self.wait)
+            return None if left <= 0 else max(left, 1.0)
+        if self.carried is not None and self.carried.get(rr.node) != rr.cluster_id:
+            return SESSION_POLL_SECONDS
+        if rr.node not in self.sessions.established:
+            return SESSION_POLL_SECONDS
+        reported = parse_stamp(self.sessions.updated.get(rr.node, ""))
+        if reported is None or reported > self.now:
+            left = self.left(since, self.undated)
+            return None if left <= 0 else max(left, 1.0)
+        started = min(parse_stamp(since) or self.now, self.now)
+        return None if reported > started else SESSION_POLL_SECONDS
 
     def retired(self, since: str, planned: set[str], clients_left: bool) -> bool:
         """A retiring group shrinks once no node is labelled with it any more (its clients moved)
@@ -283,6 +322,80 @@ def _retiring_groups(
         if members:
             kept[old.name] = Group(old.name, old.zone, members, old.rack, since)
     return kept, shrunk
+
+
+def _roll(
+    target: Sequence[RouteReflector],
+    before: Mapping[str, RouteReflector],
+    labelled: Mapping[str, str],
+    clock: _Clock,
+    moving: bool,
+) -> tuple[list[RouteReflector], Condition | None]:
+    """The target RRs with their state, cluster-ID changes rolled.
+
+    A new cluster ID makes BIRD restart every session of that RR, so an RR whose ID (in the
+    last status, else on its node) differs from the target keeps it, showing the next one,
+    until its turn: when nothing is Pending (the last change's sessions are Established again,
+    `_Clock.settling`) and no RR or group is leaving, the RRs of the lowest plane with a change
+    left change together, one per target ID. Planes: an RR's place in its cluster (planes.py),
+    so a client, which peers with RRs of one cluster, has one restarting RR at a time, and two
+    clusters stay joined through every other plane."""
+    carried: dict[str, str] = {}
+    wanting: set[str] = set()
+    for rr in target:
+        old = before.get(rr.node)
+        carried[rr.node] = old.cluster_id if old is not None and old.cluster_id else ""
+        carried[rr.node] = carried[rr.node] or labelled.get(rr.node, "")
+        if carried[rr.node] and carried[rr.node] != rr.cluster_id:
+            wanting.add(rr.node)
+    reflectors = [
+        clock.entering(
+            replace(rr, cluster_id=carried[rr.node], next_cluster_id=rr.cluster_id)
+            if rr.node in wanting
+            else rr,
+            before.get(rr.node),
+        )
+        for rr in target
+    ]
+    settling = [rr.node for rr in reflectors if rr.state == ReflectorState.PENDING]
+    if not wanting:
+        return reflectors, None
+    changing: list[RouteReflector] = []
+    if not settling and not moving:
+        plane = min(rr.plane for rr in target if rr.node in wanting)
+        taken: set[str] = set()
+        for rr in target:
+            if rr.node in wanting and rr.plane == plane and rr.cluster_id not in taken:
+                taken.add(rr.cluster_id)
+                changing.append(rr)
+        now = {rr.node for rr in changing}
+        reflectors = [
+            clock.entering(rr, None) if rr.node in now else mine
+            for rr, mine in zip(target, reflectors, strict=True)
+        ]
+    waiting = len(wanting) - len(changing)
+    if waiting:
+        clock.again(SESSION_POLL_SECONDS)
+    if changing:
+        message = "cluster ID changing on " + _some(
+            f"{rr.node} ({carried[rr.node]} -> {rr.cluster_id})" for rr in changing
+        )
+    elif settling:
+        message = "cluster-ID changes wait for BGP sessions of " + _some(settling)
+    else:
+        message = "cluster-ID changes wait until the RRs and groups leaving are gone"
+    if waiting:
+        message += (
+            f"; {waiting} RR(s) change theirs later (status: nextClusterID), one plane at a"
+            " time, each once the last change's BGP sessions are Established again"
+        )
+    return reflectors, Condition("Progressing", "True", "TransitionPending", message)
+
+
+def _some(items: Iterable[str]) -> str:
+    listed = list(items)
+    shown = ", ".join(listed[:SHOWN_NAMES])
+    return shown + (f" and {len(listed) - SHOWN_NAMES} more" if len(listed) > SHOWN_NAMES else "")
 
 
 def _with_draining(

@@ -135,6 +135,9 @@ class ReflectorWire(msgspec.Struct, omit_defaults=True):
     role: str = ""
     serves: str | None = None
     since: str = ""
+    plane: int = 0
+    hub: bool = False
+    nextClusterID: str = ""
 
     def served(self) -> str:
         """The zone (hierarchy: rack) this RR serves."""

@@ -108,6 +108,7 @@ class Scenario:
     nodes: list[Json]
     calico_status: bool = True  # Calico >= 3.21: the controller owns CalicoNodeStatus children
     establish_after: int | None = 1  # steps an RR carries its label before sessions establish
+    undated: bool = False  # calico-node's reports carry no lastUpdated
     tick: timedelta = timedelta(seconds=10)
     environ: dict[str, str] = field(default_factory=dict)
     check: bool = True
@@ -129,6 +130,10 @@ class Scenario:
         self.hidden: set[str] = set()  # nodes missing from the topology request (a broken cache)
         self.shuffle: random.Random | None = None  # list related Nodes in a random order
         self.foreign_peers: dict[str, Json] = {}  # BGPPeers not ours (e.g. the old operator's)
+        self.frozen: set[str] = set()  # nodes whose calico-node stopped updating its report
+        # A new cluster ID restarts every BGP session of the RR: nodes whose ID changed and whose
+        # sessions are not Established again yet.
+        self.restarting: set[str] = set()
 
     # --- the cluster's nodes -----------------------------------------------------------------
 
@@ -260,12 +265,24 @@ class Scenario:
         status = dict(answer["status"])
         status["observedGeneration"] = self.generation  # Metacontroller adds it
         self.status = status
+        ids_before = self.cluster_ids()
         self._decorate_nodes()
+        restarted = {
+            name
+            for name, cid in self.cluster_ids().items()
+            if ids_before.get(name) and ids_before[name] != cid
+        }
+        labelled = self.labelled()
         for name in self.node_map:
-            if name in self.labelled():
+            if name in restarted:
+                self.labelled_steps[name] = 0
+            if name in labelled:
                 self.labelled_steps[name] = self.labelled_steps.get(name, 0) + 1
             else:
                 self.labelled_steps.pop(name, None)
+        self.restarting = {
+            name for name in self.restarting | restarted if name in labelled and not self.up(name)
+        } | restarted
         after = self._rr_view()
         record = Record(
             step=len(self.history) + 1,
@@ -375,16 +392,31 @@ class Scenario:
         found.discard(name)
         return sorted(found)
 
+    def cluster_ids(self) -> dict[str, str]:
+        """Node → the cluster-ID annotation it carries (nodes carrying one)."""
+        found = {}
+        for name, node in self.node_map.items():
+            cid = (node["metadata"].get("annotations") or {}).get(CLUSTER_ID_ANNOTATION)
+            if cid:
+                found[name] = cid
+        return found
+
+    def up(self, name: str) -> bool:
+        """The fake calico-node's sessions on `name` are Established."""
+        return (
+            self.establish_after is not None
+            and self.labelled_steps.get(name, 0) >= self.establish_after
+        )
+
     def _fill_node_statuses(self) -> None:
         for child in self.children.get(NODESTATUS_KEY, {}).values():
             name = child["spec"]["node"]
             node = self.node_map.get(name)
             if node is None or not is_live(node):
                 continue  # calico-node is not running there: the status goes stale
-            up = (
-                self.establish_after is not None
-                and self.labelled_steps.get(name, 0) >= self.establish_after
-            )
+            if name in self.frozen and "status" in child:
+                continue  # its calico-node stopped reporting: the last report stays
+            up = self.up(name)
             peers = [
                 {
                     "peerIP": self.node_map[p]["status"]["addresses"][0]["address"],
@@ -396,7 +428,7 @@ class Scenario:
             ]
             established = sum(1 for p in peers if p["state"] == "Established")
             child["status"] = {
-                "lastUpdated": stamp(self.now),
+                **({} if self.undated else {"lastUpdated": stamp(self.now)}),
                 "agent": {"birdV4": {"state": "Ready", "version": "v0.3.3"}},
                 "bgp": {
                     "numberEstablishedV4": established,
@@ -451,12 +483,15 @@ class Scenario:
             old = before.peers_of.get(name)
             if old is None:
                 continue
-            # Losing an RR that failed is not the controller's choice; losing a live one is.
+            # Losing an RR that failed is not the controller's choice; losing a live one, or
+            # having a second one restart its sessions for a new cluster ID, is.
             lost = sorted(rr for rr in old - rrs if rr in live_names)
-            if len(lost) > 1:
+            down = sorted(set(lost) | (rrs & self.restarting))
+            if len(down) > 1:
                 raise InvariantError(
-                    f"{where}: client {name} lost {len(lost)} of its RRs at once: {lost}"
-                    f" (had {sorted(old)}, has {sorted(rrs)})"
+                    f"{where}: client {name} lost {len(down)} of its RRs at once: {down}"
+                    f" (had {sorted(old)}, has {sorted(rrs)}, restarting for a new cluster ID:"
+                    f" {sorted(rrs & self.restarting)})"
                 )
         for zone, rrs in before.serving.items():
             still_live = {rr for rr in rrs if rr in live_names}

@@ -270,10 +270,13 @@ def test_role_changes_count_each_node_that_gained_or_lost_the_reflector_role() -
     scenario.run_until_still()
     assert replaced not in scenario.reflectors()
 
-    with TestClient(create_app(environ={}, clock=fixed_clock)) as client:
+    # Replayed at the moments they were made: session reports are dated by the scenario's clock.
+    moment = [scenario.history[settled - 1].now]
+    with TestClient(create_app(environ={}, clock=lambda: moment[0])) as client:
         client.post("/topology/sync", content=scenario.history[settled - 1].request)
         assert role_changes_metric(client.get("/metrics").text) == 0.0
         for record in scenario.history[settled:]:
+            moment[0] = record.now
             client.post("/topology/sync", content=record.request)
         text = client.get("/metrics").text
 

@@ -344,6 +344,64 @@ def test_a_node_joining_without_changing_any_rr_count_changes_only_its_own_label
     assert not moved, {n: after.changes[n] for n in moved[:5]}
 
 
+# --- (5b) a hub stays the hub of its plane while it stays an RR on that plane -----------------
+
+
+def hubs_of(status: Json) -> dict[tuple[str, int], str]:
+    """(role, plane) → its hub, from status."""
+    return {
+        (rr.get("role", ""), rr["plane"]): rr["node"]
+        for rr in status["routeReflectors"]
+        if rr.get("hub")
+    }
+
+
+@pytest.mark.parametrize("kind", TOPOLOGIES)
+@SMALL
+@given(data=st.data())
+def test_a_hub_does_not_move_while_it_stays_an_rr_on_its_plane(
+    kind: str, data: st.DataObject
+) -> None:
+    spec = data.draw(topology_specs(kind), label="spec")
+    nodes = data.draw(racked_clusters(max_nodes=150), label="nodes")
+    converged = plan(nodes, spec)
+    hubs = hubs_of(converged.status)
+    assume(hubs)
+    current = copy.deepcopy(converged.nodes)
+    kept = set(hubs.values())
+    others = sorted(n["metadata"]["name"] for n in current if n["metadata"]["name"] not in kept)
+    change = data.draw(st.sampled_from(["join", "leave", "cordon"]), label="change")
+    if change == "join":
+        for i in range(data.draw(st.integers(1, 20), label="joining")):
+            zone = data.draw(st.sampled_from(["zone-a", "zone-b", "zone-c", "zone-z"]))
+            node = make_node(f"node-new-{i:02d}", zone, "plain", data.draw(st.integers(0, 60)))
+            node["metadata"]["labels"][RACK] = f"{zone}-r{data.draw(st.integers(0, 3))}"
+            current.append(node)
+    else:
+        assume(others)
+        names = set(data.draw(st.lists(st.sampled_from(others), min_size=1, max_size=5)))
+        if change == "leave":
+            current = [n for n in current if n["metadata"]["name"] not in names]
+        for node in current:
+            if node["metadata"]["name"] in names:
+                node.setdefault("spec", {})["unschedulable"] = True
+
+    after = run_plan(node_list(current), converged.topology, {}, NOW)
+
+    # Moved: the plane has another hub while the old one is still an RR of that role and plane
+    # (a plane that has no hub any more, e.g. hierarchy without a spine, is not a move).
+    places = {
+        rr["node"]: (rr.get("role", ""), rr.get("plane")) for rr in after.status["routeReflectors"]
+    }
+    now = hubs_of(after.status)
+    moved = {
+        place: (hub, now[place])
+        for place, hub in hubs.items()
+        if places.get(hub) == place and now.get(place, hub) != hub
+    }
+    assert not moved, moved
+
+
 # --- (6) a lost RR moves only the clients of its groups, each losing only that RR -------------
 
 

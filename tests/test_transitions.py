@@ -7,6 +7,7 @@ healthy RR is never removed.
 
 from __future__ import annotations
 
+import itertools
 import random
 from datetime import timedelta
 from typing import Any
@@ -408,17 +409,183 @@ def changes_per_group(scenario: Scenario, steps: int) -> list[dict[str, list[str
     return per_step
 
 
-@pytest.mark.parametrize("topology", TOPOLOGIES)
-def test_a_cluster_id_template_change_rolls_one_rr_per_group_per_step(topology: str) -> None:
-    scenario = converged(topology)
+def racked(zones: dict[str, int], racks: int = 4) -> list[Json]:
+    """Zoned nodes spread over `racks` racks (label `rack`) for hierarchy."""
+    nodes = zoned_nodes(zones)
+    for index, node in enumerate(nodes):
+        node["metadata"]["labels"]["rack"] = f"r{index % racks}"
+    return nodes
+
+
+def rolling(topology: str, **options: Any) -> Scenario:
+    """A converged cluster of 3 x 20 nodes (hierarchy: in 4 racks) whose cluster-ID template
+    was just changed."""
+    extra = options.pop("extra", {})
+    if topology == "hierarchy":
+        scenario = Scenario(
+            spec("hierarchy", rackLabel="rack", **extra),
+            racked({"a": 20, "b": 20, "c": 20}),
+            **options,
+        )
+        scenario.run_until_still()
+    else:
+        scenario = converged(topology, extra=extra, **options)
+    assert scenario.condition("Ready")["reason"] == "Converged"
     scenario.set_spec(clusterID="10.9.0.%d")
+    return scenario
+
+
+def roll_steps_for(scenario: Scenario, count: int) -> list[set[str]]:
+    """Per step of `count`, the RRs whose carried cluster ID changed."""
+    steps = []
+    for _ in range(count):
+        before = carried_ids(scenario)
+        scenario.step()
+        after = carried_ids(scenario)
+        steps.append({n for n, cid in after.items() if before.get(n) and before[n] != cid})
+    return steps
+
+
+def roll_steps(scenario: Scenario, limit: int = 20) -> list[set[str]]:
+    """Step until every RR carries a 10.9.0.x ID and Ready is Converged; per step, the RRs whose
+    carried ID changed."""
+    steps: list[set[str]] = []
+    for _ in range(limit):
+        steps += roll_steps_for(scenario, 1)
+        done = all(cid.startswith("10.9.0.") for cid in carried_ids(scenario).values())
+        if done and scenario.condition("Ready")["reason"] == "Converged":
+            return steps
+    raise AssertionError(f"the roll did not finish in {limit} steps: {steps}")
+
+
+@pytest.mark.parametrize("topology", [*TOPOLOGIES, "hierarchy"])
+def test_a_cluster_id_template_change_rolls_one_rr_per_group_per_step(topology: str) -> None:
+    scenario = rolling(topology)
+    rrs = set(scenario.reflectors())
 
     steps = changes_per_group(scenario, 12)
 
     assert any(steps), "no cluster ID changed"
     assert all(len(nodes) <= 1 for step in steps for nodes in step.values()), steps
     assert all(cid.startswith("10.9.0.") for cid in carried_ids(scenario).values())
+    assert set(scenario.reflectors()) == rrs  # an ID change moves no RR
     assert scenario.run_until_still() and scenario.condition("Ready")["reason"] == "Converged"
+
+
+@pytest.mark.parametrize("topology", [*TOPOLOGIES, "hierarchy"])
+def test_a_roll_changes_one_plane_per_step_each_after_the_last_ones_sessions_are_back(
+    topology: str,
+) -> None:
+    scenario = rolling(topology)
+    rrs = set(scenario.reflectors())
+
+    steps = roll_steps(scenario)
+
+    # The scenario checks every step that no client has two RRs down (lost, or restarting for
+    # a new ID) at once; sessions come back one step after the change, so the roll takes one
+    # step per plane (planes: the largest group's size) and then one to see the last ones back.
+    changed = [step for step in steps if step]
+    assert set().union(*changed) == rrs
+    assert sum(len(step) for step in changed) == len(rrs)  # each RR changed once
+    largest = max(len(g["reflectors"]) for g in scenario.status["groups"])
+    assert len(changed) <= largest + (1 if topology == "hierarchy" else 0), steps
+    assert len(steps) == len(changed) + 1, steps
+    assert not [rr for rr in scenario.status["routeReflectors"] if "nextClusterID" in rr]
+
+
+def test_rrs_waiting_their_turn_show_the_id_they_change_to() -> None:
+    scenario = rolling("simple")
+
+    scenario.step()
+
+    shown = {rr["node"]: rr for rr in scenario.status["routeReflectors"]}
+    changing = [n for n, rr in shown.items() if rr["state"] == "Pending"]
+    waiting = [n for n, rr in shown.items() if "nextClusterID" in rr]
+    assert changing and waiting
+    for name in changing:
+        assert shown[name]["clusterID"].startswith("10.9.0.")
+        assert "nextClusterID" not in shown[name]
+    for name in waiting:
+        assert shown[name]["clusterID"].startswith("224.0.0.")
+        assert shown[name]["nextClusterID"].startswith("10.9.0.")
+        assert shown[name]["state"] == "Active"
+        assert carried_ids(scenario)[name] == shown[name]["clusterID"]  # nodes keep theirs
+    ready = scenario.condition("Ready")
+    assert ready["reason"] == "TransitionPending"
+    assert "cluster ID changing on" in ready["message"]
+    assert f"{len(waiting)} RR(s) change theirs later" in ready["message"]
+
+
+def test_a_roll_waits_for_as_long_as_the_changed_rrs_sessions_stay_down() -> None:
+    scenario = rolling("simple")
+    scenario.establish_after = None  # sessions that restart never come back
+    first = roll_steps_for(scenario, 1)[0]
+    assert first
+
+    later = roll_steps_for(scenario, 8)
+
+    assert not any(later), later
+    assert {n for n, s in scenario.reflectors().items() if s == "Pending"} == first
+    ready = scenario.condition("Ready")
+    assert "cluster-ID changes wait for BGP sessions of" in ready["message"]
+    assert scenario.last.decision.resync_after == 10
+    scenario.establish_after = 1
+    assert any(roll_steps_for(scenario, 2))
+
+
+def test_a_stale_report_from_before_the_change_does_not_count() -> None:
+    scenario = rolling("simple")
+    # calico-node on every RR stops reporting: its last report shows the old sessions
+    # Established, dated before the change.
+    scenario.frozen = set(scenario.reflectors())
+    first = roll_steps_for(scenario, 1)[0]
+    assert first
+    stale = {
+        child["spec"]["node"]: child["status"]
+        for child in scenario.children[wire.NODESTATUS_KEY].values()
+    }
+    assert all(stale[n]["bgp"]["numberNotEstablishedV4"] == 0 for n in first)
+
+    later = roll_steps_for(scenario, 6)
+
+    assert not any(later), later
+    assert {n for n, s in scenario.reflectors().items() if s == "Pending"} == first
+    scenario.frozen = set()
+    assert any(roll_steps_for(scenario, 2))
+
+
+@pytest.mark.parametrize(
+    ("options", "extra", "wait"),
+    [
+        ({"undated": True}, {"waitSeconds": 30}, 30),  # undated: max(update period, wait)
+        ({"undated": True}, {}, 10),  # ... the update period with waitSeconds 0
+        ({"calico_status": False}, {"waitSeconds": 30}, 30),  # no session state: waitSeconds
+    ],
+)
+def test_without_a_dated_report_the_next_change_waits_on_the_clock(
+    options: Json, extra: Json, wait: int
+) -> None:
+    scenario = rolling("simple", extra=extra, **options)
+
+    per_step = roll_steps_for(scenario, 12)
+    moments = [scenario.history[-12 + i].now for i, step in enumerate(per_step) if step]
+
+    assert len(moments) == 3, per_step  # three planes
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(moments)]
+    assert gaps == [wait, wait], gaps
+
+
+def test_a_roll_waits_while_an_rr_drains() -> None:
+    scenario = converged("simple", establish_after=1)
+    scenario.establish_after = None  # the replacement never establishes: a-x drains forever
+    leaving = in_zone(scenario, "a")[0]
+    scenario.cordon(leaving)
+    scenario.step()
+    assert scenario.reflectors()[leaving] == "Draining"
+    scenario.set_spec(clusterID="10.9.0.%d")
+
+    assert not any(roll_steps_for(scenario, 5))
+    assert any("nextClusterID" in rr for rr in scenario.status["routeReflectors"])
 
 
 def test_a_first_install_over_the_go_operators_rrs_keeps_one_of_their_ids_and_rolls_the_rest() -> (
@@ -441,3 +608,25 @@ def test_a_first_install_over_the_go_operators_rrs_keeps_one_of_their_ids_and_ro
     assert any(final[name] == cid for name, cid in old.items()), final  # not all renumbered
     assert all(len(nodes) <= 1 for step in steps for nodes in step.values()), steps
     assert scenario.condition("Ready")["reason"] == "Converged", scenario.condition("Ready")
+
+
+def test_a_first_install_over_hand_labelled_rrs_sharing_an_id_per_zone_keeps_every_id() -> None:
+    nodes = zoned_nodes({"a": 20, "b": 20, "c": 20})
+    by_hand = {
+        f"{zone}-{n:03d}": cid
+        for zone, cid in (("a", "224.0.0.7"), ("b", "224.0.0.9"), ("c", "224.0.0.3"))
+        for n in (10, 11, 12)
+    }
+    for node in nodes:
+        name = node["metadata"]["name"]
+        if name in by_hand:
+            node["metadata"]["labels"]["calico-route-reflector"] = ""
+            node["metadata"]["annotations"][wire.CLUSTER_ID_ANNOTATION] = by_hand[name]
+    scenario = Scenario(spec("simple", min=3, max=3), nodes)
+
+    steps = roll_steps_for(scenario, 6)
+
+    assert not any(steps), steps  # not one ID changed: no session was reset
+    assert carried_ids(scenario) == by_hand
+    assert scenario.condition("Ready")["reason"] == "Converged", scenario.condition("Ready")
+    assert not [rr for rr in scenario.status["routeReflectors"] if "nextClusterID" in rr]

@@ -21,13 +21,7 @@ from hooks.model import (
 )
 from hooks.previous import Previous
 from hooks.selection import Choice, Selection, zone_of
-from hooks.topologies.planes import (
-    ROLL_POLL_SECONDS,
-    choose_hubs,
-    plane_peerings,
-    planes_of,
-    roll_cluster_ids,
-)
+from hooks.topologies.planes import choose_hubs, on_planes, plane_peerings, planes_of
 
 
 class PlanError(Exception):
@@ -135,15 +129,13 @@ def plane_plan(
 ) -> Plan:
     """A plan whose RRs form `clusters` (one cluster ID each, meshed inside) joined by planes
     (hooks/topologies/planes.py), and whose clients peer by group."""
-    planes = planes_of([members for _, members in clusters])
-    hubs = choose_hubs(planes, {rr.node: rr.zone for rr in reflectors})
-    reflectors, rolling = roll_cluster_ids(reflectors, previous)
+    planes = planes_of([members for _, members in clusters], previous.planes())
+    hubs = choose_hubs(planes, {rr.node: rr.zone for rr in reflectors}, previous.hubs())
     return Plan(
         topology=topology,
-        reflectors=reflectors,
+        reflectors=on_planes(reflectors, planes, hubs),
         groups=tuple(sorted(groups, key=lambda g: g.name)),
         zones=zone_summaries(selection, nodes, settings, previous),
         peerings=tuple(plane_peerings(clusters, hubs, planes) + client_peerings(groups)),
-        problems=selection_problems(selection) + ((rolling,) if rolling else ()),
-        resync_after=ROLL_POLL_SECONDS if rolling else None,
+        problems=selection_problems(selection),
     )

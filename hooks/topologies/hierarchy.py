@@ -10,7 +10,7 @@ zones, taken from nodes that are not rack RRs; with no node left for it, the rac
 from __future__ import annotations
 
 import heapq
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from hooks.config import Settings
 from hooks.model import Group, NodeInfo, Peering, Plan, Reflectors, RouteReflector, ZoneSummary
@@ -23,12 +23,7 @@ from hooks.topologies.common import (
     selection_problems,
     zone_summaries,
 )
-from hooks.topologies.planes import (
-    ROLL_POLL_SECONDS,
-    plane_peerings,
-    planes_of,
-    roll_cluster_ids,
-)
+from hooks.topologies.planes import on_planes, plane_peerings, planes_of
 
 RACK_REFLECTORS = 2
 SPINE = "spine"
@@ -57,8 +52,8 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         )
         for c in choices
     )
-    reflectors, rolling = roll_cluster_ids(reflectors, previous)
     groups = _groups(reflectors)
+    planes, hubs = _planes(reflectors, groups, previous)
     for choice in choices:
         census.counts[choice.zone][3] += 1
     selection = Selection(
@@ -70,12 +65,11 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     )
     return Plan(
         topology="hierarchy",
-        reflectors=reflectors,
+        reflectors=on_planes(reflectors, planes, hubs),
         groups=tuple(sorted(groups, key=lambda g: g.name)),
         zones=zone_summaries(selection, nodes, settings, previous),
-        peerings=tuple(_peerings(reflectors, groups)),
-        problems=selection_problems(selection) + ((rolling,) if rolling else ()),
-        resync_after=ROLL_POLL_SECONDS if rolling else None,
+        peerings=tuple(_peerings(reflectors, groups, planes, hubs)),
+        problems=selection_problems(selection),
     )
 
 
@@ -206,7 +200,27 @@ def _groups(reflectors: Sequence[RouteReflector]) -> list[Group]:
     return groups
 
 
-def _peerings(reflectors: Sequence[RouteReflector], groups: Sequence[Group]) -> list[Peering]:
+def _planes(
+    reflectors: Sequence[RouteReflector], groups: Sequence[Group], previous: Previous
+) -> tuple[dict[str, int], dict[int, str]]:
+    """Planes (kept from the last status while they fit): rack RR j is on plane j, spine RR j
+    too, and spine RR j is the hub of plane j (of plane j mod the spine's size when racks have
+    more planes than the spine has RRs)."""
+    spine = [rr.node for rr in reflectors if rr.role == "spine"]
+    racks = [g.reflectors for g in groups if g.rack is not None]
+    rack_planes = planes_of(racks, previous.planes())
+    spine_planes = planes_of([spine], previous.planes()) if spine else {}
+    by_plane = {j: rr for rr, j in spine_planes.items()}
+    hubs = {j: by_plane[(j - 1) % len(spine) + 1] for j in set(rack_planes.values()) if spine}
+    return rack_planes | spine_planes, hubs
+
+
+def _peerings(
+    reflectors: Sequence[RouteReflector],
+    groups: Sequence[Group],
+    planes: Mapping[str, int],
+    hubs: Mapping[int, str],
+) -> list[Peering]:
     spine = tuple(rr.node for rr in reflectors if rr.role == "spine")
     rack_rrs = tuple(rr.node for rr in reflectors if rr.role == "rack")
     peerings: list[Peering] = []
@@ -216,9 +230,8 @@ def _peerings(reflectors: Sequence[RouteReflector], groups: Sequence[Group]) -> 
             # Planes (planes.py): a rack's RRs mesh (one cluster ID), rack RR j peers with spine
             # RR j only, so a client holds one path per rack RR, not rack RRs x spine RRs.
             racks = [(g.name, g.reflectors) for g in groups if g.rack is not None]
-            planes = planes_of([m for _, m in racks])
-            hubs = {j: spine[(j - 1) % len(spine)] for j in set(planes.values())}
-            peerings += plane_peerings(racks, hubs, planes)
+            rack_planes = {rr: planes[rr] for _, members in racks for rr in members}
+            peerings += plane_peerings(racks, hubs, rack_planes)
     elif rack_rrs:
         # No node left for a spine (every eligible node is a rack RR): the rack RRs mesh, as the
         # RRs of `multi` do, or the racks could not reach each other.

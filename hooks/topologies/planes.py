@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from hooks.config import ClusterIDTemplate
-from hooks.model import Condition, Group, Peering, Reflectors, RouteReflector
+from hooks.model import Group, Peering, Reflectors, RouteReflector
 from hooks.previous import Previous
 from hooks.topologies.rendezvous import weight
 
@@ -64,30 +64,46 @@ def zone_ordinals(
     return result
 
 
-def planes_of(clusters: Sequence[Sequence[str]]) -> dict[str, int]:
-    """Plane 1..len(cluster) per RR: its place in its cluster's node-name order."""
-    return {rr: j for members in clusters for j, rr in enumerate(sorted(members), start=1)}
+def planes_of(
+    clusters: Sequence[Sequence[str]], previous: Mapping[str, int] = {}
+) -> dict[str, int]:
+    """Plane 1..len(cluster) per RR: the one it had (`previous`) while that still fits its
+    cluster, else the lowest free one, in node-name order. Planes stay contiguous, so two
+    clusters of two or more RRs always share planes 1 and 2."""
+    planes: dict[str, int] = {}
+    for members in clusters:
+        taken: set[int] = set()
+        for rr in sorted(members):
+            kept = previous.get(rr, 0)
+            if 1 <= kept <= len(members) and kept not in taken:
+                planes[rr] = kept
+                taken.add(kept)
+        free = (j for j in range(1, len(members) + 1) if j not in taken)
+        for rr in sorted(members):
+            if rr not in planes:
+                planes[rr] = next(free)
+    return planes
 
 
 def choose_hubs(
-    planes: Mapping[str, int], zone_of_rr: Mapping[str, str], fixed: Mapping[int, str] = {}
+    planes: Mapping[str, int], zone_of_rr: Mapping[str, str], kept: Mapping[int, str] = {}
 ) -> dict[int, str]:
-    """One hub per plane, by rendezvous hashing over the plane's RRs, preferring a zone that
-    hosts no other plane's hub (a zone outage then takes one plane's hub, not several)."""
+    """One hub per plane: the one it had (`kept`) while that RR is still on the plane; else by
+    rendezvous hashing over the plane's RRs, preferring a zone that hosts no other plane's hub
+    (a zone outage then takes one plane's hub, not several)."""
     by_plane: dict[int, list[str]] = {}
     for rr, plane in planes.items():
         by_plane.setdefault(plane, []).append(rr)
-    hubs: dict[int, str] = {}
+    hubs = {j: rr for j, rr in kept.items() if planes.get(rr) == j}
     for plane in sorted(by_plane):
-        if plane in fixed:
-            hubs[plane] = fixed[plane]
+        if plane in hubs:
             continue
         taken = {zone_of_rr[h] for h in hubs.values()}
         hubs[plane] = min(
             by_plane[plane],
             key=lambda rr: (zone_of_rr[rr] in taken, -weight(f"plane-{plane}", rr), rr),
         )
-    return hubs
+    return dict(sorted(hubs.items()))
 
 
 def plane_peerings(
@@ -196,31 +212,12 @@ def inherited_names(
     return names
 
 
-ROLL_POLL_SECONDS = 10.0
-
-
-def roll_cluster_ids(
-    reflectors: tuple[RouteReflector, ...], previous: Previous
-) -> tuple[tuple[RouteReflector, ...], Condition | None]:
-    """A new cluster ID restarts every BGP session of a live RR, so per target ID (a group, the
-    RRs its clients depend on) only one RR that carries another ID changes per sync; the others
-    keep the ID they carry until a later sync (the plan asks to be called again)."""
-    changing: dict[str, list[str]] = {}
-    for rr in reflectors:
-        old = previous.cluster_id(rr.node)
-        if old and old != rr.cluster_id:
-            changing.setdefault(rr.cluster_id, []).append(rr.node)
-    held = {node for nodes in changing.values() for node in sorted(nodes)[1:]}
-    if not changing:
-        return reflectors, None
-    rolled = tuple(
-        replace(rr, cluster_id=previous.cluster_id(rr.node) or rr.cluster_id)
-        if rr.node in held
-        else rr
-        for rr in reflectors
+def on_planes(
+    reflectors: tuple[RouteReflector, ...], planes: Mapping[str, int], hubs: Mapping[int, str]
+) -> tuple[RouteReflector, ...]:
+    """The RRs with their plane and hub role set: both are kept from sync to sync (status), and
+    transitions.py rolls cluster-ID changes plane by plane."""
+    hub_of = {rr: j for j, rr in hubs.items()}
+    return tuple(
+        replace(rr, plane=planes.get(rr.node, 0), hub=rr.node in hub_of) for rr in reflectors
     )
-    now = sorted(sorted(nodes)[0] for nodes in changing.values())
-    message = f"cluster ID changing on {', '.join(now)}"
-    if held:
-        message += f"; {len(held)} RR(s) change theirs on later syncs, one per group"
-    return rolled, Condition("Progressing", "True", "TransitionPending", message)

@@ -40,7 +40,13 @@ from hooks.topologies.common import (
     served_elsewhere,
     serving_zones,
 )
-from hooks.topologies.planes import cluster_key_ids, group_name, partition, zone_ordinals
+from hooks.topologies.planes import (
+    cluster_key_ids,
+    group_name,
+    partition,
+    planes_of,
+    zone_ordinals,
+)
 from hooks.topologies.rendezvous import rendezvous_top
 
 CLUSTER_SIZE = 3
@@ -77,10 +83,11 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
     named: list[tuple[str, Sequence[str]]] = []
     smallest = min((len(members) for _, members in clusters), default=0)
     pin = smallest if smallest <= 2 else 0
+    planes = planes_of([members for _, members in clusters], previous.planes())
     for (zone, members), ordinal in zip(clusters, ordinals, strict=True):
         named.append((f"{group_name(zone)}-q{ordinal}", members))
         size = members_per_client(len(members))
-        pinned = sorted(members)[:pin] if size < len(members) else []
+        pinned = [m for m in members if planes[m] <= pin] if size < len(members) else []
         free = [m for m in members if m not in pinned]
         for slot in range(1, comb(len(members), size) + 1):
             # Any two m-subsets of a k-cluster share 2m - k RRs, so a slot need not be a distinct
