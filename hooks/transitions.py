@@ -334,19 +334,23 @@ def _roll(
     """The target RRs with their state, cluster-ID changes rolled.
 
     A new cluster ID makes BIRD restart every session of that RR, so an RR whose ID (in the
-    last status, else on its node) differs from the target keeps it, showing the next one,
-    until its turn: when nothing is Pending (the last change's sessions are Established again,
-    `_Clock.settling`) and no RR or group is leaving, the RRs of the lowest plane with a change
-    left change together, one per target ID. Planes: an RR's place in its cluster (planes.py),
+    last status, else on its node) is one the plan gives no RR any more keeps it, showing the
+    next one, until its turn: when nothing is Pending (the last change's sessions are
+    Established again, `_Clock.settling`) and no RR or group is leaving, the RRs of the lowest
+    plane with a change left change together, one per target ID. Planes: an RR's place in its cluster (planes.py),
     so a client, which peers with RRs of one cluster, has one restarting RR at a time, and two
     clusters stay joined through every other plane."""
     carried: dict[str, str] = {}
     wanting: set[str] = set()
+    planned_ids = {rr.cluster_id for rr in target}
     for rr in target:
         old = before.get(rr.node)
         carried[rr.node] = old.cluster_id if old is not None and old.cluster_id else ""
         carried[rr.node] = carried[rr.node] or labelled.get(rr.node, "")
-        if carried[rr.node] and carried[rr.node] != rr.cluster_id:
+        # An ID the plan gives other RRs is another group's: an RR that moved group (or role)
+        # takes its new group's ID at once, like any member joining (keeping the old one would
+        # make it a sibling of the group it left).
+        if carried[rr.node] not in planned_ids | {""}:
             wanting.add(rr.node)
     reflectors = [
         clock.entering(

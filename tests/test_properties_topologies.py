@@ -503,3 +503,78 @@ def test_hierarchy_without_nodes_for_a_spine_meshes_its_rack_reflectors() -> Non
     assert any(p["metadata"]["name"].endswith("-rr-racks-mesh") for p in result.bgp_peers)
     report = result.verify(failures=False)
     assert report.reachable, report.unreachable_examples
+
+
+# Found by the removal property: node-003 (rack RR of r3) goes, spine RR node-009 becomes r3's
+# rack RR while the new spine RR is Pending. It must take r3's cluster ID at once: kept, the
+# spine's ID made it a sibling of the spine it left and cut node-013, node-023 off.
+MOVED_TO_A_RACK = [
+    ("000", "zone-a", "plain", 43, "zone-a-r1"),
+    ("001", "zone-a", "unfit-taint", 50, "zone-a-r5"),
+    ("002", "zone-a", "tainted", 46, "zone-a-r3"),
+    ("003", "zone-a", "plain", 12, "zone-a-r3"),
+    ("004", None, "plain", 32, None),
+    ("005", "zone-a", "plain", 0, "zone-a-r1"),
+    ("006", None, "plain", 18, "zone-a-r5"),
+    ("007", "zone-a", "not-ready", 33, "zone-a-r5"),
+    ("008", "zone-a", "plain", 0, "zone-a-r2"),
+    ("009", "zone-a", "plain", 22, "zone-a-r3"),
+    ("010", "zone-a", "plain", 0, "zone-a-r4"),
+    ("011", "zone-a", "unfit-taint", 16, "zone-a-r4"),
+    ("012", "zone-a", "tainted", 19, "zone-a-r4"),
+    ("013", "zone-a", "plain", 30, "zone-a-r4"),
+    ("014", "zone-a", "plain", 33, "zone-a-r2"),
+    ("015", "zone-a", "not-ready", 0, "zone-a-r2"),
+    ("016", "zone-a", "plain", 0, "zone-a-r3"),
+    ("017", "zone-a", "plain", 0, "zone-a-r5"),
+    ("018", "zone-a", "cordoned", 35, "zone-a-r5"),
+    ("019", "zone-a", "plain", 11, "zone-a-r2"),
+    ("020", "zone-a", "plain", 41, "zone-a-r4"),
+    ("021", "zone-a", "plain", 41, None),
+    ("022", "zone-a", "cordoned", 16, None),
+    ("023", "zone-a", "plain", 25, "zone-a-r0"),
+    ("024", "zone-a", "plain", 44, "zone-a-r3"),
+    ("025", "zone-a", "incompatible", 46, "zone-a-r5"),
+    ("026", "zone-a", "unknown", 0, "zone-a-r3"),
+    ("027", "zone-a", "not-ready", 0, "zone-a-r4"),
+    ("028", "zone-a", "not-ready", 17, None),
+]
+
+
+def test_an_rr_moving_to_another_group_takes_its_cluster_id_at_once() -> None:
+    nodes = []
+    for number, zone, kind, hours, rack in MOVED_TO_A_RACK:
+        node = make_node(f"node-{number}", zone, kind, hours)
+        if rack is not None:
+            node["metadata"]["labels"][RACK] = rack
+        nodes.append(node)
+    spec = {
+        "topology": "hierarchy",
+        "zoneLabel": ZONE,
+        "min": 4,
+        "max": 7,
+        "incompatibleLabels": [INCOMPATIBLE],
+        "preferredLabels": [f"{PREFERRED}=preferred"],
+        "steps": [{"nodes": 35, "reflectors": 0}],
+        "tolerations": [
+            {"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}
+        ],
+        "rackLabel": RACK,
+    }
+    cluster = Scenario(spec, with_addresses(nodes), check=False)
+    cluster.run_until_still()
+    roles = {rr["node"]: rr.get("role") for rr in (cluster.status or {})["routeReflectors"]}
+    assert roles["node-009"] == "spine" and roles["node-003"] == "rack"
+    cluster.check = True
+
+    cluster.remove("node-003")
+    cluster.step(3)  # checks that every live node reaches every other at each step
+
+    moved = next(rr for rr in (cluster.status or {})["routeReflectors"] if rr["node"] == "node-009")
+    rack = {
+        rr["clusterID"]
+        for rr in (cluster.status or {})["routeReflectors"]
+        if rr.get("serves") == "zone-a-r3"
+    }
+    assert moved.get("role") == "rack" and rack == {moved["clusterID"]}
+    assert "nextClusterID" not in moved
