@@ -337,9 +337,9 @@ def _roll(
     last status, else on its node) is one the plan gives no RR any more keeps it, showing the
     next one, until its turn: when nothing is Pending (the last change's sessions are
     Established again, `_Clock.settling`) and no RR or group is leaving, the RRs of the lowest
-    plane with a change left change together, one per target ID. Planes: an RR's place in its cluster (planes.py),
-    so a client, which peers with RRs of one cluster, has one restarting RR at a time, and two
-    clusters stay joined through every other plane."""
+    plane with a change left change together, one per target ID. Planes: an RR's place in its
+    cluster (planes.py), so a client, which peers with RRs of one cluster, has one restarting RR
+    at a time, and two clusters stay joined through every other plane."""
     carried: dict[str, str] = {}
     wanting: set[str] = set()
     planned_ids = {rr.cluster_id for rr in target}

@@ -571,10 +571,10 @@ def test_an_rr_moving_to_another_group_takes_its_cluster_id_at_once() -> None:
     cluster.step(3)  # checks that every live node reaches every other at each step
 
     moved = next(rr for rr in (cluster.status or {})["routeReflectors"] if rr["node"] == "node-009")
-    rack = {
+    r3_ids = {
         rr["clusterID"]
         for rr in (cluster.status or {})["routeReflectors"]
         if rr.get("serves") == "zone-a-r3"
     }
-    assert moved.get("role") == "rack" and rack == {moved["clusterID"]}
+    assert moved.get("role") == "rack" and r3_ids == {moved["clusterID"]}
     assert "nextClusterID" not in moved
