@@ -16,7 +16,8 @@ from typing import Any
 
 import yaml
 
-from hooks.offline import PlanInputError, PlanResult, format_table, merge_changes, run_plan
+from hooks.offline import PlanInputError, PlanResult, merge_changes, run_plan
+from hooks.plan_table import format_table
 from hooks.yaml_events import load_yaml
 
 

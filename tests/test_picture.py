@@ -20,11 +20,12 @@ from nodes import kube_node
 
 from hooks import offline
 from hooks.calico import GROUP_LABEL, label_value
-from hooks.offline import TABLE_WIDTH, PlanResult, format_table, run_plan
+from hooks.offline import PlanResult, run_plan
 from hooks.paths import PathReport, count_paths
 from hooks.picture import render_html
 from hooks.picture.layout import RADIUS
 from hooks.picture.scene import RACK_COLOUR, SPINE_COLOUR
+from hooks.plan_table import TABLE_WIDTH, format_table
 
 NOW = datetime(2024, 5, 1, tzinfo=UTC)
 ZONE_LABEL = "topology.kubernetes.io/zone"
