@@ -97,6 +97,31 @@ def topology_customize(request: CustomizeRequest) -> CustomizeResponse:
     )
 
 
+def _holding(request: TopologySyncRequest, environ: Environ) -> list[str]:
+    """The nodes still carrying a key of the topology being deleted, by name; none when an
+    older topology superseded it (it owns no key)."""
+    parent = request.parent
+    owner = parent.metadata.name
+    mine = (parent.metadata.creationTimestamp or "", owner)
+    if any(
+        (t.metadata.creationTimestamp or "", t.metadata.name) < mine
+        for t in decode_topologies(request.related)
+        if t.metadata.name != owner
+    ):
+        return []
+    try:
+        node_label: tuple[str, str] | None = settings_for(parent.spec, environ).reflector_label
+    except SpecError:
+        node_label = None  # the node hook then takes back only route-reflector.dev/ keys
+    holding = []
+    for node in decode_nodes(request.related):
+        info = node.to_info()
+        labels, annotations = owned_keys(info.labels, info.annotations, node_label)
+        if labels or annotations:
+            holding.append(info.name)
+    return sorted(holding)
+
+
 def node_customize(request: CustomizeRequest) -> CustomizeResponse:
     """A Node's decorator sees the topologies: the plan it applies is in their status."""
     return CustomizeResponse(
@@ -191,23 +216,11 @@ def render_topology(
     mesh: Condition | None = None,
     legacy: Condition | None = None,
 ) -> TopologySyncResponse:
+    """The response: BGPPeer children (KDD) and status, with what the datastore, the mesh switch
+    and the legacy remover reported; a refused decision changes nothing (`_refused`)."""
     previous_conditions = decision.previous.conditions
     if decision.failure is not None or decision.plan is None:
-        failure = decision.failure or Condition("Ready", "False", "Unknown", "no plan")
-        status = {
-            k: v
-            for k, v in decision.previous_raw.items()
-            if k not in ("conditions", "observedGeneration", "guard")
-        }
-        if decision.guard_since is not None:
-            status["guard"] = {"trippedSince": decision.guard_since}
-        wanted = [failure, Condition("Degraded", "True", failure.reason, failure.message)]
-        status["conditions"] = render_conditions(
-            wanted, previous_conditions, decision.now, decision.generation
-        )
-        return TopologySyncResponse(
-            status=status, children=list(decision.echo), resyncAfterSeconds=decision.resync_after
-        )
+        return _refused(decision)
     settings = decision.settings
     assert settings is not None
     plan = decision.plan
@@ -252,6 +265,25 @@ def render_topology(
     )
     return TopologySyncResponse(
         status=status, children=children, resyncAfterSeconds=plan.resync_after
+    )
+
+
+def _refused(decision: TopologyDecision) -> TopologySyncResponse:
+    """The last status kept (its conditions replaced), the observed children echoed."""
+    failure = decision.failure or Condition("Ready", "False", "Unknown", "no plan")
+    status = {
+        k: v
+        for k, v in decision.previous_raw.items()
+        if k not in ("conditions", "observedGeneration", "guard")
+    }
+    if decision.guard_since is not None:
+        status["guard"] = {"trippedSince": decision.guard_since}
+    wanted = [failure, Condition("Degraded", "True", failure.reason, failure.message)]
+    status["conditions"] = render_conditions(
+        wanted, decision.previous.conditions, decision.now, decision.generation
+    )
+    return TopologySyncResponse(
+        status=status, children=list(decision.echo), resyncAfterSeconds=decision.resync_after
     )
 
 
@@ -306,7 +338,6 @@ def topology_finalize(
     node-to-node mesh was just turned back on) nothing is released yet: the status shows `hold`
     and the hook is called again after RELEASE_RESYNC_SECONDS, the mesh's sessions up by then."""
     parent = request.parent
-    owner = parent.metadata.name
     previous = parent.read_status()
     previous_raw = raw_status(parent.status)
     status = {
@@ -321,24 +352,7 @@ def topology_finalize(
             finalized=False,
             resyncAfterSeconds=RELEASE_RESYNC_SECONDS,
         )
-    mine = (parent.metadata.creationTimestamp or "", owner)
-    superseded = any(
-        (t.metadata.creationTimestamp or "", t.metadata.name) < mine
-        for t in decode_topologies(request.related)
-        if t.metadata.name != owner
-    )
-    try:
-        node_label: tuple[str, str] | None = settings_for(parent.spec, environ).reflector_label
-    except SpecError:
-        node_label = None  # the node hook then takes back only route-reflector.dev/ keys
-    holding = []
-    if not superseded:
-        for node in decode_nodes(request.related):
-            info = node.to_info()
-            labels, annotations = owned_keys(info.labels, info.annotations, node_label)
-            if labels or annotations:
-                holding.append(info.name)
-    holding.sort()
+    holding = _holding(request, environ)
     status["released"] = True
     if holding:
         shown = ", ".join(holding[:10]) + (

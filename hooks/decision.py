@@ -3,7 +3,7 @@ Nodes, sibling topologies, children) and the clock in, a TopologyDecision out.""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
@@ -36,6 +36,7 @@ from hooks.wire import (
     BadRequest,
     TopologyStatusWire,
     TopologySyncRequest,
+    TopologyWire,
     decode_bgp_peers,
     decode_nodes,
     decode_topologies,
@@ -188,20 +189,7 @@ def decide_topology(
     owner = parent.metadata.name
     previous = parent.read_status()
     related = decode_topologies(request.related)
-    base = {
-        "owner": owner,
-        "previous": previous,
-        "previous_raw": raw_status(parent.status),
-        "now": now,
-        "generation": parent.metadata.generation,
-        "owner_uid": parent.metadata.uid,
-        "live_topologies": tuple(
-            sorted(
-                {(owner, parent.metadata.uid)}
-                | {(t.metadata.name, t.metadata.uid) for t in related}
-            )
-        ),
-    }
+    base = _observed(request, previous, related, now)
 
     def refuse(reason: str, message: str, settings: Settings | None = None) -> TopologyDecision:
         return TopologyDecision(
@@ -209,7 +197,7 @@ def decide_topology(
             plan=None,
             failure=Condition("Ready", "False", reason, message),
             echo=echo_children(request),
-            **base,  # type: ignore[arg-type]
+            **base,
         )
 
     older = [t for t in related if t.metadata.name != owner]
@@ -246,6 +234,32 @@ def decide_topology(
         where = f"{error.field}: " if error.field else ""
         return refuse(error.reason, where + error.message, settings)
     return _planned(request, settings, nodes, prior, target, now, base)
+
+
+def _observed(
+    request: TopologySyncRequest,
+    previous: TopologyStatusWire,
+    related: Sequence[TopologyWire],
+    now: datetime,
+) -> dict[str, Any]:
+    """What every decision carries, refused or not: the parent, its last status, the clock, and
+    the topologies Metacontroller shows as real (name, uid)."""
+    parent = request.parent
+    owner = parent.metadata.name
+    return {
+        "owner": owner,
+        "previous": previous,
+        "previous_raw": raw_status(parent.status),
+        "now": now,
+        "generation": parent.metadata.generation,
+        "owner_uid": parent.metadata.uid,
+        "live_topologies": tuple(
+            sorted(
+                {(owner, parent.metadata.uid)}
+                | {(t.metadata.name, t.metadata.uid) for t in related}
+            )
+        ),
+    }
 
 
 def _planned(
