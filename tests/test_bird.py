@@ -40,9 +40,10 @@ def bird() -> str:
     pytest.fail(f"bird is missing: run `{INSTALL}` (or set RR_SKIP_BIRD=1 to skip)")
 
 
-def plan(
+def cluster(
     topology: str, zones: Mapping[str, int], racks: int = 0, **spec: Any
-) -> tuple[list[SimNode], list[dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Zoned nodes (in `racks` racks a zone) and the topology object for them."""
     nodes = zoned_nodes(zones)
     document: dict[str, Any] = {
         "apiVersion": "route-reflector.dev/v1alpha1",
@@ -55,6 +56,13 @@ def plan(
             labels = node["metadata"]["labels"]
             labels[RACK] = f"{labels[ZONE]}-rack{i // len(zones) % racks}"
         document["spec"]["rackLabel"] = RACK
+    return nodes, document
+
+
+def plan(
+    topology: str, zones: Mapping[str, int], racks: int = 0, **spec: Any
+) -> tuple[list[SimNode], list[dict[str, Any]]]:
+    nodes, document = cluster(topology, zones, racks, **spec)
     result = run_plan({"items": nodes}, document, {}, NOW)
     return nodes_from_objects(result.nodes), result.bgp_peers
 
@@ -172,6 +180,42 @@ def test_every_nodes_bgp_routes_on_real_bird_equal_the_models_before_and_after_a
     )
 
     assert check.nodes == len(nodes)
+    assert_matches_the_model(check)
+
+
+def mid_roll(
+    topology: str, zones: Mapping[str, int], racks: int = 0, **spec: Any
+) -> tuple[list[SimNode], list[dict[str, Any]], int]:
+    """The plan one round into a cluster-ID template change: the first plane's RRs carry the new
+    ID, the others still the old one (issue 11 §2); with how many RRs changed."""
+    nodes, document = cluster(topology, zones, racks, **spec)
+    converged = run_plan({"items": nodes}, document, {}, NOW)
+    changed = dict(converged.topology, spec={**document["spec"], "clusterID": "10.9.0.%d"})
+    step = run_plan({"items": converged.nodes}, changed, {}, NOW, max_rounds=1)
+    moved = [
+        rr
+        for rr in step.status["routeReflectors"]
+        if rr["clusterID"].startswith("10.9.0.") and "nextClusterID" not in rr
+    ]
+    return nodes_from_objects(step.nodes), step.bgp_peers, len(moved)
+
+
+@pytest.mark.bird
+@pytest.mark.slow
+def test_mid_roll_bgp_routes_on_real_bird_equal_the_models(tmp_path: Path) -> None:
+    binary = bird()
+    nodes, peers, moved = mid_roll("simple", {"a": 20, "b": 20, "c": 20}, min=3, max=3)
+    assert moved == 3  # one RR of each zone's group changed, the other two wait their turn
+
+    check = run_check(
+        nodes,
+        peers,
+        workdir=tmp_path,
+        port=PORT + 2,
+        first_address=ipaddress.IPv4Address(f"127.{NET}.{len(CASES)}.1"),
+        bird=binary,
+    )
+
     assert_matches_the_model(check)
 
 
