@@ -59,6 +59,12 @@ class PlanResult:
     # the node's annotation carries it)
     cluster_ids: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def typed_status(self) -> wire.TopologyStatusWire:
+        """`status` as its readers read it: the one typed status (hooks/wire.py), read from
+        `status` each time (a caller may edit `status`)."""
+        return msgspec.convert(self.status, wire.TopologyStatusWire)
+
     def sim_nodes(self) -> list[SimNode]:
         """The planned nodes as the simulator sees them, with the cluster IDs etcd would hold."""
         nodes = nodes_from_objects(self.nodes)

@@ -4,8 +4,7 @@ wrapped below it, the verify verdict and the route count."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from hooks.offline import PlanResult
 from hooks.paths import PathReport, format_paths
@@ -17,12 +16,13 @@ from hooks.plan_view import (
     zone_cells,
 )
 from hooks.verify import VerifyReport
+from hooks.wire import TopologyStatusWire
 
 TABLE_WIDTH = 100
 MAX_RR_LINES = 12  # per zone in the table; `-o json` and `-o html` list every RR
 
 
-def _reflector_lines(status: Mapping[str, Any], zone: str) -> list[str]:
+def _reflector_lines(status: TopologyStatusWire, zone: str) -> list[str]:
     lines: list[str] = []
     entries = reflector_entries(status, zone)
     for index, (what, names) in enumerate(entries):
@@ -46,15 +46,15 @@ def _reflector_lines(status: Mapping[str, Any], zone: str) -> list[str]:
 
 def format_table(result: PlanResult) -> str:
     """The plan for a terminal: a row of figures per zone, its RRs wrapped below it."""
-    status = result.status
+    status = result.typed_status
     lines = []
     facts = summary_facts(status, len(result.bgp_peers))
-    lines.append(f"topology {status.get('topology', '?')}: " + ", ".join(facts))
+    lines.append(f"topology {status.topology or '?'}: " + ", ".join(facts))
     message = not_ready_message(status)
     if message is not None:
         lines.append(f"  {message}")
     header = ZONE_HEADER
-    zones = status.get("zones", [])
+    zones = status.zones
     rows = [header] + [zone_cells(zone) for zone in zones]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
 
@@ -64,7 +64,7 @@ def format_table(result: PlanResult) -> str:
     lines.append(row_text(header) + "  ROUTE REFLECTORS (below each zone)")
     for zone, row in zip(zones, rows[1:], strict=True):
         lines.append(row_text(row))
-        lines.extend(_reflector_lines(status, zone["name"]))
+        lines.extend(_reflector_lines(status, zone.name))
     report = result.extra.get("verify")
     if isinstance(report, VerifyReport):
         tolerant = {True: "yes", False: "NO", None: "not checked"}[report.single_failure_ok]

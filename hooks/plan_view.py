@@ -4,8 +4,9 @@ zone's RRs; each renders them in its own medium (text, HTML)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any, Final
+from typing import Final
+
+from hooks.wire import ConditionStatusWire, TopologyStatusWire, ZoneStatusWire
 
 __all__ = [
     "ZONE_COUNTS",
@@ -33,41 +34,40 @@ def zone_label(name: str) -> str:
     return name or '""'
 
 
-def _ready(status: Mapping[str, Any]) -> Mapping[str, Any]:
-    ready: Mapping[str, Any] = {c["type"]: c for c in status.get("conditions", [])}.get("Ready", {})
-    return ready
+def _ready(status: TopologyStatusWire) -> ConditionStatusWire | None:
+    return next((c for c in status.conditions if c.type == "Ready"), None)
 
 
-def summary_facts(status: Mapping[str, Any], bgp_peers: int) -> list[str]:
+def summary_facts(status: TopologyStatusWire, bgp_peers: int) -> list[str]:
     """`N route reflectors`, `M BGPPeers`, `Ready=<status> (<reason>)`."""
     ready = _ready(status)
     return [
-        f"{status.get('reflectors', 0)} route reflectors",
+        f"{status.reflectors} route reflectors",
         f"{bgp_peers} BGPPeers",
-        f"Ready={ready.get('status', '?')} ({ready.get('reason', '')})",
+        f"Ready={ready.status if ready else '?'} ({ready.reason if ready else ''})",
     ]
 
 
-def not_ready_message(status: Mapping[str, Any]) -> str | None:
+def not_ready_message(status: TopologyStatusWire) -> str | None:
     """Why the plan is not Ready, when it is not and says why."""
     ready = _ready(status)
-    return str(ready["message"]) if ready.get("status") != "True" and ready.get("message") else None
+    return ready.message if ready and ready.status != "True" and ready.message else None
 
 
-def zone_cells(zone: Mapping[str, Any]) -> tuple[str, ...]:
+def zone_cells(zone: ZoneStatusWire) -> tuple[str, ...]:
     """One zone's row under ZONE_HEADER."""
-    return (zone_label(zone["name"]), *(str(zone[k]) for k in ZONE_COUNTS))
+    return (zone_label(zone.name), *(str(getattr(zone, k)) for k in ZONE_COUNTS))
 
 
-def reflector_entries(status: Mapping[str, Any], zone: str) -> list[tuple[str, list[str]]]:
+def reflector_entries(status: TopologyStatusWire, zone: str) -> list[tuple[str, list[str]]]:
     """A zone's RRs as (what they are, their names): RRs sharing a cluster ID and role together
     (`spine 224.0.0.1`, `rack r7 224.0.0.9`, `224.0.0.1` in simple); RRs of a cluster ID of
     their own (multi) in one entry of `name (ID)`. Not Active: `name [Pending]`."""
     grouped: dict[tuple[int, str, str], list[str]] = {}
-    for rr in status.get("routeReflectors", []):
-        if rr.get("zone") != zone:
+    for rr in status.routeReflectors:
+        if rr.zone != zone:
             continue
-        role, serves, cid = rr.get("role"), rr.get("serves"), str(rr.get("clusterID", ""))
+        role, serves, cid = rr.role, rr.serves, rr.clusterID
         if role == "spine":
             key = (0, "spine", cid)
         elif role == "rack":
@@ -76,10 +76,8 @@ def reflector_entries(status: Mapping[str, Any], zone: str) -> list[tuple[str, l
             key = (2, f"serving {serves or chr(34) * 2}", cid)
         else:
             key = (2, "", cid)
-        state = rr.get("state", "Active")
-        grouped.setdefault(key, []).append(
-            str(rr["node"]) + ("" if state == "Active" else f" [{state}]")
-        )
+        state = rr.state
+        grouped.setdefault(key, []).append(rr.node + ("" if state == "Active" else f" [{state}]"))
     entries: list[tuple[str, list[str]]] = []
     alone: list[str] = []
     for (_, what, cid), names in sorted(

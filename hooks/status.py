@@ -1,5 +1,7 @@
 """The topology's status: the plan as status shows it, and its conditions (Ready, Degraded,
-LabelsMatched, Flux's Reconciling/Stalled), each kept since its last change."""
+LabelsMatched, Flux's Reconciling/Stalled), each kept since its last change. Every reader (the
+next sync, the node hook, plan's table and picture) reads it back as one typed struct,
+`wire.TopologyStatusWire`."""
 
 from __future__ import annotations
 

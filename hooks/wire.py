@@ -156,6 +156,10 @@ class ZoneStatusWire(msgspec.Struct):
     name: str = ""
     nodes: int = 0
     ready: int = 0
+    eligible: int = 0
+    demand: int = 0
+    expected: int = 0
+    actual: int = 0
 
 
 class ConditionStatusWire(msgspec.Struct):
@@ -182,9 +186,12 @@ class GuardStatusWire(msgspec.Struct):
 
 
 class TopologyStatusWire(msgspec.Struct):
-    """What the topology sync wrote last time; read back for stable IDs, groups and conditions."""
+    """The topology's status as the topology sync writes it (hooks/status.py), read back: the one
+    typed status its readers share (the next sync, the node hook's plan view, plan's table and
+    picture)."""
 
     topology: str = ""
+    reflectors: int = 0
     routeReflectors: list[ReflectorWire] = []
     groups: list[GroupWire] = []
     zones: list[ZoneStatusWire] = []

@@ -36,11 +36,12 @@ def _zone_table(result: PlanResult) -> str:
     """The rows of `format_table`, as HTML, every RR listed (spine, rack, cluster ID)."""
     head = (*ZONE_HEADER, "ROUTE REFLECTORS")
     rows = ["<tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"]
-    for zone in result.status.get("zones", []):
+    status = result.typed_status
+    for zone in status.zones:
         label, *counts = zone_cells(zone)
         cells = [f"<td>{escape(label)}</td>"]
         cells += [f'<td class="num">{escape(count)}</td>' for count in counts]
-        entries = reflector_entries(result.status, zone["name"])
+        entries = reflector_entries(status, zone.name)
         listed = "<br>".join(
             (f"<strong>{escape(what)}</strong>: " if what else "") + escape(", ".join(names))
             for what, names in entries
@@ -132,8 +133,9 @@ def _sessions(report: PathReport, role: str) -> str:
 
 
 def _summary(result: PlanResult) -> str:
-    text = " · ".join(summary_facts(result.status, len(result.bgp_peers)))
-    message = not_ready_message(result.status)
+    status = result.typed_status
+    text = " · ".join(summary_facts(status, len(result.bgp_peers)))
+    message = not_ready_message(status)
     if message is not None:
         text += f" — {message}"
     return f'<p class="summary">{escape(text)}</p>'

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from hooks.calico import GROUP_LABEL, REFLECTOR_LABEL, label_value
 from hooks.offline import PlanResult
 from hooks.plan_view import natural
 from hooks.selectors import SelectorError, parse_selector
 from hooks.sessions import nodes_from_objects
+from hooks.wire import GroupWire, ReflectorWire, TopologyStatusWire
 
 NEUTRAL = "#5b6b7c"  # RRs whose cluster ID nobody else shares
 SPINE_COLOUR = "#2b6cb0"
@@ -82,14 +82,16 @@ def short(name: str, domain: str) -> str:
     return name[: len(name) - len(domain)] if domain and name.endswith(domain) else name
 
 
-def _clients_by_group(result: PlanResult, groups: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+def _clients_by_group(
+    result: PlanResult, status: TopologyStatusWire, groups: Sequence[GroupWire]
+) -> dict[str, int]:
     """Clients per group name: non-RR nodes whose group label names the group."""
-    rr_names = {rr["node"] for rr in result.status.get("routeReflectors", [])}
+    rr_names = {rr.node for rr in status.routeReflectors}
     by_label: dict[str, str] = {}
     for group in groups:
-        by_label.setdefault(group["name"], group["name"])
-        by_label.setdefault(label_value(group["name"]), group["name"])
-    counts = dict.fromkeys((g["name"] for g in groups), 0)
+        by_label.setdefault(group.name, group.name)
+        by_label.setdefault(label_value(group.name), group.name)
+    counts = dict.fromkeys((g.name for g in groups), 0)
     for node in result.nodes:
         meta = node.get("metadata", {})
         labels = meta.get("labels") or {}
@@ -101,17 +103,9 @@ def _clients_by_group(result: PlanResult, groups: Sequence[Mapping[str, Any]]) -
     return counts
 
 
-def _reflector(raw: Mapping[str, Any], groups: Iterable[Group]) -> Reflector:
-    clients = sum(g.clients for g in groups if raw["node"] in g.reflectors)
-    return Reflector(
-        node=str(raw["node"]),
-        zone=str(raw.get("zone", "")),
-        cluster_id=str(raw.get("clusterID", "")),
-        state=str(raw.get("state", "Active")),
-        role=str(raw.get("role", "")),
-        serves=None if raw.get("serves") is None else str(raw["serves"]),
-        clients=clients,
-    )
+def _reflector(raw: ReflectorWire, groups: Iterable[Group]) -> Reflector:
+    clients = sum(g.clients for g in groups if raw.node in g.reflectors)
+    return Reflector(raw.node, raw.zone, raw.clusterID, raw.state, raw.role, raw.serves, clients)
 
 
 def _colours(reflectors: Iterable[Reflector], topology: str) -> dict[str, str]:
@@ -136,15 +130,15 @@ def _drawing_order(rr: Reflector) -> tuple[int, str, str]:
 
 
 def _zones(
-    status: Mapping[str, Any], rrs: Sequence[Reflector], groups: Sequence[Group]
+    status: TopologyStatusWire, rrs: Sequence[Reflector], groups: Sequence[Group]
 ) -> list[Zone]:
-    raw = {str(z["name"]): z for z in status.get("zones", [])}
+    raw = {z.name: z for z in status.zones}
     names = sorted(set(raw) | {rr.zone for rr in rrs})
     keys = ("nodes", "ready", "eligible", "demand", "expected")
     return [
         Zone(
             name=name,
-            counts={k: int(raw.get(name, {}).get(k, 0)) for k in keys},
+            counts={k: getattr(raw[name], k) if name in raw else 0 for k in keys},
             reflectors=tuple(sorted((rr for rr in rrs if rr.zone == name), key=_drawing_order)),
             groups=tuple(g for g in groups if g.zone == name),
         )
@@ -153,30 +147,24 @@ def _zones(
 
 
 def build_scene(result: PlanResult) -> Scene:
-    status = result.status
-    raw_groups = sorted(status.get("groups", []), key=lambda g: natural(str(g["name"])))
-    clients = _clients_by_group(result, raw_groups)
+    status = result.typed_status
+    raw_groups = sorted(status.groups, key=lambda g: natural(g.name))
+    clients = _clients_by_group(result, status, raw_groups)
     groups = [
-        Group(
-            str(g["name"]),
-            str(g.get("zone", "")),
-            tuple(g["reflectors"]),
-            clients[g["name"]],
-            None if g.get("rack") is None else str(g["rack"]),
-        )
+        Group(g.name, g.zone, tuple(g.reflectors), clients[g.name], g.rack or None)
         for g in raw_groups
     ]
     rrs = sorted(
-        (_reflector(rr, groups) for rr in status.get("routeReflectors", [])),
+        (_reflector(rr, groups) for rr in status.routeReflectors),
         key=lambda rr: rr.node,
     )
     zones = _zones(status, rrs, groups)
     drawn = {z.name for z in zones}
     return Scene(
-        topology=str(status.get("topology", "?")),
+        topology=status.topology or "?",
         zones=tuple(zones),
         loose_groups=tuple(g for g in groups if g.zone not in drawn),
-        colours=_colours((rr for z in zones for rr in z.reflectors), str(status.get("topology"))),
+        colours=_colours((rr for z in zones for rr in z.reflectors), status.topology),
         rr_sessions=_reflector_sessions(result, {rr.node for rr in rrs}),
         domain=_common_domain([rr.node for rr in rrs]),
     )
