@@ -19,7 +19,7 @@ from scenario import Scenario
 from strategies import INCOMPATIBLE, KINDS, PREFERRED, ZONE, make_node, specs
 
 from hooks.calico import GROUP_LABEL, PREVIOUS_GROUP_LABEL, label_value
-from hooks.offline import PlanResult, run_plan
+from hooks.offline import PlanInputError, PlanResult, run_plan
 
 Json = dict[str, Any]
 TOPOLOGIES = ("simple", "multi", "quorum", "hierarchy")
@@ -314,6 +314,13 @@ def test_shuffled_input_gives_the_same_topology_sync_and_plan_bytes(
     assert sync(shuffled(result.nodes, rng), status, shuffled(result.bgp_peers, rng)) == converged
 
 
+def drawn_plan(data: st.DataObject, kind: str) -> PlanResult:
+    """The plan of a drawn spec of `kind` over a drawn racked cluster of up to 150 nodes."""
+    spec = data.draw(topology_specs(kind), label="spec")
+    nodes = data.draw(racked_clusters(max_nodes=150), label="nodes")
+    return plan(nodes, spec)
+
+
 # --- (5) a joining node moves nobody else ------------------------------------------------------
 
 
@@ -323,9 +330,7 @@ def test_shuffled_input_gives_the_same_topology_sync_and_plan_bytes(
 def test_a_node_joining_without_changing_any_rr_count_changes_only_its_own_labels(
     kind: str, data: st.DataObject
 ) -> None:
-    spec = data.draw(topology_specs(kind), label="spec")
-    nodes = data.draw(racked_clusters(max_nodes=150), label="nodes")
-    converged = plan(nodes, spec)
+    converged = drawn_plan(data, kind)
     zone = data.draw(st.sampled_from(["zone-a", "zone-b", "zone-c", "zone-z"]), label="zone")
     joining = make_node(
         data.draw(st.sampled_from(["node-new", "a-new", "node-000a"]), label="name"),
@@ -362,9 +367,7 @@ def hubs_of(status: Json) -> dict[tuple[str, int], str]:
 def test_a_hub_does_not_move_while_it_stays_an_rr_on_its_plane(
     kind: str, data: st.DataObject
 ) -> None:
-    spec = data.draw(topology_specs(kind), label="spec")
-    nodes = data.draw(racked_clusters(max_nodes=150), label="nodes")
-    converged = plan(nodes, spec)
+    converged = drawn_plan(data, kind)
     hubs = hubs_of(converged.status)
     assume(hubs)
     current = copy.deepcopy(converged.nodes)
@@ -386,7 +389,13 @@ def test_a_hub_does_not_move_while_it_stays_an_rr_on_its_plane(
             if node["metadata"]["name"] in names:
                 node.setdefault("spec", {})["unschedulable"] = True
 
-    after = run_plan(node_list(current), converged.topology, {}, NOW)
+    try:
+        after = run_plan(node_list(current), converged.topology, {}, NOW)
+    except PlanInputError as refused:
+        # Precondition: the change is one the service acts on; more than half the Ready nodes
+        # leaving at once trips the guard, which keeps the last plan (no hub moves then).
+        assume("GuardTripped" not in str(refused))
+        raise
 
     # Moved: the plane has another hub while the old one is still an RR of that role and plane
     # (a plane that has no hub any more, e.g. hierarchy without a spine, is not a move).
