@@ -191,16 +191,33 @@ class _Picker:
         yield from (n for n in self.order.get(zone, []) if n.name not in current)
         yield from (n for n in mine if current[n.name] != serves)
 
+    def keep_helpers(self, serves: str, count: int) -> int:
+        """Up to `count` of today's RRs in other zones that serve `serves` and are still
+        eligible and free, kept serving it (zones by name, each in rank order); how many."""
+        got = 0
+        for zone in sorted(self.kept):
+            for node in self.kept[zone]:
+                if got == count:
+                    return got
+                if zone != serves and self.current[node.name] == serves:
+                    got += self._place(node, zone, serves)
+        return got
+
+    def _place(self, node: NodeInfo, zone: str, serves: str) -> int:
+        """Take `node` for the clients of `serves`: 1, or 0 when it is already taken."""
+        if node.name in self.taken:
+            return 0
+        self.taken[node.name] = Choice(node.name, zone, serves)
+        self.placed[zone] = self.placed.get(zone, 0) + 1
+        return 1
+
     def take(self, zone: str, serves: str, count: int) -> int:
         """Up to `count` more RRs from `zone` for the clients of `serves`; how many it took."""
         got = 0
         for node in self.ranked(zone, serves):
             if got == count:
                 break
-            if node.name not in self.taken:
-                self.taken[node.name] = Choice(node.name, zone, serves)
-                self.placed[zone] = self.placed.get(zone, 0) + 1
-                got += 1
+            got += self._place(node, zone, serves)
         return got
 
 
@@ -210,12 +227,15 @@ def _spill(
     candidates: Mapping[str, list[NodeInfo]],
     picker: _Picker,
 ) -> int:
-    """Each RR a zone is short of, taken from the zone with the most spare eligible nodes
-    (then by name); returns how many no zone could give."""
+    """Each RR a zone is short of: first today's spill-over RRs serving it, still eligible
+    (a node joining elsewhere must not move them: that would change two cluster IDs and
+    relabel their clients); the rest taken from the zone with the most spare eligible nodes
+    (then by name). Returns how many no zone could give."""
     shortfall = 0
     placed = picker.placed
-    for zone in sorted(short):
-        for _ in range(short[zone]):
+    missing = {zone: short[zone] - picker.keep_helpers(zone, short[zone]) for zone in sorted(short)}
+    for zone in sorted(missing):
+        for _ in range(missing[zone]):
             spare = [
                 (len(candidates.get(other, [])) - placed.get(other, 0), other)
                 for other in names

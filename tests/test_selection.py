@@ -1,4 +1,5 @@
-"""spec.nodeSelector: a node outside it is never eligible, and the plan never picks it."""
+"""spec.nodeSelector: a node outside it is never eligible, and the plan never picks it; a
+spill-over RR keeps serving its zone when a node joins a zone with more spare nodes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from scenario import ZONE, zoned_nodes
 from hooks.config import load_settings
 from hooks.model import NodeInfo
 from hooks.offline import run_plan
-from hooks.selection import ineligibility
+from hooks.selection import ineligibility, select_reflectors
 
 NOW = datetime(2026, 11, 28, tzinfo=UTC)
 POOL = "example.com/pool"
@@ -100,3 +101,25 @@ def test_the_plan_picks_reflectors_only_inside_the_node_selector() -> None:
     chosen = {rr["node"] for rr in result.status["routeReflectors"]}
     assert chosen
     assert chosen <= inside
+
+
+def zone_nodes(zone: str, count: int) -> list[NodeInfo]:
+    return [
+        NodeInfo(f"{zone}-{i}", {ZONE: zone}, {}, "2026-01-01T00:00:00Z", True, False, False)
+        for i in range(count)
+    ]
+
+
+def test_a_spill_over_rr_keeps_serving_its_zone_when_a_node_joins_a_zone_with_more_spare() -> None:
+    # Zone a needs 3 RRs and has 2 nodes; c and d have one spare node each, so a borrowed d's
+    # (c before d by name, a tie broken the other way by today's status). A node joining c
+    # gives c the most spare nodes; the borrowed RR must stay where it is all the same.
+    settings = load_settings({"zoneLabel": ZONE, "min": 3, "max": 3}, {})
+    before = [*zone_nodes("a", 2), *zone_nodes("c", 4), *zone_nodes("d", 4)]
+    current = {n.name: n.name.split("-")[0] for n in before if not n.name.endswith("-3")}
+    current["d-3"] = "a"
+
+    joined = select_reflectors([*before, *zone_nodes("c", 6)[4:]], settings, current)
+
+    chosen = {choice.node: choice.serves for choice in joined.choices}
+    assert chosen == current
