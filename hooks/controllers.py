@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from hooks.calico import (
     GROUP_LABEL,
     OWNER_LABEL,
@@ -29,12 +31,15 @@ from hooks.status import (
     plan_status,
     plan_warnings,
     render_conditions,
+    status_document,
 )
 from hooks.wire import (
     BGPPEER_API,
     TOPOLOGY_API,
     CustomizeRequest,
     CustomizeResponse,
+    DatastoreStatusWire,
+    LegacyOperatorWire,
     TopologyFinalizeResponse,
     TopologySyncRequest,
     TopologySyncResponse,
@@ -218,29 +223,17 @@ def render_topology(
 ) -> TopologySyncResponse:
     """The response: BGPPeer children (KDD) and status, with what the datastore, the mesh switch
     and the legacy remover reported; a refused decision changes nothing (`_refused`)."""
-    previous_conditions = decision.previous.conditions
     if decision.failure is not None or decision.plan is None:
         return _refused(decision)
     settings = decision.settings
     assert settings is not None
     plan = decision.plan
     peers = decision.bgp_peers
-    status = plan_status(plan)
+    datastore: DatastoreStatusWire | msgspec.UnsetType = msgspec.UNSET
     if settings.datastore == "etcdv3" and not settings.paused:
         children: list[dict[str, Any]] = []
         if applied is not None:
-            # With nothing written the revision stays as reported: status must not move.
-            before = decision.previous_raw.get("datastore")
-            revision = applied.revision
-            if applied.writes == 0 and isinstance(before, dict) and "revision" in before:
-                revision = before["revision"]
-            status["datastore"] = {
-                "type": applied.datastore,
-                "revision": revision,
-                "peers": applied.peers,
-                "foreignBGPPeers": applied.foreign_count,
-                "orphaned": [dict(o) for o in applied.orphaned[:ORPHANS_LISTED]],
-            }
+            datastore = _datastore_status(decision, applied)
             # what the datastore reported is a problem of the plan, shown in its conditions
             plan = replace(plan, problems=(*applied.problems(), *plan.problems))
     elif settings.paused:
@@ -249,22 +242,39 @@ def render_topology(
         children = list(peers)
         if decision.session_children:
             children += render_node_statuses(plan, decision.owner)
-    status["bgpPeers"] = len(peers)
     wanted = plan_conditions(
         plan, decision.settings_paused, carried(decision), decision.legacy_valued
     ) + ([mesh] if mesh is not None else [])
+    legacy_status: LegacyOperatorWire | msgspec.UnsetType = msgspec.UNSET
     if decision.legacy_peers and not settings.paused:
-        status["legacyOperator"] = {
-            "count": len(decision.legacy_peers),
-            "bgpPeers": [p.name for p in decision.legacy_peers[:LEGACY_LISTED]],
-            "keepLabels": decision.keep_legacy_labels,
-        }
+        legacy_status = LegacyOperatorWire(
+            len(decision.legacy_peers),
+            [p.name for p in decision.legacy_peers[:LEGACY_LISTED]],
+            decision.keep_legacy_labels,
+        )
         wanted.append(legacy if legacy is not None else legacy_condition(decision))
-    status["conditions"] = render_conditions(
-        wanted, previous_conditions, decision.now, decision.generation
+    conditions = render_conditions(
+        wanted, decision.previous.conditions, decision.now, decision.generation
     )
+    status = plan_status(plan, conditions, len(peers), datastore, legacy_status)
     return TopologySyncResponse(
-        status=status, children=children, resyncAfterSeconds=plan.resync_after
+        status=status_document(status), children=children, resyncAfterSeconds=plan.resync_after
+    )
+
+
+def _datastore_status(decision: TopologyDecision, applied: Applied) -> DatastoreStatusWire:
+    """What the etcd applier reported; with nothing written the revision stays as reported
+    last time, so status does not move."""
+    before = decision.previous_raw.get("datastore")
+    revision = applied.revision
+    if applied.writes == 0 and isinstance(before, dict) and "revision" in before:
+        revision = before["revision"]
+    return DatastoreStatusWire(
+        applied.datastore,
+        revision,
+        applied.peers,
+        applied.foreign_count,
+        [dict(o) for o in applied.orphaned[:ORPHANS_LISTED]],
     )
 
 
@@ -279,8 +289,8 @@ def _refused(decision: TopologyDecision) -> TopologySyncResponse:
     if decision.guard_since is not None:
         status["guard"] = {"trippedSince": decision.guard_since}
     wanted = [failure, Condition("Degraded", "True", failure.reason, failure.message)]
-    status["conditions"] = render_conditions(
-        wanted, decision.previous.conditions, decision.now, decision.generation
+    status["conditions"] = status_document(
+        render_conditions(wanted, decision.previous.conditions, decision.now, decision.generation)
     )
     return TopologySyncResponse(
         status=status, children=list(decision.echo), resyncAfterSeconds=decision.resync_after
@@ -345,7 +355,9 @@ def topology_finalize(
     }
     generation = parent.metadata.generation
     if hold is not None:
-        status["conditions"] = render_conditions([hold], previous.conditions, now, generation)
+        status["conditions"] = status_document(
+            render_conditions([hold], previous.conditions, now, generation)
+        )
         return TopologyFinalizeResponse(
             status=status,
             children=list(echo_children(request)),
@@ -366,7 +378,9 @@ def topology_finalize(
         )
     else:
         wanted = Condition("Ready", "False", "Released", "being deleted: no node carries a key")
-    status["conditions"] = render_conditions([wanted], previous.conditions, now, generation)
+    status["conditions"] = status_document(
+        render_conditions([wanted], previous.conditions, now, generation)
+    )
     return TopologyFinalizeResponse(
         status=status,
         children=list(echo_children(request)) if holding else [],

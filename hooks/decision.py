@@ -34,6 +34,7 @@ from hooks.wire import (
     BGPPEER_KEY,
     NODESTATUS_KEY,
     BadRequest,
+    GuardStatusWire,
     TopologyStatusWire,
     TopologySyncRequest,
     TopologyWire,
@@ -217,7 +218,9 @@ def decide_topology(
     prior = previous_from(previous, nodes, settings)
     tripped = guard_tripped(nodes, prior, settings)
     if tripped is not None:
-        recorded = previous.guard.trippedSince if previous.guard is not None else ""
+        recorded = (
+            previous.guard.trippedSince if isinstance(previous.guard, GuardStatusWire) else ""
+        )
         since = trusted_since(recorded, parent.metadata.creationTimestamp or "", now)
         if guard_holds(nodes, since, settings, now):
             refused = refuse(

@@ -27,6 +27,7 @@ from hooks.topologies import group_for
 from hooks.wire import (
     CLUSTER_ID_ANNOTATION,
     MANAGED_ANNOTATION,
+    LegacyOperatorWire,
     NodeSyncRequest,
     NodeSyncResponse,
     decode_topologies,
@@ -74,7 +75,8 @@ def _plan_view(raw: bytes) -> _PlanView:
             if not g.retiringSince
         ),
         retiring=frozenset(label_value(g.name) for g in status.groups if g.retiringSince),
-        keep_legacy_labels=status.legacyOperator is not None and status.legacyOperator.keepLabels,
+        keep_legacy_labels=isinstance(status.legacyOperator, LegacyOperatorWire)
+        and status.legacyOperator.keepLabels,
         complete=shape is not None
         and bool(shape.topology)
         and shape.routeReflectors is not None

@@ -10,9 +10,19 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from hooks.model import Condition, Plan, ReflectorState
+import msgspec
+
+from hooks.model import Condition, Plan, ReflectorState, RouteReflector
 from hooks.stamps import stamp
-from hooks.wire import ConditionStatusWire
+from hooks.wire import (
+    ConditionStatusWire,
+    DatastoreStatusWire,
+    GroupWire,
+    LegacyOperatorWire,
+    ReflectorWire,
+    TopologyStatusWire,
+    ZoneStatusWire,
+)
 
 LABELS_CONDITION = "LabelsMatched"
 
@@ -40,13 +50,13 @@ def _progress(wanted: list[Condition]) -> list[Condition]:
 
 def render_conditions(
     wanted: list[Condition], previous: list[ConditionStatusWire], now: datetime, generation: int
-) -> list[dict[str, Any]]:
+) -> list[ConditionStatusWire]:
     """Conditions with lastTransitionTime kept unless the condition's status changed, each
     stamped with the generation of the spec it was computed from (GitOps tools compare it
     with metadata.generation to tell a fresh verdict from a stale one)."""
     before = {c.type: c for c in previous}
     now_stamp = stamp(now)
-    rendered: list[dict[str, Any]] = []
+    rendered: list[ConditionStatusWire] = []
     for condition in sorted(wanted + _progress(wanted), key=lambda c: c.type):
         old = before.get(condition.type)
         since = (
@@ -55,52 +65,59 @@ def render_conditions(
             else now_stamp
         )
         rendered.append(
-            {
-                "type": condition.type,
-                "status": condition.status,
-                "reason": condition.reason,
-                "message": condition.message,
-                "lastTransitionTime": since,
-                "observedGeneration": generation,
-            }
+            ConditionStatusWire(
+                condition.type,
+                condition.status,
+                condition.reason,
+                condition.message,
+                since,
+                generation,
+            )
         )
     return rendered
 
 
-def plan_status(plan: Plan) -> dict[str, Any]:
-    return {
-        "topology": plan.topology,
-        "reflectors": len(plan.reflectors),
-        "zoneCount": len(plan.zones),
-        "routeReflectors": [
-            {"node": rr.node, "zone": rr.zone, "clusterID": rr.cluster_id, "state": str(rr.state)}
-            | ({"role": rr.role} if rr.role else {})
-            | ({"serves": rr.serves} if rr.serves is not None else {})
-            | ({"since": rr.since} if rr.since else {})
-            | ({"plane": rr.plane} if rr.plane else {})
-            | ({"hub": True} if rr.hub else {})
-            | ({"nextClusterID": rr.next_cluster_id} if rr.next_cluster_id else {})
-            for rr in plan.reflectors
-        ],
-        "zones": [
-            {
-                "name": z.name,
-                "nodes": z.nodes,
-                "ready": z.ready,
-                "eligible": z.eligible,
-                "demand": z.demand,
-                "expected": z.expected,
-                "actual": z.actual,
-            }
+def _reflector(rr: RouteReflector) -> ReflectorWire:
+    """One RR as status lists it (what is default there is left out)."""
+    identity = (rr.node, rr.zone, rr.cluster_id, str(rr.state))
+    return ReflectorWire(
+        *identity, rr.role, rr.serves, rr.since, rr.plane, rr.hub, rr.next_cluster_id
+    )
+
+
+def plan_status(
+    plan: Plan,
+    conditions: list[ConditionStatusWire],
+    bgp_peers: int,
+    datastore: DatastoreStatusWire | msgspec.UnsetType = msgspec.UNSET,
+    legacy: LegacyOperatorWire | msgspec.UnsetType = msgspec.UNSET,
+) -> TopologyStatusWire:
+    """The status of a plan, with its conditions, its BGPPeer count, and what the etcd applier
+    and the original operator's leftovers add (only when there is something to add)."""
+    return TopologyStatusWire(
+        topology=plan.topology,
+        reflectors=len(plan.reflectors),
+        zoneCount=len(plan.zones),
+        routeReflectors=[_reflector(rr) for rr in plan.reflectors],
+        zones=[
+            ZoneStatusWire(z.name, z.nodes, z.ready, z.eligible, z.demand, z.expected, z.actual)
             for z in plan.zones
         ],
-        "groups": [
-            {"name": g.name, "zone": g.zone, "reflectors": list(g.reflectors)}
-            | ({"rack": g.rack} if g.rack is not None else {})
-            | ({"retiringSince": g.retiring_since} if g.retiring_since else {})
+        groups=[
+            GroupWire(g.name, g.zone, list(g.reflectors), g.rack or "", g.retiring_since)
             for g in plan.groups
         ],
-    }
+        datastore=datastore,
+        bgpPeers=bgp_peers,
+        legacyOperator=legacy,
+        conditions=conditions,
+    )
+
+
+def status_document(status: TopologyStatusWire | list[ConditionStatusWire]) -> Any:
+    """A status (or its conditions) as the response carries it: plain JSON values, the fields
+    in declaration order, what is UNSET or (in reflectors and groups) default left out."""
+    return msgspec.to_builtins(status)
 
 
 def _fragile_groups(plan: Plan) -> list[Condition]:

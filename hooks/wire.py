@@ -127,11 +127,16 @@ class NodeWire(msgspec.Struct):
         )
 
 
+# The topology's status, written by hooks/status.py and read back by every reader. What every
+# status carries is a field without a default or a plain default (always encoded); what only some
+# carry is UNSET until set (left out). The field order is the order the bytes have.
+
+
 class ReflectorWire(msgspec.Struct, omit_defaults=True):
     node: str
-    zone: str = ""
-    clusterID: str = ""
-    state: str = "Active"
+    zone: str
+    clusterID: str
+    state: str
     role: str = ""
     serves: str | None = None
     since: str = ""
@@ -146,8 +151,8 @@ class ReflectorWire(msgspec.Struct, omit_defaults=True):
 
 class GroupWire(msgspec.Struct, omit_defaults=True):
     name: str
-    zone: str = ""
-    reflectors: list[str] = []
+    zone: str
+    reflectors: list[str]
     rack: str = ""
     retiringSince: str = ""
 
@@ -168,6 +173,17 @@ class ConditionStatusWire(msgspec.Struct):
     reason: str = ""
     message: str = ""
     lastTransitionTime: str = ""
+    observedGeneration: int = 0
+
+
+class DatastoreStatusWire(msgspec.Struct):
+    """What the etcd applier reported (etcdv3 mode)."""
+
+    type: str = ""
+    revision: int = 0
+    peers: int = 0
+    foreignBGPPeers: int = 0
+    orphaned: list[dict[str, Any]] = []
 
 
 class LegacyOperatorWire(msgspec.Struct):
@@ -186,18 +202,20 @@ class GuardStatusWire(msgspec.Struct):
 
 
 class TopologyStatusWire(msgspec.Struct):
-    """The topology's status as the topology sync writes it (hooks/status.py), read back: the one
-    typed status its readers share (the next sync, the node hook's plan view, plan's table and
-    picture)."""
+    """The topology's status: what the topology sync writes (hooks/status.py) and what its
+    readers share (the next sync, the node hook's plan view, plan's table and picture)."""
 
     topology: str = ""
     reflectors: int = 0
+    zoneCount: int = 0
     routeReflectors: list[ReflectorWire] = []
-    groups: list[GroupWire] = []
     zones: list[ZoneStatusWire] = []
+    groups: list[GroupWire] = []
+    datastore: DatastoreStatusWire | msgspec.UnsetType = msgspec.UNSET
+    bgpPeers: int = 0
+    legacyOperator: LegacyOperatorWire | msgspec.UnsetType | None = msgspec.UNSET
     conditions: list[ConditionStatusWire] = []
-    legacyOperator: LegacyOperatorWire | None = None
-    guard: GuardStatusWire | None = None
+    guard: GuardStatusWire | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class TopologyWire(msgspec.Struct):

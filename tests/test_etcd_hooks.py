@@ -13,10 +13,12 @@ from nodes import kube_node
 from starlette.exceptions import StarletteDeprecationWarning
 from test_schemas import status_validator
 
+from hooks import wire
 from hooks.app import create_app
 from hooks.calico import OWNER_LABEL
 from hooks.datastores.etcd import NODES_PREFIX, OWNED_PREFIX, OWNERS_PREFIX, PEERS_PREFIX
 from hooks.datastores.etcd_documents import OWNER_UID_ANNOTATION
+from hooks.status import status_document
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -102,6 +104,9 @@ def test_topology_sync_writes_the_plan_to_etcd_and_returns_no_bgppeer_children(
     assert len(peers) == body["status"]["bgpPeers"] == body["status"]["datastore"]["peers"]
     assert all(p["metadata"]["labels"][OWNER_LABEL] == "default" for p in peers.values())
     assert body["status"]["datastore"]["revision"] > 0
+    # the datastore's part reads back whole, in its place, like the rest of the status
+    read = wire.read_status(json.dumps(body["status"]).encode())
+    assert json.dumps(status_document(read)) == json.dumps(body["status"])
 
 
 def test_a_second_sync_writes_nothing_and_keeps_status_bytes(etcd: EtcdServer) -> None:

@@ -12,7 +12,9 @@ import pytest
 from golden import FIXTURES, ROUTES, call_hook, canonical, cases
 from starlette.testclient import TestClient
 
+from hooks import wire
 from hooks.legacy import carries_reflector_label
+from hooks.status import status_document
 
 CLUSTER_ID = "projectcalico.org/RouteReflectorClusterID"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
@@ -100,3 +102,16 @@ def test_ready_converged_exactly_when_the_planned_reflectors_carry_their_labels(
         return
     assert (ready["status"] == "True") is labels_are_the_plan, ready
     assert ready["reason"] == ("Converged" if labels_are_the_plan else "LabelsPending"), ready
+
+
+@pytest.mark.parametrize("case", [c for h, c in CASES if h == "topology-sync"], ids=str)
+def test_the_status_written_reads_back_whole(case: str) -> None:
+    """The status the sync writes is the struct its readers decode: read back and written
+    again, every field and its place survive (a field the readers do not know would be lost)."""
+    written = json.loads((FIXTURES / "topology-sync" / case / "response.json").read_text())[
+        "status"
+    ]
+    read = wire.read_status(json.dumps(written).encode())
+    assert read.topology == written.get("topology", "")
+    again = status_document(read)
+    assert json.dumps(again) == json.dumps(written)
