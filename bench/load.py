@@ -59,7 +59,7 @@ def healthz_during_sync(server: Server, body: bytes, repeats: int = 1) -> dict[s
             time.sleep(0.05)
 
     answers: list[tuple[int, float]] = []
-    logged = len(server.hook_lines("topology_sync"))
+    logged = len(settled_lines(server))
     prober = threading.Thread(target=probe)
     prober.start()
     try:
@@ -68,7 +68,7 @@ def healthz_during_sync(server: Server, body: bytes, repeats: int = 1) -> dict[s
     finally:
         done.set()
         prober.join()
-    lines = server.hook_lines("topology_sync")[logged:]
+    lines = settled_lines(server)[logged:]
     phases = [
         {name: line[name] for name in (*PHASES, "duration_ms") if name in line} for line in lines
     ]
@@ -84,6 +84,20 @@ def healthz_during_sync(server: Server, body: bytes, repeats: int = 1) -> dict[s
         "healthz_probes": len(probes),
         "healthz_max_ms": round(max(probes) * 1e3, 1) if probes else None,
     }
+
+
+def settled_lines(server: Server, quiet: float = 0.3, most: float = 10) -> list[dict[str, Any]]:
+    """The server's topology sync log lines once no new one came for `quiet` seconds: a sync's
+    line is written once its decoded Nodes are freed, just after its answer."""
+    deadline = time.monotonic() + most
+    lines = server.hook_lines("topology_sync")
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        again = server.hook_lines("topology_sync")
+        if len(again) == len(lines):
+            break
+        lines = again
+    return lines
 
 
 def slowloris(server: Server, count: int, node_body: bytes) -> dict[str, Any]:

@@ -8,13 +8,16 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
 
 import httpx
 import pytest
 from golden import FIXTURES
 from served import serving
+from starlette.applications import Starlette
 
+from hooks import wire
 from hooks.app import create_app
 from hooks.intake import Busy, SyncSlots
 
@@ -160,3 +163,66 @@ def test_past_the_queue_a_topology_sync_gets_503_with_retry_after_and_the_queued
         queued.close()
     answer = httpx.post(f"http://127.0.0.1:{one_slot}/topology/sync", content=CONVERGED, timeout=5)
     assert answer.status_code == 200  # every slot given back
+
+
+async def _call(app: Starlette, body: bytes, sent: Callable[[], Awaitable[None]]) -> int:
+    """POST /topology/sync straight to the ASGI app; `sent` is awaited as its answer's last
+    bytes go out; the status."""
+    scope = {
+        "type": "http",
+        "http_version": "1.1",
+        "method": "POST",
+        "path": "/topology/sync",
+        "raw_path": b"/topology/sync",
+        "root_path": "",
+        "scheme": "http",
+        "query_string": b"",
+        "headers": [(b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+    }
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+    status = 0
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif not message.get("more_body", False):
+            await sent()
+
+    await app(scope, receive, send)
+    return status
+
+
+def test_the_decoded_nodes_are_freed_after_the_answer_is_sent_with_the_slot_held_till_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events: list[str] = []
+    release = wire.release
+
+    def counted(request: wire.TopologySyncRequest | wire.NodeSyncRequest) -> None:
+        events.append("released")
+        release(request)
+
+    monkeypatch.setattr(wire, "release", counted)
+    app = create_app({"MAX_CONCURRENT_SYNCS": "1", "MAX_QUEUED_SYNCS": "0"})
+
+    async def scenario() -> None:
+        async def first_sent() -> None:
+            events.append("answered")
+            # the Nodes are not yet freed: the slot is still held, a second sync is refused
+            events.append(f"second {await _call(app, CONVERGED, nothing)}")
+
+        async def nothing() -> None:
+            pass
+
+        assert await _call(app, CONVERGED, first_sent) == 200
+        assert events == ["answered", "second 503", "released"]
+        assert await _call(app, CONVERGED, nothing) == 200  # the slot was given back
+
+    asyncio.run(scenario())
+    assert events[-1] == "released"
