@@ -8,8 +8,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hooks.config import LABEL_VALUE, Settings
+from hooks.config import Settings
 from hooks.model import AllReflectors, Clients, PeerSet, Plan, Reflectors
+from hooks.spec import LABEL_VALUE
 from hooks.wire import BGPPEER_API, CLUSTER_ID_ANNOTATION, MANAGED_ANNOTATION
 
 GROUP_LABEL = "route-reflector.dev/group"

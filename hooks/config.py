@@ -1,28 +1,33 @@
-"""CR spec + environment → validated settings; every error names the field it is about.
-
-Longer than ~400 lines on purpose: one concern, the spec, whose every field carries its check
-and its message (label keys, tolerations, selectors, guards, the cluster-ID template, the
-environment's names for the same fields); splitting by field would part a rule from its message.
-"""
+"""CR spec + environment → validated settings; every error names the field it is about (the
+spec's shape and defaults are in spec.py, the checks across fields and the environment here)."""
 
 from __future__ import annotations
 
 import difflib
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from hooks.model import Datastore, Topology
-
-LABEL_KEY = re.compile(
-    r"^(?:(?=.{1,253}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+from hooks.spec import (
+    ALLOWED,
+    DEFAULTS,
+    LABEL_KEY,
+    EnvSpec,
+    Guard,
+    LabelMatch,
+    LabelSelector,
+    Spec,
+    Step,
+    Toleration,
+    reserved_label_key,
 )
-LABEL_VALUE = re.compile(r"^(?:[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+T = TypeVar("T")
 
 ENVIRONMENT = {
     "datastore": "DATASTORE_TYPE",
@@ -49,168 +54,6 @@ class SpecError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class LabelMatch:
-    """`k=v` (exact), `k=` (present and empty), or `k` (present)."""
-
-    key: str
-    value: str | None
-
-    @classmethod
-    def parse(cls, text: str) -> LabelMatch:
-        key, sep, value = text.partition("=")
-        if not LABEL_KEY.match(key):
-            raise ValueError(f"{text!r} is not a label key, `key=value` or `key=`")
-        if sep and not LABEL_VALUE.match(value):
-            raise ValueError(f"{value!r} is not a valid label value")
-        return cls(key, value if sep else None)
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.key not in labels:
-            return False
-        return self.value is None or labels[self.key] == self.value
-
-    def __str__(self) -> str:
-        return self.key if self.value is None else f"{self.key}={self.value}"
-
-
-RESERVED_LABEL_DOMAINS = ("kubernetes.io", "k8s.io")
-
-
-def reserved_label_key(key: str) -> bool:
-    """A label key in the kubernetes.io/ or k8s.io/ namespace (or a subdomain of either)."""
-    prefix, slash, _ = key.partition("/")
-    if not slash:
-        return False
-    return any(prefix == d or prefix.endswith("." + d) for d in RESERVED_LABEL_DOMAINS)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, populate_by_name=True)
-
-
-class Step(_Model):
-    nodes: int = Field(ge=0)
-    reflectors: int = Field(ge=0)
-
-
-class Toleration(_Model):
-    key: str = ""
-    operator: Literal["Exists", "Equal"] = "Equal"
-    value: str = ""
-    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
-    tolerationSeconds: int | None = None
-
-    def tolerates(self, key: str, value: str, effect: str) -> bool:
-        if self.effect and self.effect != effect:
-            return False
-        if self.operator == "Exists":
-            return not self.key or self.key == key
-        return self.key == key and self.value == value
-
-
-class SelectorRequirement(_Model):
-    key: str
-    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] = []
-
-
-class LabelSelector(_Model):
-    matchLabels: dict[str, str] = {}
-    matchExpressions: list[SelectorRequirement] = []
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if any(labels.get(k) != v for k, v in self.matchLabels.items()):
-            return False
-        for req in self.matchExpressions:
-            present = req.key in labels
-            if req.operator == "Exists" and not present:
-                return False
-            if req.operator == "DoesNotExist" and present:
-                return False
-            if req.operator == "In" and labels.get(req.key) not in req.values:
-                return False
-            if req.operator == "NotIn" and present and labels[req.key] in req.values:
-                return False
-        return True
-
-
-class Guard(_Model):
-    maxMissingFraction: float = Field(default=0.5, ge=0, le=1)
-    minNodes: int = Field(default=1, ge=0)
-    holdSeconds: int = Field(default=600, ge=0, le=86400)
-
-
-class Spec(_Model):
-    """The RouteReflectorTopology spec as written; unset fields fall back to the environment."""
-
-    topology: Literal["simple", "multi", "quorum", "hierarchy"] | None = None
-    datastore: Literal["incluster", "kubernetes", "etcdv3"] | None = None
-    nodeLabel: str | None = None
-    zoneLabel: str | None = None
-    rackLabel: str | None = None
-    clusterID: str | None = None
-    min: int | None = Field(default=None, ge=0, le=1000)
-    max: int | None = Field(default=None, ge=1, le=1000)
-    ratio: float | None = Field(default=None, gt=0, le=1)
-    steps: list[Step] | None = Field(default=None, max_length=64)
-    incompatibleLabels: list[str] | None = None
-    preferredLabels: list[str] | None = None
-    nodeSelector: LabelSelector | None = None
-    tolerations: list[Toleration] | None = None
-    peersPerNode: int | None = Field(default=None, ge=1, le=10)
-    waitSeconds: int | None = Field(default=None, ge=0, le=3600)
-    paused: bool | None = None
-    nodeToNodeMesh: Literal["Keep", "DisableWhenReady"] | None = None
-    legacyBGPPeers: Literal["Keep", "RemoveWhenReady"] | None = None
-    guard: Guard | None = None
-
-
-class EnvSpec(Spec):
-    """The same fields read from environment strings, so "3" may mean 3."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-
-ALLOWED = {
-    "topology": "one of simple, multi, quorum, hierarchy",
-    "datastore": "one of incluster, kubernetes, etcdv3",
-    "min": "an integer from 0 to 1000",
-    "max": "an integer from 1 to 1000",
-    "ratio": "a number greater than 0, at most 1",
-    "peersPerNode": "an integer from 1 to 10",
-    "waitSeconds": "an integer from 0 to 3600",
-    "paused": "true or false",
-    "nodeToNodeMesh": "Keep or DisableWhenReady",
-    "legacyBGPPeers": "Keep or RemoveWhenReady",
-    "steps": "a list of {nodes, reflectors}, non-negative integers",
-}
-
-
-DEFAULTS: dict[str, Any] = {
-    "topology": "simple",
-    "datastore": "incluster",
-    "nodeLabel": "calico-route-reflector=",
-    "zoneLabel": "",
-    "rackLabel": "",
-    "clusterID": "224.0.0.%d",
-    "min": 3,
-    "max": 25,
-    "ratio": 0.005,
-    "steps": (),
-    "incompatibleLabels": (),
-    "preferredLabels": (),
-    "nodeSelector": None,
-    "tolerations": (),
-    "peersPerNode": 3,
-    "waitSeconds": 0,
-    "paused": False,
-    "nodeToNodeMesh": "Keep",
-    "legacyBGPPeers": "Keep",
-    "guard": Guard(),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,80 +192,111 @@ def _from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
     return EnvSpec.model_validate(values).model_dump(exclude_none=True)
 
 
-def load_settings(spec: Mapping[str, Any] | None, environ: Mapping[str, str]) -> Settings:
-    """Spec wins, then the environment variable, then the default; raises SpecError."""
+@dataclass(frozen=True)
+class _Merged:
+    """The spec over the environment over the defaults, and where each value came from (the
+    field a SpecError names)."""
+
+    values: dict[str, Any]
+    given: frozenset[str]  # the fields the spec sets
+    environ: Mapping[str, str]
+
+    def fail(self, name: str, message: str) -> SpecError:
+        where = "spec." + name if name in self.given else ENVIRONMENT.get(name, name)
+        return SpecError(where, message)
+
+    def parsed(self, name: str, parse: Callable[[Any], T]) -> T:
+        """The field parsed by `parse`; its ValueError becomes a SpecError naming the field."""
+        try:
+            return parse(self.values[name])
+        except ValueError as error:
+            raise self.fail(name, str(error)) from None
+
+
+def _merge(spec: Mapping[str, Any] | None, environ: Mapping[str, str]) -> _Merged:
     try:
         given = Spec.model_validate(dict(spec or {}))
     except ValidationError as error:
         raise _describe(error, "spec") from None
-    merged = dict(DEFAULTS)
-    merged.update(_from_environ(environ))
-    merged.update(
+    values = dict(DEFAULTS)
+    values.update(_from_environ(environ))
+    values.update(
         {k: getattr(given, k) for k in given.model_fields_set if getattr(given, k) is not None}
     )
-    source = {
-        k: ("spec." + k if k in given.model_fields_set else ENVIRONMENT.get(k, k)) for k in merged
-    }
+    return _Merged(values, frozenset(given.model_fields_set), environ)
 
-    def fail(name: str, message: str) -> SpecError:
-        return SpecError(source[name], message)
 
-    if merged["min"] > merged["max"]:
+def _check_bounds(merged: _Merged) -> None:
+    low, high = merged.values["min"], merged.values["max"]
+    if low > high:
         # Blame the bound that was set (spec before environment), not a default.
-        given_spec = [k for k in ("min", "max") if k in given.model_fields_set]
-        given_env = [k for k in ("min", "max") if ENVIRONMENT[k] in environ]
+        given_spec = [k for k in ("min", "max") if k in merged.given]
+        given_env = [k for k in ("min", "max") if ENVIRONMENT[k] in merged.environ]
         culprit = (given_spec or given_env or ["min"])[0]
-        raise fail(culprit, f"min ({merged['min']}) must be <= max ({merged['max']})")
-    try:
-        node_label = LabelMatch.parse(merged["nodeLabel"])
-    except ValueError as error:
-        raise fail("nodeLabel", str(error)) from None
+        raise merged.fail(culprit, f"min ({low}) must be <= max ({high})")
+
+
+def _node_label(merged: _Merged) -> LabelMatch:
+    node_label = merged.parsed("nodeLabel", LabelMatch.parse)
     if reserved_label_key(node_label.key):
-        raise fail(
+        raise merged.fail(
             "nodeLabel",
             f"{node_label.key!r} is in a namespace Kubernetes reserves (kubernetes.io/, k8s.io/):"
             " the hook removes this key from nodes that are not route reflectors",
         )
-    try:
-        template = _check_template(merged["clusterID"])
-    except ValueError as error:
-        raise fail("clusterID", str(error)) from None
+    return LabelMatch(node_label.key, node_label.value or "")
+
+
+def _check_label_keys(merged: _Merged) -> None:
     for name in ("zoneLabel", "rackLabel"):
-        if merged[name] and not LABEL_KEY.match(merged[name]):
-            raise fail(name, f"{merged[name]!r} is not a label key")
-    matches: dict[str, tuple[LabelMatch, ...]] = {}
-    for name in ("incompatibleLabels", "preferredLabels"):
-        try:
-            matches[name] = tuple(LabelMatch.parse(text) for text in merged[name])
-        except ValueError as error:
-            raise fail(name, str(error)) from None
-    if merged["topology"] == "hierarchy" and not merged["rackLabel"]:
-        field = (
-            "spec.rackLabel" if "topology" in given.model_fields_set else ENVIRONMENT["rackLabel"]
-        )
+        key = merged.values[name]
+        if key and not LABEL_KEY.match(key):
+            raise merged.fail(name, f"{key!r} is not a label key")
+
+
+def _check_rack_label(merged: _Merged) -> None:
+    """The hierarchy topology needs rackLabel; blamed on where the topology was chosen."""
+    if merged.values["topology"] == "hierarchy" and not merged.values["rackLabel"]:
+        field = "spec.rackLabel" if "topology" in merged.given else ENVIRONMENT["rackLabel"]
         raise SpecError(
             field, "the hierarchy topology needs rackLabel (the node label naming a rack)"
         )
-    steps = tuple(sorted(merged["steps"], key=lambda step: step.nodes))
+
+
+def _label_matches(texts: Sequence[str]) -> tuple[LabelMatch, ...]:
+    return tuple(LabelMatch.parse(text) for text in texts)
+
+
+def load_settings(spec: Mapping[str, Any] | None, environ: Mapping[str, str]) -> Settings:
+    """Spec wins, then the environment variable, then the default; raises SpecError."""
+    merged = _merge(spec, environ)
+    _check_bounds(merged)
+    node_label = _node_label(merged)
+    template = merged.parsed("clusterID", _check_template)
+    _check_label_keys(merged)
+    incompatible = merged.parsed("incompatibleLabels", _label_matches)
+    preferred = merged.parsed("preferredLabels", _label_matches)
+    _check_rack_label(merged)
+    values = merged.values
     return Settings(
-        topology=merged["topology"],
-        datastore=merged["datastore"],
-        node_label=LabelMatch(node_label.key, node_label.value or ""),
-        zone_label=merged["zoneLabel"],
-        rack_label=merged["rackLabel"],
+        topology=values["topology"],
+        datastore=values["datastore"],
+        node_label=node_label,
+        zone_label=values["zoneLabel"],
+        rack_label=values["rackLabel"],
         cluster_id=template,
-        min=merged["min"],
-        max=merged["max"],
-        ratio=float(merged["ratio"]),
-        steps=steps,
-        incompatible_labels=matches["incompatibleLabels"],
-        preferred_labels=matches["preferredLabels"],
-        node_selector=merged["nodeSelector"],
-        tolerations=tuple(merged["tolerations"]),
-        peers_per_node=merged["peersPerNode"],
-        wait_seconds=merged["waitSeconds"],
-        paused=merged["paused"],
-        node_to_node_mesh=merged["nodeToNodeMesh"],
-        legacy_bgp_peers=merged["legacyBGPPeers"],
-        guard=merged["guard"],
+        min=values["min"],
+        max=values["max"],
+        ratio=float(values["ratio"]),
+        steps=tuple(sorted(values["steps"], key=lambda step: step.nodes)),
+        incompatible_labels=incompatible,
+        preferred_labels=preferred,
+        node_selector=values["nodeSelector"],
+        tolerations=tuple(values["tolerations"]),
+        peers_per_node=values["peersPerNode"],
+        wait_seconds=values["waitSeconds"],
+        paused=values["paused"],
+        node_to_node_mesh=values["nodeToNodeMesh"],
+        legacy_bgp_peers=values["legacyBGPPeers"],
+        guard=values["guard"],
     )

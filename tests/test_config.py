@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from hooks.config import ClusterIDTemplate, LabelMatch, Settings, SpecError, load_settings
+from hooks.config import ClusterIDTemplate, Settings, SpecError, load_settings
+from hooks.spec import LabelMatch
 
 
 def _label(s: Settings) -> tuple[str, str]:
