@@ -69,140 +69,148 @@ class Metrics:
     owners: dict[str, _Owner] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        r = self.registry
         # process_* (CPU, resident memory, open fds) and python_info, as the default registry has.
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self._register_requests()
+        self._register_bounds()
+        self._register_zones()
+        self._register_reflectors()
+        self._register_routes()
+        self._register_datastore()
+
+    def _gauge(self, name: str, documentation: str, *labels: str) -> Gauge:
+        return Gauge(name, documentation, labels, registry=self.registry)
+
+    def _counter(self, name: str, documentation: str, *labels: str) -> Counter:
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def _register_requests(self) -> None:
+        """The hook requests: how long, how large, how they failed, node syncs skipped."""
         self.duration = Histogram(
             "rr_hook_duration_seconds",
             "Time to answer a hook request",
             ["hook"],
-            registry=r,
+            registry=self.registry,
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.request_bytes = Histogram(
             "rr_hook_request_bytes",
             "Size of hook request bodies",
             ["hook"],
-            registry=r,
+            registry=self.registry,
             buckets=(1e3, 1e4, 1e5, 1e6, 1e7, 5e7, 1e8, 5e8),
         )
-        self.errors = Counter(
-            "rr_hook_errors_total",
-            "Hook requests answered with an error",
-            ["hook", "reason"],
-            registry=r,
+        self.errors = self._counter(
+            "rr_hook_errors_total", "Hook requests answered with an error", "hook", "reason"
         )
-        self.rejected = Counter(
+        self.node_sync_skipped = self._counter(
+            "rr_node_sync_skipped_total",
+            "Node syncs answered with no change because the information to act on was missing",
+            "reason",
+        )
+
+    def _register_bounds(self) -> None:
+        """The label bounds: owners with series, and what did not fit."""
+        self.rejected = self._counter(
             "rr_metrics_rejected_total",
             "Owners or zones given no series because the label bounds were reached",
-            ["kind"],
-            registry=r,
+            "kind",
         )
-        self.expected = Gauge(
-            "rr_zone_reflectors_expected", "RRs planned per zone", ["owner", "zone"], registry=r
+        for kind in ("owner", "zone"):
+            self.rejected.labels(kind)  # 0 from the start: a rate over it needs a first sample
+        self.owners_tracked = Gauge(
+            "rr_metrics_owners", "Owners that have series now", registry=self.registry
         )
-        self.actual = Gauge(
-            "rr_zone_reflectors_actual", "RRs labelled per zone now", ["owner", "zone"], registry=r
+
+    def _register_zones(self) -> None:
+        """Per owner and zone: RRs planned and labelled, eligible nodes."""
+        zoned = ("owner", "zone")
+        self.expected = self._gauge("rr_zone_reflectors_expected", "RRs planned per zone", *zoned)
+        self.actual = self._gauge("rr_zone_reflectors_actual", "RRs labelled per zone now", *zoned)
+        self.eligible = self._gauge(
+            "rr_zone_eligible_nodes", "Nodes eligible to be RRs per zone", *zoned
         )
-        self.eligible = Gauge(
-            "rr_zone_eligible_nodes",
-            "Nodes eligible to be RRs per zone",
-            ["owner", "zone"],
-            registry=r,
+
+    def _register_reflectors(self) -> None:
+        """Per owner: plan and role changes, RRs in transition, conditions, BGPPeers."""
+        self.plan_changes = self._counter(
+            "rr_plan_changes_total", "Syncs whose RR set differed from the previous one", "owner"
         )
-        self.plan_changes = Counter(
-            "rr_plan_changes_total",
-            "Syncs whose RR set differed from the previous one",
-            ["owner"],
-            registry=r,
-        )
-        self.role_changes = Counter(
+        self.role_changes = self._counter(
             "rr_role_changes_total",
             "Nodes that gained or lost the route reflector role (each change resets that"
             " node's BGP sessions for about 2 s)",
-            ["owner"],
-            registry=r,
+            "owner",
         )
-        self.node_sync_skipped = Counter(
-            "rr_node_sync_skipped_total",
-            "Node syncs answered with no change because the information to act on was missing",
-            ["reason"],
-            registry=r,
+        self.draining = self._gauge(
+            "rr_reflectors_draining", "RRs kept while their replacement comes up", "owner"
         )
-        self.draining = Gauge(
-            "rr_reflectors_draining",
-            "RRs kept while their replacement comes up",
-            ["owner"],
-            registry=r,
-        )
-        self.pending = Gauge(
+        self.pending = self._gauge(
             "rr_reflectors_pending",
             "RRs chosen whose sessions are not up yet (or whose wait has not passed)",
-            ["owner"],
-            registry=r,
+            "owner",
         )
-        self.transition_started = Gauge(
+        self.transition_started = self._gauge(
             "rr_reflector_transition_started_timestamp_seconds",
             "When the oldest RR still Pending or Draining entered that state (Unix time)",
-            ["owner", "state"],
-            registry=r,
+            "owner",
+            "state",
         )
-        self.wait = Gauge(
+        self.wait = self._gauge(
             "rr_reflector_wait_seconds",
             "waitSeconds of the topology: how long a new RR waits for its sessions",
-            ["owner"],
-            registry=r,
+            "owner",
         )
-        self.condition = Gauge(
+        self.condition = self._gauge(
             "rr_condition",
             "1 for the status a condition of the topology has now, 0 for the others",
-            ["owner", "type", "status"],
-            registry=r,
+            "owner",
+            "type",
+            "status",
         )
-        self.bgp_peers = Gauge(
-            "rr_bgp_peers", "BGPPeer objects the plan renders", ["owner"], registry=r
-        )
-        self.paths = Gauge(
+        self.bgp_peers = self._gauge("rr_bgp_peers", "BGPPeer objects the plan renders", "owner")
+
+    def _register_routes(self) -> None:
+        """Per owner: the route counts of the plan (hooks/paths.py) and their stated bounds."""
+        self.paths = self._gauge(
             "rr_paths_per_prefix",
             "Add-path routes a node holds per remote prefix (a lower bound when exploded)",
-            ["owner", "role", "stat"],
-            registry=r,
+            "owner",
+            "role",
+            "stat",
         )
-        self.paths_bound = Gauge(
+        self.paths_bound = self._gauge(
             "rr_paths_per_prefix_bound",
             "The stated bound on add-path routes per remote prefix a node of this role holds",
-            ["owner", "role"],
-            registry=r,
+            "owner",
+            "role",
         )
-        self.routes = Gauge(
+        self.routes = self._gauge(
             "rr_routes_per_node",
             "BGP routes a node holds for other nodes' prefixes (a lower bound when exploded)",
-            ["owner", "stat"],
-            registry=r,
+            "owner",
+            "stat",
         )
-        self.paths_exploded = Gauge(
+        self.paths_exploded = self._gauge(
             "rr_paths_exploded",
             "1 when the route count was stopped at its cap (the figures are lower bounds)",
-            ["owner"],
-            registry=r,
+            "owner",
         )
-        self.foreign_objects = Gauge(
+
+    def _register_datastore(self) -> None:
+        """Per owner, etcdv3 mode: what the apply found in etcd that is not its own."""
+        self.foreign_objects = self._gauge(
             "rr_datastore_foreign_bgppeers",
             "BGPPeers in etcd that no topology of this service wrote (left alone)",
-            ["owner"],
-            registry=r,
+            "owner",
         )
-        self.orphaned_owners = Gauge(
+        self.orphaned_owners = self._gauge(
             "rr_datastore_orphaned_owners",
             "Owners with objects in etcd that no sync shows as a live topology (swept after"
             " a grace period)",
-            ["owner"],
-            registry=r,
+            "owner",
         )
-        self.owners_tracked = Gauge("rr_metrics_owners", "Owners that have series now", registry=r)
-        for kind in ("owner", "zone"):
-            self.rejected.labels(kind)  # 0 from the start: a rate over it needs a first sample
 
     # -- bounds ---------------------------------------------------------------------------------
 
