@@ -32,6 +32,7 @@ from hooks.reconcile import (
     LegacyRemover,
     MeshSwitcher,
     Reconciled,
+    ReportReader,
     reconcile,
 )
 from hooks.writers import Etcd, Unavailable, legacy_remover_for, mesh_switch_for
@@ -82,6 +83,7 @@ def create_app(
     legacy_remover: LegacyRemover | None = None,
     serve_metrics: bool = True,
     releaser: Releaser | None = None,
+    reports: ReportReader | None = None,
 ) -> Starlette:
     """The hook service. `environ` defaults to the process environment, read once here.
 
@@ -101,6 +103,7 @@ def create_app(
         mesh_switch=mesh_switch or mesh_switch_for(env, etcd),
         legacy_remover=legacy_remover or legacy_remover_for(env),
         releaser=releaser or etcd.release,
+        reports=reports or etcd.sessions,
         etcd=etcd,
     )
     routes = _routes(handlers, Limits.from_environ(env), metrics)
@@ -127,6 +130,7 @@ class _Handlers:
         mesh_switch: MeshSwitcher,
         legacy_remover: LegacyRemover,
         releaser: Releaser,
+        reports: ReportReader,
         etcd: Etcd,
     ) -> None:
         self.env = env
@@ -136,6 +140,7 @@ class _Handlers:
         self.mesh_switch = mesh_switch
         self.legacy_remover = legacy_remover
         self.releaser = releaser
+        self.reports = reports
         self.etcd = etcd
         self.last_plans: dict[str, tuple[str, ...]] = {}
         self.routing_digests: dict[str, str] = {}  # owner → what its route counts were made from
@@ -162,7 +167,13 @@ class _Handlers:
     def sync_decoded(self, request: wire.TopologySyncRequest) -> tuple[bytes, dict[str, Any]]:
         decoded = time.perf_counter()
         done = reconcile(
-            request, self.env, self.clock, self.applier, self.mesh_switch, self.legacy_remover
+            request,
+            self.env,
+            self.clock,
+            self.applier,
+            self.mesh_switch,
+            self.legacy_remover,
+            self.reports,
         )
         planned = time.perf_counter()
         fields = self.observe(done, request)

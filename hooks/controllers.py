@@ -23,7 +23,7 @@ from hooks.config import SpecError
 from hooks.decision import TopologyDecision, carried, decide_topology, echo_children, raw_status
 from hooks.model import Condition, NodeInfo
 from hooks.node_hook import client_group, decide_node, node_sync, owned_keys
-from hooks.node_status import render_node_statuses
+from hooks.node_status import render_node_statuses, session_problem
 from hooks.sessions import SimNode
 from hooks.settings_cache import Environ, datastore_of, settings_for
 from hooks.status import (
@@ -242,9 +242,11 @@ def render_topology(
         children = list(peers)
         if decision.session_children:
             children += render_node_statuses(plan, decision.owner)
+    where = "etcd" if settings.datastore == "etcdv3" else "the CalicoNodeStatus children"
+    problem = session_problem(decision.sessions, where)
     wanted = plan_conditions(
         plan, decision.settings_paused, carried(decision), decision.legacy_valued
-    ) + ([mesh] if mesh is not None else [])
+    ) + [c for c in (mesh, problem) if c is not None]
     legacy_status: LegacyOperatorWire | msgspec.UnsetType = msgspec.UNSET
     if decision.legacy_peers and not settings.paused:
         legacy_status = LegacyOperatorWire(

@@ -182,10 +182,14 @@ def raw_status(status: msgspec.Raw) -> dict[str, Any]:
 
 
 def decide_topology(
-    request: TopologySyncRequest, environ: Environ, now: datetime
+    request: TopologySyncRequest,
+    environ: Environ,
+    now: datetime,
+    stored: Sessions | None = None,
 ) -> TopologyDecision:
     """Refuse (Superseded, InvalidSpec, GuardTripped, a PlanError) or plan: the topology's
-    target, then the transitions towards it."""
+    target, then the transitions towards it. `stored`: in etcdv3 mode, the session state read
+    from the CalicoNodeStatus documents in etcd (None: none was read)."""
     parent = request.parent
     owner = parent.metadata.name
     previous = parent.read_status()
@@ -236,7 +240,7 @@ def decide_topology(
     except PlanError as error:
         where = f"{error.field}: " if error.field else ""
         return refuse(error.reason, where + error.message, settings)
-    return _planned(request, settings, nodes, prior, target, now, base)
+    return _planned(request, settings, nodes, prior, target, now, base, stored)
 
 
 def _observed(
@@ -273,11 +277,19 @@ def _planned(
     target: Plan,
     now: datetime,
     base: Mapping[str, Any],
+    stored: Sessions | None = None,
 ) -> TopologyDecision:
     """The decision for `target`: the transitions towards it with the session state the
-    CalicoNodeStatus children report, the label check, the original operator's leftovers."""
-    session_children = settings.datastore != "etcdv3" and NODESTATUS_KEY in (request.children or {})
-    sessions = read_sessions(request) if session_children else Sessions(False, frozenset())
+    CalicoNodeStatus reports show (the children in KDD mode, `stored` in etcdv3 mode), the label
+    check, the original operator's leftovers."""
+    children = request.children or {}
+    session_children = settings.datastore != "etcdv3" and NODESTATUS_KEY in children
+    if session_children:
+        sessions = read_sessions(children[NODESTATUS_KEY])
+    elif settings.datastore == "etcdv3" and stored is not None:
+        sessions = stored
+    else:
+        sessions = Sessions(False, frozenset())
     by_name = {node.name: node for node in nodes}
     plan = apply_transitions(target, prior, by_name, sessions, settings, now)
     unmatched = _unmatched_label_condition(nodes, settings)

@@ -13,12 +13,15 @@ from hooks import controllers
 from hooks.controllers import Applied
 from hooks.decision import TopologyDecision
 from hooks.model import Condition
+from hooks.transitions import Sessions
 from hooks.wire import TopologySyncRequest, TopologySyncResponse
 
 Clock = Callable[[], datetime]
 Applier = Callable[[TopologyDecision], Applied]  # writes the decision to etcd
 MeshSwitcher = Callable[[TopologyDecision], Condition]  # turns the node-to-node mesh off
 LegacyRemover = Callable[[TopologyDecision], Condition]  # deletes the old operator's BGPPeers
+# etcdv3 mode: the session state of a topology (by name) from its CalicoNodeStatus documents
+ReportReader = Callable[[str], Sessions]
 
 
 @dataclass(frozen=True)
@@ -38,12 +41,17 @@ def reconcile(
     applier: Applier,
     mesh_switch: MeshSwitcher,
     legacy_remover: LegacyRemover,
+    reports: ReportReader | None = None,
 ) -> Reconciled:
-    """Decide; in etcd mode apply the decision with `applier`; with DisableWhenReady, once the
-    RRs carry every session, `mesh_switch`; with RemoveWhenReady, once ours carry every session,
+    """In etcd mode read the session state with `reports` (KDD: the children carry it); decide;
+    in etcd mode apply the decision with `applier`; with DisableWhenReady, once the RRs carry
+    every session, `mesh_switch`; with RemoveWhenReady, once ours carry every session,
     `legacy_remover`; then render the response with what they reported."""
     now = clock()
-    decision = controllers.decide_topology(request, environ, now)
+    stored = None
+    if reports is not None and controllers.datastore_of(request.parent.spec, environ) == "etcdv3":
+        stored = reports(request.parent.metadata.name)
+    decision = controllers.decide_topology(request, environ, now, stored)
     settings = decision.settings
     if not decision.applies or settings is None:
         return Reconciled(decision, None, controllers.render_topology(decision), now)
@@ -68,8 +76,9 @@ def mesh_waiting(decision: TopologyDecision) -> Condition:
         "WaitingForReflectors",
         "the mesh stays on until every RR is Active with Established BGP sessions"
         + (
-            "; in etcdv3 mode no session state is read (CalicoNodeStatus), so switch it"
-            " off yourself once the topology is Ready"
+            "; no CalicoNodeStatus report in etcd yet (calico-node >= 3.21 fills in the ones"
+            " this service writes per RR), so without one switch it off yourself once the"
+            " topology is Ready"
             if in_etcd and not decision.sessions.observed
             else ""
         ),

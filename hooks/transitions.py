@@ -31,12 +31,17 @@ SHOWN_NAMES = 5  # RRs named in a roll's condition message (the rest are counted
 
 @dataclass(frozen=True)
 class Sessions:
-    """BGP session state from the CalicoNodeStatus children (Calico >= 3.21)."""
+    """BGP session state from the CalicoNodeStatus reports (Calico >= 3.21): the children in KDD
+    mode, the documents in etcd in etcdv3 mode."""
 
     observed: bool  # some CalicoNodeStatus reported: session state exists in this cluster
     established: frozenset[str]  # nodes whose BGP sessions are all Established (at least one)
     # established node → its report's lastUpdated ("" when the report carries none)
     updated: Mapping[str, str] = field(default_factory=dict)
+    # Why nothing is trusted beyond `established`: reports that could not be read (by name), or
+    # the read itself failing (a datastore error). Either counts as session state observed.
+    unreadable: tuple[str, ...] = ()
+    failure: str = ""
 
 
 def apply_transitions(

@@ -14,6 +14,7 @@ from hooks.controllers import Applied
 from hooks.decision import TopologyDecision
 from hooks.model import Condition
 from hooks.reconcile import LegacyRemover, MeshSwitcher, mesh_waiting
+from hooks.transitions import Sessions
 
 log = logging.getLogger("hooks")
 
@@ -68,6 +69,21 @@ class Etcd:
         from hooks.calico import label_value
 
         self._run(lambda applier: applier.release(label_value(owner)))
+
+    def sessions(self, owner: str) -> Sessions:
+        """The session state the CalicoNodeStatus documents of `owner`'s RRs in etcd report; a
+        failed read proves nothing (`unproven`), and is not an error: the apply decides that."""
+        from hooks.calico import label_value, name_part
+        from hooks.node_status import read_sessions, unproven
+
+        try:
+            documents = self._run(
+                lambda applier: applier.read_reports(label_value(owner), f"{name_part(owner)}-rr-")
+            )
+        except Unavailable as error:
+            log.warning(json.dumps({"session_reports": "failed", "error": error.detail}))
+            return unproven(error.detail)
+        return read_sessions(documents)
 
     def mesh_off(self, decision: TopologyDecision) -> None:
         from hooks.calico import label_value

@@ -249,7 +249,8 @@ def test_the_mesh_goes_off_in_etcd_only_on_a_decision_that_proves_it(etcd: EtcdS
     early = converged_decision(False)
     waiting = switch(early)
     assert (waiting.status, waiting.reason) == ("True", "WaitingForReflectors")
-    assert ("no session state is read" in waiting.message) is not early.sessions.observed
+    unreported = "no CalicoNodeStatus report in etcd yet" in waiting.message
+    assert unreported is not early.sessions.observed
     assert etcd.get_bytes(CONFIG_KEY) is None and etcd.get_bytes(MESH_RECORD_KEY) is None
 
     proven = converged_decision(True)
@@ -317,10 +318,10 @@ def test_over_http_the_sync_waits_and_the_finalize_hook_turns_the_mesh_back_on(
         base = f"http://127.0.0.1:{port}"
         synced = httpx.post(f"{base}/topology/sync", json=topology_request(False), timeout=30)
         assert synced.status_code == 200, synced.text
-        # No session state in etcdv3 mode: the decision never proves the RRs, the mesh stays.
+        # No CalicoNodeStatus report in etcd yet: nothing proves the RRs, the mesh stays.
         waiting = mesh_condition(synced.json()["status"])
         assert waiting["reason"] == "WaitingForReflectors"
-        assert "in etcdv3 mode no session state is read" in waiting["message"]
+        assert "no CalicoNodeStatus report in etcd yet" in waiting["message"]
         assert etcd.get_bytes(CONFIG_KEY) == CALICO_WRITTEN
 
         # As the switch leaves it once a decision proves the RRs carry every session.

@@ -29,11 +29,13 @@ from hooks.datastores.etcd_documents import (
     OWNED_PREFIX,
     OWNERS_PREFIX,
     PEERS_PREFIX,
+    STATUSES_PREFIX,
     Change,
     Delete,
     DocumentError,
     Entry,
     Fresh,
+    claimed_by,
     drop_record,
     owned_document,
 )
@@ -49,7 +51,7 @@ from hooks.datastores.etcd_mesh import (
     recording,
 )
 from hooks.datastores.etcd_settings import Endpoint, EtcdSettings, parse_endpoint
-from hooks.datastores.etcd_sweep import Orphan
+from hooks.datastores.etcd_sweep import MeshHeld, Orphan
 from hooks.stamps import stamp
 
 __all__ = [
@@ -75,6 +77,9 @@ Also = Operations | Callable[[Entry | None], Operations]
 
 MeshResult = Literal["created", "patched", "unchanged"]
 
+# The most CalicoNodeStatus documents one topology's report read takes (one per RR; a topology
+# plans far fewer RRs): past it the read is refused, so the sessions count as unproven.
+_MAX_REPORTS: Final = 1000
 # etcd's default --max-txn-ops: the most range requests one read transaction may carry.
 _MAX_TXN_OPS: Final = 128
 # Keys per page of a prefix range: the gRPC gateway refuses responses past a few MB
@@ -169,15 +174,13 @@ class EtcdApplier:
 
         def restore(store: _Store) -> bool:
             progress = _Progress()
-            entry = store.read_keys(MESH_RECORDS_PREFIX, [CONFIG_NAME]).get(CONFIG_NAME)
-            if entry is None:
-                return False
             try:
-                record = MeshRecord.decode(entry)
+                found = store.mesh_record()
             except DocumentError as error:
                 raise EtcdError(str(error)) from None
-            if record.owner != owner:
+            if found is None or found[1].owner != owner:
                 return False
+            entry, record = found
             current = store.read_keys(CONFIGS_PREFIX, [CONFIG_NAME]).get(CONFIG_NAME)
             drop = ((MESH_RECORD_KEY, DELETE),)
             store.swap(CONFIG_KEY, current, mesh_on(record), progress, drop)
@@ -187,6 +190,21 @@ class EtcdApplier:
             return False
 
         return self._with_endpoint(restore)
+
+    def read_reports(self, owner: str, prefix: str) -> dict[str, bytes]:
+        """The CalicoNodeStatus documents named `prefix`... that may be `owner`'s (they carry its
+        owner label, or cannot be read as a document: the caller reports those), by name: one
+        range read of at most `_MAX_REPORTS` keys; more is an EtcdError."""
+
+        def read(store: _Store) -> dict[str, bytes]:
+            found = store.read_page(STATUSES_PREFIX + prefix, _MAX_REPORTS)
+            return {
+                prefix + name: entry.value
+                for name, entry in sorted(found.items())
+                if claimed_by(entry, owner)
+            }
+
+        return self._with_endpoint(read)
 
     def read_owned(self, owner: str) -> dict[str, Mapping[str, Any]]:
         """The BGPPeers carrying our owner label, by name."""
@@ -279,6 +297,7 @@ class _Store:
             records.setdefault(label, {})[node] = entry
         owned = records.pop(owner, {})
         owners = self.read_prefix(OWNERS_PREFIX) if desired.liveness is not None else {}
+        statuses = self.read_prefix(STATUSES_PREFIX)
         named = set(desired.cluster_ids) | set(owned) | {n for r in records.values() for n in r}
         nodes = self.read_keys(NODES_PREFIX, named)
         fresh = Fresh(
@@ -288,7 +307,10 @@ class _Store:
         try:
             # Every change is computed on the snapshot first, so a value we cannot parse stops
             # the apply before its first write.
-            changes = plan_changes(desired, peers, nodes, owned, fresh, records, owners)
+            mesh = self.mesh_held() if desired.liveness is not None else None
+            changes = plan_changes(
+                desired, peers, nodes, owned, fresh, records, owners, statuses, mesh
+            )
         except DocumentError as error:
             raise EtcdError(str(error)) from None
         return changes, peers
@@ -335,6 +357,35 @@ class _Store:
                 for orphan in changes.orphans
             ),
         )
+
+    def mesh_held(self) -> MeshHeld | None:
+        """The mesh record and BGPConfiguration `default`, when some owner switched the mesh off;
+        None without a record, or with one that is not ours (logged; no sweep acts on it)."""
+        try:
+            found = self.mesh_record()
+        except DocumentError as error:
+            log.warning("etcd mesh record ignored by the sweep: %s", error)
+            return None
+        if found is None:
+            return None
+        config = self.read_keys(CONFIGS_PREFIX, [CONFIG_NAME]).get(CONFIG_NAME)
+        return MeshHeld(found[1], found[0], config)
+
+    def mesh_record(self) -> tuple[Entry, MeshRecord] | None:
+        """The mesh record as read, and decoded; None when there is none (DocumentError: it is
+        not a record of this service)."""
+        entry = self.read_keys(MESH_RECORDS_PREFIX, [CONFIG_NAME]).get(CONFIG_NAME)
+        return None if entry is None else (entry, MeshRecord.decode(entry))
+
+    def read_page(self, prefix: str, limit: int) -> dict[str, Entry]:
+        """Every key under `prefix` by name, in one range read of at most `limit` keys; more than
+        that is an EtcdError."""
+        request = {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix)), "limit": limit}
+        response = self._call(self._range, request)
+        if response.get("more"):
+            raise EtcdError(f"more than {limit} keys under {prefix}")
+        entries = (_entry(kv) for kv in response.get("kvs", []))
+        return {entry.key[len(prefix) :]: entry for entry in entries}
 
     def read_prefix(self, prefix: str) -> dict[str, Entry]:
         """Every key under `prefix` by name, paged but pinned to one revision."""

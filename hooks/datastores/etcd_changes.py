@@ -24,6 +24,7 @@ from hooks.datastores.etcd_documents import (
     OWNED_PREFIX,
     OWNERS_PREFIX,
     PEERS_PREFIX,
+    STATUSES_PREFIX,
     Entry,
     Fresh,
     Step,
@@ -33,12 +34,14 @@ from hooks.datastores.etcd_documents import (
     owned_document,
     owned_record,
     peer_owner,
-    put_peer,
+    put_owned,
     put_record,
     set_cluster_id,
 )
-from hooks.datastores.etcd_sweep import Liveness, Orphan, other_owners, sweep
+from hooks.datastores.etcd_mesh import CONFIG_KEY, MESH_RECORD_KEY
+from hooks.datastores.etcd_sweep import Liveness, MeshHeld, Orphan, other_owners, sweep
 from hooks.decision import TopologyDecision
+from hooks.node_status import render_node_statuses
 from hooks.wire import BadRequest
 
 __all__ = ["Changes", "DesiredState", "desired_state", "plan_changes"]
@@ -55,11 +58,13 @@ class DesiredState:
     `peers`: each `{"name": str, "spec": {...}}`, the spec as a Calico v3 BGPPeer spec.
     `cluster_ids`: node name -> cluster ID for every node whose ID we manage:
     a string sets it, None clears it.
+    `statuses`: the CalicoNodeStatus requests, one per RR, each `{"name": str, "spec": {...}}`.
     """
 
     owner: str
     peers: tuple[Mapping[str, Any], ...]
     cluster_ids: Mapping[str, str | None]
+    statuses: tuple[Mapping[str, Any], ...] = ()
     uid: str = ""  # the topology's metadata.uid, recorded on everything written for it
     name: str = ""  # the topology's name, in its owner record (the owner label may be hashed)
     liveness: Liveness | None = None  # None: no owner record is written and nothing is swept
@@ -71,16 +76,8 @@ class DesiredState:
             raise ValueError(f"uid: {self.uid!r} is not a Kubernetes uid")
         if self.liveness is not None and not self.uid:
             raise ValueError("uid: required to record ownership")
-        names: set[str] = set()
-        for index, peer in enumerate(self.peers):
-            name = peer.get("name")
-            if not isinstance(name, str) or not _is_object_name(name):
-                raise ValueError(f"peers[{index}].name: {name!r} is not a valid object name")
-            if name in names:
-                raise ValueError(f"peers[{index}].name: {name!r} appears twice")
-            names.add(name)
-            if not isinstance(peer.get("spec"), Mapping):
-                raise ValueError(f"peers[{index}].spec: must be an object")
+        _check_documents("peers", self.peers)
+        _check_documents("statuses", self.statuses)
         for node, cluster_id in self.cluster_ids.items():
             if not _is_object_name(node):
                 raise ValueError(f"cluster_ids: {node!r} is not a valid node name")
@@ -93,9 +90,22 @@ class DesiredState:
                     ) from None
 
 
+def _check_documents(field: str, documents: tuple[Mapping[str, Any], ...]) -> None:
+    names: set[str] = set()
+    for index, document in enumerate(documents):
+        name = document.get("name")
+        if not isinstance(name, str) or not _is_object_name(name):
+            raise ValueError(f"{field}[{index}].name: {name!r} is not a valid object name")
+        if name in names:
+            raise ValueError(f"{field}[{index}].name: {name!r} appears twice")
+        names.add(name)
+        if not isinstance(document.get("spec"), Mapping):
+            raise ValueError(f"{field}[{index}].spec: must be an object")
+
+
 def desired_state(decision: TopologyDecision) -> DesiredState:
-    """Every planned RR gets its cluster ID; an RR of the previous plan that left, or a node still
-    carrying the RR label (a lost status), is cleared."""
+    """Every planned RR gets its cluster ID and a CalicoNodeStatus request; an RR of the previous
+    plan that left, or a node still carrying the RR label (a lost status), is cleared."""
     plan, settings = decision.plan, decision.settings
     if plan is None or settings is None:
         raise ValueError("a decision without a plan has nothing to apply")
@@ -112,10 +122,15 @@ def desired_state(decision: TopologyDecision) -> DesiredState:
     cluster_ids: dict[str, str | None] = {rr.node: None for rr in decision.previous.routeReflectors}
     cluster_ids.update({rr.node: rr.cluster_id for rr in plan.reflectors})
     live = decision.live_topologies
+    statuses = tuple(
+        {"name": status["metadata"]["name"], "spec": status["spec"]}
+        for status in render_node_statuses(plan, decision.owner)
+    )
     return DesiredState(
         owner=label_value(decision.owner),
         peers=peers,
         cluster_ids=cluster_ids,
+        statuses=statuses,
         uid=decision.owner_uid,
         name=decision.owner,
         liveness=Liveness(
@@ -155,13 +170,17 @@ def plan_changes(
     fresh: Fresh,
     others: Mapping[str, Mapping[str, Entry]] | None = None,
     owners: Mapping[str, Entry] | None = None,
+    statuses: Mapping[str, Entry] | None = None,
+    mesh: MeshHeld | None = None,
 ) -> Changes:
     """The steps that take etcd from the entries read to `desired`.
 
     `peers`: every BGPPeer; `nodes`: the Calico Nodes named by `desired` or by an ownership record;
     `owned`: this owner's ownership records, by node; `others`: the other owners' records, by owner
-    then node; `owners`: the owner records, by owner. Only steps that change something are
-    returned; a document we cannot edit raises DocumentError before any step is returned."""
+    then node; `owners`: the owner records, by owner; `statuses`: every CalicoNodeStatus; `mesh`:
+    the mesh record and BGPConfiguration `default`, when an owner switched the mesh off. Only
+    steps that change something are returned; a document we cannot edit raises DocumentError
+    before any step is returned."""
     owner = desired.owner
     wanted = {str(peer["name"]): peer["spec"] for peer in desired.peers}
     conflicts = {
@@ -169,25 +188,37 @@ def plan_changes(
     }
     to_set = {node: cid for node, cid in desired.cluster_ids.items() if cid is not None}
     missing = {node for node in to_set if node not in nodes}
-    others, owners = others or {}, owners or {}
+    others, owners, statuses = others or {}, owners or {}, statuses or {}
     snapshot = {
         **{PEERS_PREFIX + n: e for n, e in peers.items()},
         **{NODES_PREFIX + n: e for n, e in nodes.items()},
         **{OWNED_PREFIX + owner + "/" + n: e for n, e in owned.items()},
         **{e.key: e for records in others.values() for e in records.values()},
         **{OWNERS_PREFIX + n: e for n, e in owners.items()},
+        **{STATUSES_PREFIX + n: e for n, e in statuses.items()},
     }
+    if mesh is not None:
+        snapshot[MESH_RECORD_KEY] = mesh.entry
+        if mesh.config is not None:
+            snapshot[CONFIG_KEY] = mesh.config
     steps = _make_steps(desired, to_set, missing, wanted, conflicts, snapshot, fresh)
     # A make that cannot happen (a foreign peer in the way, a reflector without a Calico Node)
     # holds every break: the old peerings and reflectors may be all that routes.
     held = bool(conflicts or missing)
     if not held:
         steps += _break_steps(desired, to_set, wanted, peers, nodes, owned)
+    # The session reports route nothing: the ones no RR needs go whatever is held.
+    reported = {str(status["name"]) for status in desired.statuses}
+    steps += [
+        Step(STATUSES_PREFIX + name, delete_peer(owner))
+        for name, entry in sorted(statuses.items())
+        if name not in reported and owned_document(entry, owner) is not None
+    ]
     orphans: tuple[Orphan, ...] = ()
     if desired.liveness is not None:
-        holdings = other_owners(owner, peers, others, owners)
+        holdings = other_owners(owner, peers, others, owners, statuses)
         keep = set(to_set) | set(owned)
-        swept, orphans = sweep(holdings, desired.liveness, held, keep, nodes, others)
+        swept, orphans = sweep(holdings, desired.liveness, held, keep, nodes, others, mesh)
         steps += swept
     return Changes(
         steps=tuple(step for step in steps if step.change(snapshot.get(step.key)) is not None),
@@ -210,9 +241,9 @@ def _make_steps(
     snapshot: Mapping[str, Entry],
     fresh: Fresh,
 ) -> list[Step]:
-    """The owner record, then new reflectors, then their peerings (make before break). A node's
-    ownership record is written in the transaction that sets its cluster ID; alone only when
-    the node needs no change."""
+    """The owner record, then new reflectors, then their peerings (make before break), then the
+    RRs' CalicoNodeStatus requests. A node's ownership record is written in the transaction that
+    sets its cluster ID; alone only when the node needs no change."""
     owner = desired.owner
     owned_prefix = OWNED_PREFIX + owner + "/"
     steps: list[Step] = []
@@ -231,7 +262,12 @@ def _make_steps(
             steps.append(Step(NODES_PREFIX + node, set_id, ((owned_prefix + node, record),)))
     for name, spec in sorted(wanted.items()):
         if name not in conflicts:
-            steps.append(Step(PEERS_PREFIX + name, put_peer(name, spec, owner, fresh, desired.uid)))
+            put = put_owned("BGPPeer", name, spec, owner, fresh, desired.uid)
+            steps.append(Step(PEERS_PREFIX + name, put))
+    for status in sorted(desired.statuses, key=lambda s: str(s["name"])):
+        name = str(status["name"])
+        put = put_owned("CalicoNodeStatus", name, status["spec"], owner, fresh, desired.uid)
+        steps.append(Step(STATUSES_PREFIX + name, put))
     return steps
 
 

@@ -22,12 +22,14 @@ __all__ = [
     "OWNERS_PREFIX",
     "OWNER_UID_ANNOTATION",
     "PEERS_PREFIX",
+    "STATUSES_PREFIX",
     "Change",
     "Delete",
     "DocumentError",
     "Entry",
     "Fresh",
     "Step",
+    "claimed_by",
     "clear_steps",
     "delete_peer",
     "drop_record",
@@ -35,7 +37,7 @@ __all__ = [
     "owned_document",
     "owned_record",
     "peer_owner",
-    "put_peer",
+    "put_owned",
     "put_record",
     "rewrite_record",
     "set_cluster_id",
@@ -43,6 +45,10 @@ __all__ = [
 
 PEERS_PREFIX: Final = "/calico/resources/v3/projectcalico.org/bgppeers/"
 NODES_PREFIX: Final = "/calico/resources/v3/projectcalico.org/nodes/"
+# CalicoNodeStatus, where libcalico-go's etcdv3 backend keeps every cluster-scoped v3 resource
+# (`/calico/resources/v3/projectcalico.org/<plural>/<name>`, model/resource.go): one per RR asks
+# calico-node (Calico >= 3.21) to report its BGP sessions into the document's status.
+STATUSES_PREFIX: Final = "/calico/resources/v3/projectcalico.org/caliconodestatuses/"
 CLUSTER_ID_FIELD: Final = "routeReflectorClusterID"
 # Ownership of cluster IDs: `OWNED_PREFIX + owner + "/" + node` is written before this service
 # sets a node's cluster ID and deleted after it clears it, so an apply cut short (etcd down, a
@@ -126,9 +132,12 @@ def set_cluster_id(cluster_id: str | None) -> Change:
     return change
 
 
-def put_peer(name: str, spec: Mapping[str, Any], owner: str, fresh: Fresh, uid: str = "") -> Change:
-    """Create our BGPPeer, or bring ours to `spec` and `uid` keeping the rest of its metadata;
-    a foreign one is left as it is."""
+def put_owned(
+    kind: str, name: str, spec: Mapping[str, Any], owner: str, fresh: Fresh, uid: str = ""
+) -> Change:
+    """Create our `kind` document (a BGPPeer, a CalicoNodeStatus), or bring ours to `spec` and
+    `uid` keeping the rest (its metadata, the status calico-node writes); a foreign one is left
+    as it is."""
     wanted_spec = json.loads(json.dumps(spec))
 
     def change(current: Entry | None) -> bytes | None:
@@ -143,7 +152,7 @@ def put_peer(name: str, spec: Mapping[str, Any], owner: str, fresh: Fresh, uid: 
                 metadata["annotations"] = {OWNER_UID_ANNOTATION: uid}
             return dump(
                 {
-                    "kind": "BGPPeer",
+                    "kind": kind,
                     "apiVersion": "projectcalico.org/v3",
                     "metadata": metadata,
                     "spec": wanted_spec,
@@ -158,14 +167,14 @@ def put_peer(name: str, spec: Mapping[str, Any], owner: str, fresh: Fresh, uid: 
             annotations[OWNER_UID_ANNOTATION] = uid
         if (
             document.get("spec") == wanted_spec
-            and document.get("kind") == "BGPPeer"
+            and document.get("kind") == kind
             and document.get("apiVersion") == "projectcalico.org/v3"
             and document["metadata"].get("name") == name
             and (not uid or document["metadata"].get("annotations") == annotations)
         ):
             return None
         updated = dict(document)
-        updated["kind"] = "BGPPeer"
+        updated["kind"] = kind
         updated["apiVersion"] = "projectcalico.org/v3"
         updated["metadata"] = {**document["metadata"], "name": name}
         if uid:
@@ -177,7 +186,8 @@ def put_peer(name: str, spec: Mapping[str, Any], owner: str, fresh: Fresh, uid: 
 
 
 def delete_peer(owner: str) -> Change:
-    """Delete our BGPPeer; a foreign one (or one gone already) is left as it is."""
+    """Delete our document (a BGPPeer, a CalicoNodeStatus); a foreign one (or one gone already)
+    is left as it is."""
 
     def change(current: Entry | None) -> Delete | None:
         if current is None or owned_document(current, owner) is None:
@@ -188,7 +198,7 @@ def delete_peer(owner: str) -> Change:
 
 
 def owned_document(entry: Entry, owner: str) -> dict[str, Any] | None:
-    """The parsed BGPPeer if it carries our owner label, else None (foreign or unreadable)."""
+    """The parsed document if it carries our owner label, else None (foreign or unreadable)."""
     try:
         document = json.loads(entry.value)
     except ValueError:
@@ -202,8 +212,18 @@ def owned_document(entry: Entry, owner: str) -> dict[str, Any] | None:
     return None
 
 
+def claimed_by(entry: Entry, owner: str) -> bool:
+    """Whether `entry` may be `owner`'s: it carries its owner label, or it cannot be read as a
+    document at all (nothing shows it is someone else's: its reader reports it)."""
+    try:
+        document = json.loads(entry.value)
+    except ValueError:
+        return True
+    return not isinstance(document, dict) or owned_document(entry, owner) is not None
+
+
 def peer_owner(entry: Entry) -> tuple[str, str] | None:
-    """(owner label, owner uid or "") of a BGPPeer this service wrote, None for any other."""
+    """(owner label, owner uid or "") of a document this service wrote, None for any other."""
     try:
         document = json.loads(entry.value)
     except ValueError:

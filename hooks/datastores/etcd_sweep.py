@@ -4,6 +4,8 @@ An owner is live while a uid it recorded is the parent's or a related topology's
 objects written before uids were recorded: while its owner label names one). A sync marks an owner
 it does not see (`unseenSince` in its owner record, cleared once it is seen again) and sweeps it
 after `SWEEP_GRACE`, the owner record first, so an owner seen again meanwhile stops its sweep.
+An owner that switched the node-to-node mesh off gets it back on first, alone: the rest of its
+sweep waits for a later sync, once the mesh sessions had time to come up (make before break).
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from hooks.datastores.etcd_documents import (
+    DELETE,
     OWNED_PREFIX,
     OWNERS_PREFIX,
     PEERS_PREFIX,
+    STATUSES_PREFIX,
+    DocumentError,
     Entry,
     Step,
     clear_steps,
@@ -26,9 +31,10 @@ from hooks.datastores.etcd_documents import (
     peer_owner,
     rewrite_record,
 )
+from hooks.datastores.etcd_mesh import CONFIG_KEY, MESH_RECORD_KEY, MeshRecord, mesh_on
 from hooks.stamps import parse_stamp, stamp
 
-__all__ = ["SWEEP_GRACE", "Holdings", "Liveness", "Orphan", "other_owners", "sweep"]
+__all__ = ["SWEEP_GRACE", "Holdings", "Liveness", "MeshHeld", "Orphan", "other_owners", "sweep"]
 
 # How long an owner must stay unseen before its objects are swept: ten of Metacontroller's
 # one-minute resyncs, so a topology created while another's request was in flight is never taken.
@@ -64,9 +70,20 @@ class Holdings:
     """What one other owner has in etcd."""
 
     peers: list[str] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)  # its CalicoNodeStatus requests
     uids: set[str] = field(default_factory=set)
     record: dict[str, Any] | None = None
     record_entry: Entry | None = None
+
+
+@dataclass(frozen=True)
+class MeshHeld:
+    """The mesh record (`record`, read as `entry`) and BGPConfiguration `default` (`config`, None
+    when absent) as read: which owner switched the node-to-node mesh off."""
+
+    record: MeshRecord
+    entry: Entry
+    config: Entry | None
 
 
 def other_owners(
@@ -74,15 +91,18 @@ def other_owners(
     peers: Mapping[str, Entry],
     others: Mapping[str, Mapping[str, Entry]],
     owners: Mapping[str, Entry],
+    statuses: Mapping[str, Entry] | None = None,
 ) -> dict[str, Holdings]:
-    """Every owner but `owner` with a BGPPeer, a cluster-ID record or an owner record in etcd."""
+    """Every owner but `owner` with a BGPPeer, a CalicoNodeStatus, a cluster-ID record or an
+    owner record in etcd."""
     found: dict[str, Holdings] = {}
-    for name, entry in sorted(peers.items()):
-        written = peer_owner(entry)
-        if written is not None and written[0] != owner:
-            held = found.setdefault(written[0], Holdings())
-            held.peers.append(name)
-            held.uids.add(written[1])
+    for documents, kept in ((peers, "peers"), (statuses or {}, "statuses")):
+        for name, entry in sorted(documents.items()):
+            written = peer_owner(entry)
+            if written is not None and written[0] != owner:
+                held = found.setdefault(written[0], Holdings())
+                getattr(held, kept).append(name)
+                held.uids.add(written[1])
     for label in others:
         if label != owner:
             found.setdefault(label, Holdings())
@@ -108,10 +128,12 @@ def sweep(
     keep: set[str],
     nodes: Mapping[str, Entry],
     others: Mapping[str, Mapping[str, Entry]],
+    mesh: MeshHeld | None = None,
 ) -> tuple[list[Step], tuple[Orphan, ...]]:
     """Mark owners no sync shows as live, and sweep those unseen for SWEEP_GRACE; unmark any seen
     again. A cluster ID is cleared only on a node no live owner holds a record for; nothing is
-    swept while this sync's own make is held."""
+    swept while this sync's own make is held. An owner `mesh` says switched the mesh off gets
+    it back on, and only that, in the sync that would sweep it."""
     now = liveness.now
     live = {label for label, h in holdings.items() if _is_live(label, h, liveness)}
     keep = keep | {node for label in live for node in others.get(label, {})}
@@ -129,7 +151,12 @@ def sweep(
             continue
         uid = str(record.get("uid") or min(h.uids - {""}, default=""))
         marked = parse_stamp(since) if isinstance(since, str) else None
-        swept = marked is not None and now - marked >= SWEEP_GRACE and not held
+        due = marked is not None and now - marked >= SWEEP_GRACE and not held
+        try:
+            restore = _mesh_steps(label, mesh) if due else []
+        except DocumentError:  # a BGPConfiguration we cannot edit: its peers stay until we can
+            due, restore = False, []
+        swept = due and not restore
         first = str(since) if marked is not None else stamp(now)
         records = others.get(label, {})
         orphans.append(Orphan(label, uid, len(h.peers), len(records), first, swept))
@@ -137,9 +164,22 @@ def sweep(
             unseen = {"name": record.get("name", label), "uid": uid, "unseenSince": first}
             expected = h.record_entry.value if h.record_entry is not None else None
             steps.append(Step(OWNERS_PREFIX + label, rewrite_record(expected, unseen)))
+        elif restore:
+            steps += restore
         elif swept and h.record_entry is not None:
-            steps += _sweep_steps(label, h, h.record_entry, records, nodes, keep)
+            steps += _sweep_steps(label, h, h.record_entry, records, nodes, keep, mesh)
     return steps, tuple(orphans)
+
+
+def _mesh_steps(label: str, mesh: MeshHeld | None) -> list[Step]:
+    """The mesh back on (its record dropped in the same transaction) if `label` switched it off
+    and it is still off; else nothing (a record of `label` left is dropped with its sweep)."""
+    if mesh is None or mesh.record.owner != label:
+        return []
+    change = mesh_on(mesh.record)
+    if change(mesh.config) is None:
+        return []
+    return [Step(CONFIG_KEY, change, ((MESH_RECORD_KEY, DELETE),), label)]
 
 
 def _is_live(label: str, holdings: Holdings, liveness: Liveness) -> bool:
@@ -155,12 +195,18 @@ def _sweep_steps(
     records: Mapping[str, Entry],
     nodes: Mapping[str, Entry],
     keep: set[str],
+    mesh: MeshHeld | None,
 ) -> list[Step]:
-    """The owner record first (only while it still reads as unseen), then its peers, then its
-    cluster IDs (a node some live owner holds keeps its ID; only the record goes)."""
+    """The owner record first (only while it still reads as unseen), then its mesh record if it
+    left one (the mesh is on again), its peers and session requests, then its cluster IDs (a
+    node some live owner holds keeps its ID; only the record goes)."""
     steps = [Step(OWNERS_PREFIX + label, drop_record(record.value), (), label)]
+    if mesh is not None and mesh.record.owner == label:
+        steps.append(Step(MESH_RECORD_KEY, drop_record(mesh.entry.value), (), label))
     for name in holdings.peers:
         steps.append(Step(PEERS_PREFIX + name, delete_peer(label), (), label))
+    for name in holdings.statuses:
+        steps.append(Step(STATUSES_PREFIX + name, delete_peer(label), (), label))
     prefix = OWNED_PREFIX + label + "/"
     for node, entry in sorted(records.items()):
         if node in keep:
