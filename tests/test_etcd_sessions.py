@@ -22,6 +22,7 @@ import pytest
 from etcd_server import EtcdServer
 from served import serving
 from test_etcd_hooks import NODES, seed, topology
+from test_schemas import status_validator
 
 from hooks.app import create_app
 from hooks.calico import OWNER_LABEL
@@ -266,6 +267,7 @@ def test_an_unreadable_or_foreign_report_is_reported_and_never_trusted(etcd: Etc
     assert problem is not None
     assert (problem["status"], problem["reason"]) == ("False", "ReportUnreadable")
     assert broken in problem["message"] and mistyped in problem["message"]
+    assert list(status_validator().iter_errors(second)) == []  # as the CRD documents it
     assert foreign not in problem["message"]  # someone else's: not ours to read or report
     assert states(second) == {
         rrs[0]: "Pending",
