@@ -107,164 +107,128 @@ def node_ip(index: int) -> str:
     return ".".join(str((value >> shift) & 255) for shift in (24, 16, 8, 0))
 
 
-def _managed_fields(seed: int, index: int, created: str, heartbeat: str) -> list[Json]:
-    condition_fields: Json = {
-        f'k:{{"type":"{kind}"}}': {
-            ".": {},
-            "f:lastHeartbeatTime": {},
-            "f:lastTransitionTime": {},
-            "f:message": {},
-            "f:reason": {},
-            "f:status": {},
-            "f:type": {},
-        }
-        for kind in ("DiskPressure", "MemoryPressure", "PIDPressure", "Ready")
+def _fields(*names: str) -> Json:
+    """managedFields' set of owned fields: `f:name` → {} for each name."""
+    return {f"f:{name}": {} for name in names}
+
+
+def _condition_fields(*kinds: str) -> Json:
+    owned = _fields(
+        "lastHeartbeatTime", "lastTransitionTime", "message", "reason", "status", "type"
+    )
+    return {f'k:{{"type":"{kind}"}}': {".": {}, **owned} for kind in kinds}
+
+
+def _manager(name: str, time: str, fields: Json, subresource: str | None = None) -> Json:
+    """One managedFields entry: an Update by `name` at `time` owning `fields`."""
+    entry: Json = {
+        "manager": name,
+        "operation": "Update",
+        "apiVersion": "v1",
+        "time": time,
+        "fieldsType": "FieldsV1",
+        "fieldsV1": fields,
     }
-    resources: Json = {
-        f"f:{r}": {}
-        for r in (
-            "attachable-volumes-aws-ebs",
-            "cpu",
-            "ephemeral-storage",
-            "hugepages-1Gi",
-            "hugepages-2Mi",
-            "memory",
-            "pods",
-        )
+    return entry | ({"subresource": subresource} if subresource else {})
+
+
+def _managed_fields(seed: int, index: int, created: str, heartbeat: str) -> list[Json]:
+    resources = _fields(
+        "attachable-volumes-aws-ebs",
+        "cpu",
+        "ephemeral-storage",
+        "hugepages-1Gi",
+        "hugepages-2Mi",
+        "memory",
+        "pods",
+    )
+    address = {".": {}, **_fields("address", "type")}
+    kubelet = {
+        "f:metadata": {
+            "f:annotations": {
+                ".": {},
+                **_fields(
+                    "alpha.kubernetes.io/provided-node-ip",
+                    "node.alpha.kubernetes.io/ttl",
+                    "volumes.kubernetes.io/controller-managed-attach-detach",
+                ),
+            },
+            "f:labels": {
+                ".": {},
+                **_fields(
+                    "beta.kubernetes.io/arch",
+                    "beta.kubernetes.io/os",
+                    "eks.amazonaws.com/capacityType",
+                    "eks.amazonaws.com/nodegroup",
+                    "eks.amazonaws.com/nodegroup-image",
+                    "eks.amazonaws.com/sourceLaunchTemplateId",
+                    "kubernetes.io/arch",
+                    "kubernetes.io/hostname",
+                    "kubernetes.io/os",
+                    RACK_LABEL,
+                ),
+            },
+        },
+        "f:spec": _fields("providerID"),
+    }
+    kubelet_status = {
+        "f:status": {
+            "f:allocatable": resources,
+            "f:capacity": resources,
+            "f:conditions": _condition_fields(
+                "DiskPressure", "MemoryPressure", "PIDPressure", "Ready"
+            ),
+            "f:images": {},
+            "f:nodeInfo": _fields("bootID", "kernelVersion", "osImage"),
+        }
+    }
+    controller_manager = {
+        "f:metadata": {"f:annotations": _fields("node.alpha.kubernetes.io/ttl")},
+        "f:spec": {
+            "f:podCIDR": {},
+            "f:podCIDRs": {".": {}, 'v:"' + _pod_cidr(index) + '"': {}},
+        },
+    }
+    cloud_controller_manager = {
+        "f:metadata": {
+            "f:labels": _fields(
+                "beta.kubernetes.io/instance-type",
+                "failure-domain.beta.kubernetes.io/region",
+                "failure-domain.beta.kubernetes.io/zone",
+                "node.kubernetes.io/instance-type",
+                "topology.k8s.aws/zone-id",
+                "topology.kubernetes.io/region",
+                "topology.kubernetes.io/zone",
+            )
+        },
+        "f:status": {
+            "f:addresses": {
+                f'k:{{"type":"{kind}"}}': address
+                for kind in ("Hostname", "InternalDNS", "InternalIP")
+            }
+        },
+    }
+    calico = {
+        "f:metadata": {
+            "f:annotations": _fields(
+                "projectcalico.org/IPv4Address", "projectcalico.org/IPv4VXLANTunnelAddr"
+            )
+        },
+        "f:status": {"f:conditions": _condition_fields("NetworkUnavailable")},
+    }
+    ebs = {
+        "f:metadata": {
+            "f:annotations": _fields("csi.volume.kubernetes.io/nodeid"),
+            "f:labels": _fields("topology.ebs.csi.aws.com/zone"),
+        }
     }
     return [
-        {
-            "manager": "kubelet",
-            "operation": "Update",
-            "apiVersion": "v1",
-            "time": created,
-            "fieldsType": "FieldsV1",
-            "fieldsV1": {
-                "f:metadata": {
-                    "f:annotations": {
-                        ".": {},
-                        "f:alpha.kubernetes.io/provided-node-ip": {},
-                        "f:node.alpha.kubernetes.io/ttl": {},
-                        "f:volumes.kubernetes.io/controller-managed-attach-detach": {},
-                    },
-                    "f:labels": {
-                        ".": {},
-                        "f:beta.kubernetes.io/arch": {},
-                        "f:beta.kubernetes.io/os": {},
-                        "f:eks.amazonaws.com/capacityType": {},
-                        "f:eks.amazonaws.com/nodegroup": {},
-                        "f:eks.amazonaws.com/nodegroup-image": {},
-                        "f:eks.amazonaws.com/sourceLaunchTemplateId": {},
-                        "f:kubernetes.io/arch": {},
-                        "f:kubernetes.io/hostname": {},
-                        "f:kubernetes.io/os": {},
-                        f"f:{RACK_LABEL}": {},
-                    },
-                },
-                "f:spec": {"f:providerID": {}},
-            },
-        },
-        {
-            "manager": "kubelet",
-            "operation": "Update",
-            "apiVersion": "v1",
-            "time": heartbeat,
-            "fieldsType": "FieldsV1",
-            "fieldsV1": {
-                "f:status": {
-                    "f:allocatable": resources,
-                    "f:capacity": resources,
-                    "f:conditions": condition_fields,
-                    "f:images": {},
-                    "f:nodeInfo": {"f:bootID": {}, "f:kernelVersion": {}, "f:osImage": {}},
-                }
-            },
-            "subresource": "status",
-        },
-        {
-            "manager": "kube-controller-manager",
-            "operation": "Update",
-            "apiVersion": "v1",
-            "time": created,
-            "fieldsType": "FieldsV1",
-            "fieldsV1": {
-                "f:metadata": {"f:annotations": {"f:node.alpha.kubernetes.io/ttl": {}}},
-                "f:spec": {
-                    "f:podCIDR": {},
-                    "f:podCIDRs": {".": {}, 'v:"' + _pod_cidr(index) + '"': {}},
-                },
-            },
-        },
-        {
-            "manager": "aws-cloud-controller-manager",
-            "operation": "Update",
-            "apiVersion": "v1",
-            "time": created,
-            "fieldsType": "FieldsV1",
-            "fieldsV1": {
-                "f:metadata": {
-                    "f:labels": {
-                        "f:beta.kubernetes.io/instance-type": {},
-                        "f:failure-domain.beta.kubernetes.io/region": {},
-                        "f:failure-domain.beta.kubernetes.io/zone": {},
-                        "f:node.kubernetes.io/instance-type": {},
-                        "f:topology.k8s.aws/zone-id": {},
-                        "f:topology.kubernetes.io/region": {},
-                        "f:topology.kubernetes.io/zone": {},
-                    }
-                },
-                "f:status": {
-                    "f:addresses": {
-                        'k:{"type":"Hostname"}': {".": {}, "f:address": {}, "f:type": {}},
-                        'k:{"type":"InternalDNS"}': {".": {}, "f:address": {}, "f:type": {}},
-                        'k:{"type":"InternalIP"}': {".": {}, "f:address": {}, "f:type": {}},
-                    }
-                },
-            },
-            "subresource": "status",
-        },
-        {
-            "manager": "calico-node",
-            "operation": "Update",
-            "apiVersion": "v1",
-            "time": created,
-            "fieldsType": "FieldsV1",
-            "fieldsV1": {
-                "f:metadata": {
-                    "f:annotations": {
-                        "f:projectcalico.org/IPv4Address": {},
-                        "f:projectcalico.org/IPv4VXLANTunnelAddr": {},
-                    }
-                },
-                "f:status": {
-                    "f:conditions": {
-                        'k:{"type":"NetworkUnavailable"}': {
-                            ".": {},
-                            "f:lastHeartbeatTime": {},
-                            "f:lastTransitionTime": {},
-                            "f:message": {},
-                            "f:reason": {},
-                            "f:status": {},
-                            "f:type": {},
-                        }
-                    }
-                },
-            },
-            "subresource": "status",
-        },
-        {
-            "manager": "ebs-csi-node",
-            "operation": "Update",
-            "apiVersion": "v1",
-            "time": created,
-            "fieldsType": "FieldsV1",
-            "fieldsV1": {
-                "f:metadata": {
-                    "f:annotations": {"f:csi.volume.kubernetes.io/nodeid": {}},
-                    "f:labels": {"f:topology.ebs.csi.aws.com/zone": {}},
-                }
-            },
-        },
+        _manager("kubelet", created, kubelet),
+        _manager("kubelet", heartbeat, kubelet_status, "status"),
+        _manager("kube-controller-manager", created, controller_manager),
+        _manager("aws-cloud-controller-manager", created, cloud_controller_manager, "status"),
+        _manager("calico-node", created, calico, "status"),
+        _manager("ebs-csi-node", created, ebs),
     ]
 
 

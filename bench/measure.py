@@ -178,17 +178,9 @@ def peak_rss(body: bytes, topology: str) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(prefix="bench-body-", suffix=".json") as handle:
         handle.write(body)
         handle.flush()
-        done = subprocess.run(
-            [sys.executable, "-c", _CHILD, handle.name, topology],
-            cwd=ROOT,
-            env=_clean_env(),
-            capture_output=True,
-            check=False,
-            text=True,
-        )
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "?"}
-    found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        found = run_child(_CHILD, handle.name, topology)
+    if "error" in found:
+        return found
     size = len(body)
     found["body"] = size
     found["sync_delta"] = found["peak"] - found["loaded"]
@@ -199,6 +191,24 @@ def peak_rss(body: bytes, topology: str) -> dict[str, Any]:
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
+
+
+def run_child(code: str, *args: str) -> dict[str, Any]:
+    """`python -c code args` in a fresh interpreter at the repository root, without the
+    service's settings in its environment: the JSON object its last line prints, or
+    {"error": its last line of stderr}."""
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=_clean_env(),
+        capture_output=True,
+        check=False,
+        text=True,
+    )
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "?"}
+    found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
 
 
 def _clean_env() -> dict[str, str]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 import yaml
 
 from bench.generate import Generator, Json
-from bench.measure import ROOT, _clean_env
+from bench.measure import run_child
 
 DEFAULT_NODES = 2_000
 READERS = (
@@ -69,18 +67,7 @@ class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[mi
 
 
 def run_command(path: Path, loader: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path), loader],
-        cwd=ROOT,
-        env=_clean_env(),
-        capture_output=True,
-        check=False,
-        text=True,
-    )
-    if done.returncode != 0:
-        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "?"}
-    found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return found
+    return run_child(_CHILD, str(path), loader)
 
 
 def measure(nodes: Sequence[Json], before: bool = True) -> dict[str, Any]:

@@ -65,6 +65,44 @@ def _find(rows: Sequence[Row], size: int, topology: str) -> Row | None:
     return next((r for r in rows if r["n"] == size and r["topology"] == topology), None)
 
 
+def _target(
+    name: str, topology: str, value: float | None, limit: float, ok: bool | None, note: str = ""
+) -> Row:
+    verdict = "SKIP" if ok is None else "PASS" if ok else "MISS"
+    return {
+        "target": name,
+        "topology": topology,
+        "value": value,
+        "limit": limit,
+        "verdict": verdict,
+        "note": note,
+    }
+
+
+def _at_most(
+    name: str,
+    topology: str,
+    value: float | None,
+    limit: float,
+    note: str = "",
+    *,
+    below: bool = False,
+    holds: bool = True,
+    digits: int | None = None,
+) -> Row:
+    """PASS when `value` is at most `limit` (under it, with `below`) and `holds`; SKIP when
+    nothing was measured. With `digits`, the value is shown rounded (and judged unrounded)."""
+    if value is None:
+        return _target(name, topology, value, limit, None, note)
+    ok = (value < limit if below else value <= limit) and holds
+    shown = value if digits is None else round(value, digits)
+    return _target(name, topology, shown, limit, ok, note)
+
+
+def _skipped(row: Row | None, otherwise: str = "size not run") -> str:
+    return str((row or {}).get("skipped", otherwise))
+
+
 def targets(
     rows: Sequence[Row],
     plans: dict[str, Any],
@@ -73,165 +111,177 @@ def targets(
     loads: dict[str, Any] | None = None,
 ) -> list[Row]:
     """Each target per topology: PASS, MISS, or SKIP when the run did not measure it."""
-    found: list[Row] = []
     topologies = sorted({r["topology"] for r in rows}, key=_order)
+    return [
+        *_sync_targets(rows, topologies),
+        *_large_targets(rows, topologies),
+        *_scaling_targets(rows, topologies),
+        *_paths_targets(rows, topologies),
+        *_load_targets(loads or {}),
+        *_plan_targets(plans, churn, plan_size, topologies),
+    ]
 
-    def add(
-        name: str, topology: str, value: float | None, limit: float, ok: bool | None, note: str = ""
-    ) -> None:
-        verdict = "SKIP" if ok is None else "PASS" if ok else "MISS"
-        found.append(
-            {
-                "target": name,
-                "topology": topology,
-                "value": value,
-                "limit": limit,
-                "verdict": verdict,
-                "note": note,
-            }
-        )
 
+def _sync_targets(rows: Sequence[Row], topologies: Sequence[str]) -> list[Row]:
+    """The in-process sync against the decode floor and orjson, at 5,000 and 20,000 nodes."""
+    found = []
     for size in (5_000, 20_000):
         for topology in topologies:
             row = _find(rows, size, topology)
-            sync = row.get("sync") if row else None
-            if row is None or sync is None:
-                note = (row or {}).get("skipped", "size not run")
-                add(f"topology sync {size:,} ≤ 4× floor", topology, None, 4, None, note)
-                add(f"topology sync {size:,} ≤ 0.15× orjson", topology, None, 0.15, None, note)
-                continue
-            x_floor, x_orjson = row["x_floor"], row["x_orjson"]
-            add(f"topology sync {size:,} ≤ 4× floor", topology, x_floor, 4, x_floor <= 4)
-            add(
-                f"topology sync {size:,} ≤ 0.15× orjson", topology, x_orjson, 0.15, x_orjson <= 0.15
-            )
+            measured = row is not None and row.get("sync") is not None
+            note = "" if measured else _skipped(row)
+            for name, key, limit in (
+                ("4× floor", "x_floor", 4),
+                ("0.15× orjson", "x_orjson", 0.15),
+            ):
+                value = row[key] if measured and row is not None else None
+                found.append(
+                    _at_most(f"topology sync {size:,} ≤ {name}", topology, value, limit, note)
+                )
+    return found
+
+
+def _large_targets(rows: Sequence[Row], topologies: Sequence[str]) -> list[Row]:
+    """At 20,000 nodes: the node sync's median, then the sync's peak memory."""
+    found = []
     for topology in topologies:
         row = _find(rows, 20_000, topology)
         node = row.get("node_sync") if row else None
-        value = node["median_ms"] if node else None
-        note = "" if node else (row or {}).get("skipped", "size not run")
-        add(
-            "node sync median at 20,000 < 1 ms",
-            topology,
-            value,
-            1.0,
-            None if value is None else value < 1.0,
-            note,
+        found.append(
+            _at_most(
+                "node sync median at 20,000 < 1 ms",
+                topology,
+                node["median_ms"] if node else None,
+                1.0,
+                "" if node else _skipped(row),
+                below=True,
+            )
         )
     for topology in topologies:
         row = _find(rows, 20_000, topology)
         rss = row.get("rss") if row else None
+        note = (rss or {}).get("error") or ("" if rss else _skipped(row, "not run"))
         value = rss.get("above_idle_x_body") if rss else None
-        note = (rss or {}).get("error") or ("" if rss else (row or {}).get("skipped", "not run"))
-        add(
-            "peak RSS at 20,000 ≤ 4× body above idle",
-            topology,
-            value,
-            4,
-            None if value is None else value <= 4,
-            note,
-        )
+        found.append(_at_most("peak RSS at 20,000 ≤ 4× body above idle", topology, value, 4, note))
+    return found
+
+
+def _scaling_targets(rows: Sequence[Row], topologies: Sequence[str]) -> list[Row]:
+    """How the sync's time grows from 5,000 to 20,000 nodes (predicted where 20,000 was
+    skipped: a prediction never passes)."""
+    name, limit, found = "20k/5k sync time ≤ 4.4", 4.4, []
     for topology in topologies:
         small, big = _find(rows, 5_000, topology), _find(rows, 20_000, topology)
-        if small and big and small.get("sync") and big.get("sync"):
-            ratio = big["sync"]["median_ms"] / small["sync"]["median_ms"]
-            add("20k/5k sync time ≤ 4.4", topology, round(ratio, 2), 4.4, ratio <= 4.4)
+        base = small["sync"]["median_ms"] if small and small.get("sync") else None
+        if base is not None and big and big.get("sync"):
+            ratio = big["sync"]["median_ms"] / base
+            found.append(_at_most(name, topology, ratio, limit, digits=2))
+            continue
+        predicted, note = (big or {}).get("predicted_s"), _skipped(big)
+        if predicted and base is not None:
+            ratio = round(predicted * 1e3 / base, 2)
+            note = f"predicted from the measured exponent; {note}"
+            found.append(_target(name, topology, ratio, limit, False, note))
         else:
-            predicted = (big or {}).get("predicted_s")
-            note = (big or {}).get("skipped", "size not run")
-            if predicted and small and small.get("sync"):
-                ratio = predicted * 1e3 / small["sync"]["median_ms"]
-                add(
-                    "20k/5k sync time ≤ 4.4",
-                    topology,
-                    round(ratio, 2),
-                    4.4,
-                    False,
-                    f"predicted from the measured exponent; {note}",
-                )
-            else:
-                add("20k/5k sync time ≤ 4.4", topology, None, 4.4, None, note)
+            found.append(_target(name, topology, None, limit, None, note))
+    return found
+
+
+def _paths_targets(rows: Sequence[Row], topologies: Sequence[str]) -> list[Row]:
+    found = []
     for topology in topologies:
         row = _find(rows, 5_000, topology)
         paths = row.get("paths") if row else None
         value = paths["count_ms"] / 1e3 if paths else None
-        add(
-            "add-path route count at 5,000 ≤ 10 s",
-            topology,
-            None if value is None else round(value, 2),
-            10,
-            None if value is None else value <= 10,
+        note = (
             ("explodes: a lower bound" if paths["exploded"] else "exact")
             if paths
-            else "size not run",
+            else "size not run"
         )
-    during = (loads or {}).get("healthz_during_20000", {})
+        name = "add-path route count at 5,000 ≤ 10 s"
+        found.append(_at_most(name, topology, value, 10, note, digits=2))
+    return found
+
+
+def _load_targets(loads: dict[str, Any]) -> list[Row]:
+    """Against `python -m hooks serve` (bench/load.py): a 20,000-node sync over HTTP and
+    /healthz meanwhile, slowloris connections, concurrent syncs' memory."""
+    during = loads.get("healthz_during_20000", {})
     answered = during.get("status") == 200
     sync = during.get("steady_median_ms") or during.get("sync_ms")
-    add(
-        "topology sync of 20,000 nodes over HTTP ≤ 720 ms",
-        "simple",
-        sync,
-        720,
-        None if sync is None else sync <= 720 and answered,
-        phase_note(during) if sync is not None else during.get("skipped", "not run"),
-    )
-    worst = during.get("healthz_max_ms")
-    add(
-        "/healthz during a 20,000-node sync < 200 ms",
-        "simple",
-        worst,
-        200,
-        None if worst is None else worst < 200 and answered,
-        f"syncs {during['syncs_ms']} ms, {during['healthz_probes']} probes"
-        if "syncs_ms" in during
-        else during.get("skipped", "not run"),
-    )
-    crawl = (loads or {}).get("slowloris_1000", {})
-    worst = crawl.get("healthz_max_ms")
-    add(
-        "1,000 slowloris connections: /healthz < 200 ms, a node sync answered",
-        "simple",
-        worst,
-        200,
-        None if worst is None else worst < 200 and crawl["node_sync_status"] == 200,
-        f"node sync {crawl['node_sync_status']} in {crawl['node_sync_ms']} ms,"
-        f" {crawl['connections']} connections opened in {crawl['open_ms']} ms, /healthz"
-        f" {crawl['healthz_arrival_ms']} ms as they arrived"
-        if worst is not None
-        else crawl.get("skipped", "not run"),
-    )
-    burst = (loads or {}).get("concurrent_5x5000", {})
-    peak = burst.get("peak_rss_mb")
-    add(
-        "5 concurrent 5,000-node syncs all 200, peak RSS ≤ 368 MB",
-        "simple",
-        peak,
-        368,
-        None if peak is None else peak <= 368 and burst["statuses"] == [200] * 5,
-        f"slowest {burst['slowest_ms']} ms, statuses {burst['statuses']}"
-        if "slowest_ms" in burst
-        else burst.get("skipped", "not run"),
-    )
+    crawl = loads.get("slowloris_1000", {})
+    burst = loads.get("concurrent_5x5000", {})
+    return [
+        _at_most(
+            "topology sync of 20,000 nodes over HTTP ≤ 720 ms",
+            "simple",
+            sync,
+            720,
+            phase_note(during) if sync is not None else during.get("skipped", "not run"),
+            holds=answered,
+        ),
+        _at_most(
+            "/healthz during a 20,000-node sync < 200 ms",
+            "simple",
+            during.get("healthz_max_ms"),
+            200,
+            f"syncs {during['syncs_ms']} ms, {during['healthz_probes']} probes"
+            if "syncs_ms" in during
+            else during.get("skipped", "not run"),
+            below=True,
+            holds=answered,
+        ),
+        _at_most(
+            "1,000 slowloris connections: /healthz < 200 ms, a node sync answered",
+            "simple",
+            crawl.get("healthz_max_ms"),
+            200,
+            f"node sync {crawl['node_sync_status']} in {crawl['node_sync_ms']} ms,"
+            f" {crawl['connections']} connections opened in {crawl['open_ms']} ms, /healthz"
+            f" {crawl['healthz_arrival_ms']} ms as they arrived"
+            if crawl.get("healthz_max_ms") is not None
+            else crawl.get("skipped", "not run"),
+            below=True,
+            holds=crawl.get("node_sync_status") == 200,
+        ),
+        _at_most(
+            "5 concurrent 5,000-node syncs all 200, peak RSS ≤ 368 MB",
+            "simple",
+            burst.get("peak_rss_mb"),
+            368,
+            f"slowest {burst['slowest_ms']} ms, statuses {burst['statuses']}"
+            if "slowest_ms" in burst
+            else burst.get("skipped", "not run"),
+            holds=burst.get("statuses") == [200] * 5,
+        ),
+    ]
+
+
+def _plan_targets(
+    plans: dict[str, Any], churn: dict[str, Any], plan_size: int, topologies: Sequence[str]
+) -> list[Row]:
+    """The plans at `plan_size` nodes: multi's BGPPeers, a joining node's label changes."""
     multi = plans.get("multi")
-    add(
-        f"BGPPeers in multi at {plan_size:,} < 100",
-        "multi",
-        multi["bgp_peers"] if multi else None,
-        100,
-        None if not multi else multi["bgp_peers"] < 100,
-        "" if multi else "not run",
-    )
+    found = [
+        _at_most(
+            f"BGPPeers in multi at {plan_size:,} < 100",
+            "multi",
+            multi["bgp_peers"] if multi else None,
+            100,
+            "" if multi else "not run",
+            below=True,
+        )
+    ]
     for topology in topologies:
         event = churn.get(topology, {}).get("node joins")
-        value = event["hooks"]["labels_changed"] if event else None
-        add(
-            f"node joining ({plan_size:,}) changes labels on ≤ 1 node",
-            topology,
-            value,
-            1,
-            None if value is None else value <= 1,
-            "" if event else "not run",
+        found.append(
+            _at_most(
+                f"node joining ({plan_size:,}) changes labels on ≤ 1 node",
+                topology,
+                event["hooks"]["labels_changed"] if event else None,
+                1,
+                "" if event else "not run",
+            )
         )
     return found
 
@@ -401,7 +451,6 @@ def _table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> list[str]:
 
 def markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
-    rows = result["rows"]
     lines = [
         "# Benchmarks",
         "",
@@ -421,10 +470,20 @@ def markdown(result: dict[str, Any]) -> str:
         " that is not the bottleneck: curl streaming the body from a file (HTTP med/p95, curl's"
         " own start included, a few ms), and a raw socket writer (`sendall` of the body, answer"
         " read into one buffer: HTTP raw med). Node HTTP uses the raw socket writer.",
-        "",
-        "## Hook latency (ms)",
-        "",
     ]
+    plan_size = result.get("plan_size", 5000)
+    lines += _latency_section(result["rows"])
+    lines += _memory_section(result["rows"], result.get("server_idle_rss"))
+    lines += paths_table(result["rows"])
+    lines += _plans_section(result.get("plans", {}), plan_size)
+    lines += _churn_section(result.get("churn", {}), plan_size)
+    lines += load_section(result.get("load") or {})
+    lines += _targets_section(result["targets"])
+    return "\n".join(lines) + "\n"
+
+
+def _latency_section(rows: Sequence[Row]) -> list[str]:
+    """In-process and HTTP timings per row, against the decode floor and orjson."""
     header = [
         "nodes",
         "topology",
@@ -483,8 +542,11 @@ def markdown(result: dict[str, Any]) -> str:
                 str(r.get("load_before", "-")),
             ]
         )
-    lines += _table(header, body)
-    lines += ["", "## Memory of one topology sync (fresh process)", ""]
+    return ["", "## Hook latency (ms)", "", *_table(header, body)]
+
+
+def _memory_section(rows: Sequence[Row], idle: int | None) -> list[str]:
+    """One sync's peak memory in a fresh process, per row."""
     header = [
         "nodes",
         "topology",
@@ -517,70 +579,77 @@ def markdown(result: dict[str, Any]) -> str:
                 _mb(server),
             ]
         )
-    lines += _table(header, body)
-    idle = result.get("server_idle_rss")
+    lines = ["", "## Memory of one topology sync (fresh process)", "", *_table(header, body)]
     if idle:
         lines += ["", f"Idle RSS of `python -m hooks serve`: {idle / 1e6:.1f} MB."]
-    lines += paths_table(rows)
-    plans = result.get("plans", {})
-    if plans:
-        lines += ["", f"## Plans at {result.get('plan_size', 5000):,} nodes", ""]
-        header = [
-            "topology",
-            "RRs",
-            "groups",
-            "BGPPeers",
-            "sessions/RR max",
-            "clients/RR max",
-            "sessions/client max",
-            "routes (verify)",
-            "paths/prefix at a client max",
-            "routes/node max",
-        ]
-        body = []
-        for topology in sorted(plans, key=_order):
-            p = plans[topology]
-            verified = p.get("verify")
-            body.append(
-                [
-                    topology,
-                    str(p["reflectors"]),
-                    str(p["groups"]),
-                    str(p["bgp_peers"]),
-                    str(p["sessions_per_rr_max"]),
-                    str(p["clients_per_rr_max"]),
-                    str(p["sessions_per_client_max"]),
-                    "-" if not verified else "OK" if verified["reachable"] else "BROKEN",
-                    *_path_cells(p.get("paths")),
-                ]
-            )
-        lines += _table(header, body)
-    churn = result.get("churn", {})
-    if churn:
-        lines += [
-            "",
-            f"## Churn per event at {result.get('plan_size', 5000):,} nodes",
-            "",
-            "labels = nodes whose labels or cluster ID change; lost = clients that lose one of"
-            " their RRs. hooks = what the hooks do (current RRs kept, status read back);"
-            " scratch = the same code with no status and no labels (a plan from scratch).",
-            "",
-        ]
-        events = ["node joins", "RR deleted", "RR cordoned", "zone of 200 joins"]
-        header = ["topology"] + [f"{e}: {k}" for e in events for k in ("labels", "lost")]
-        body = []
-        for topology in sorted(churn, key=_order):
-            cells = [topology]
-            for event in events:
-                found = churn[topology].get(event)
-                for key in ("labels_changed", "clients_lost_rr"):
-                    cells.append(
-                        "-" if not found else f"{found['hooks'][key]} / {found['scratch'][key]}"
-                    )
-            body.append(cells)
-        lines += ["Cells: hooks / scratch.", "", *_table(header, body)]
-    lines += load_section(result.get("load") or {})
-    lines += ["", "## Targets", ""]
+    return lines
+
+
+def _plans_section(plans: dict[str, Any], plan_size: int) -> list[str]:
+    """The plan of each topology at `plan_size` nodes: RRs, BGPPeers, sessions, routes."""
+    if not plans:
+        return []
+    header = [
+        "topology",
+        "RRs",
+        "groups",
+        "BGPPeers",
+        "sessions/RR max",
+        "clients/RR max",
+        "sessions/client max",
+        "routes (verify)",
+        "paths/prefix at a client max",
+        "routes/node max",
+    ]
+    body = []
+    for topology in sorted(plans, key=_order):
+        p = plans[topology]
+        verified = p.get("verify")
+        body.append(
+            [
+                topology,
+                str(p["reflectors"]),
+                str(p["groups"]),
+                str(p["bgp_peers"]),
+                str(p["sessions_per_rr_max"]),
+                str(p["clients_per_rr_max"]),
+                str(p["sessions_per_client_max"]),
+                "-" if not verified else "OK" if verified["reachable"] else "BROKEN",
+                *_path_cells(p.get("paths")),
+            ]
+        )
+    return ["", f"## Plans at {plan_size:,} nodes", "", *_table(header, body)]
+
+
+def _churn_section(churn: dict[str, Any], plan_size: int) -> list[str]:
+    """What each event changes at `plan_size` nodes: the hooks against a plan from scratch."""
+    if not churn:
+        return []
+    lines = [
+        "",
+        f"## Churn per event at {plan_size:,} nodes",
+        "",
+        "labels = nodes whose labels or cluster ID change; lost = clients that lose one of"
+        " their RRs. hooks = what the hooks do (current RRs kept, status read back);"
+        " scratch = the same code with no status and no labels (a plan from scratch).",
+        "",
+    ]
+    events = ["node joins", "RR deleted", "RR cordoned", "zone of 200 joins"]
+    header = ["topology"] + [f"{e}: {k}" for e in events for k in ("labels", "lost")]
+    body = []
+    for topology in sorted(churn, key=_order):
+        cells = [topology]
+        for event in events:
+            found = churn[topology].get(event)
+            for key in ("labels_changed", "clients_lost_rr"):
+                cells.append(
+                    "-" if not found else f"{found['hooks'][key]} / {found['scratch'][key]}"
+                )
+        body.append(cells)
+    return [*lines, "Cells: hooks / scratch.", "", *_table(header, body)]
+
+
+def _targets_section(found: Sequence[Row]) -> list[str]:
     body = [
         [
             t["verdict"],
@@ -590,7 +659,11 @@ def markdown(result: dict[str, Any]) -> str:
             str(t["limit"]),
             t["note"],
         ]
-        for t in result["targets"]
+        for t in found
     ]
-    lines += _table(["", "target", "topology", "value", "limit", "note"], body)
-    return "\n".join(lines) + "\n"
+    return [
+        "",
+        "## Targets",
+        "",
+        *_table(["", "target", "topology", "value", "limit", "note"], body),
+    ]
