@@ -35,12 +35,19 @@ from hooks.reconcile import (
     ReportReader,
     reconcile,
 )
-from hooks.writers import Etcd, Unavailable, legacy_remover_for, mesh_switch_for
+from hooks.writers import (
+    Etcd,
+    Unavailable,
+    legacy_remover_for,
+    mesh_restorer_for,
+    mesh_switch_for,
+)
 
 log = logging.getLogger("hooks")
 RETRY_AFTER_SECONDS = 5
 LOG_TEXT = 500  # characters of an error or a name kept in a log line
 Releaser = Callable[[str], None]  # removes a deleted topology's objects from the datastore
+MeshRestorer = Callable[[str], bool]  # KDD: the mesh back on if that topology switched it off
 Body = bytes | bytearray
 
 
@@ -84,6 +91,7 @@ def create_app(
     serve_metrics: bool = True,
     releaser: Releaser | None = None,
     reports: ReportReader | None = None,
+    mesh_restorer: MeshRestorer | None = None,
 ) -> Starlette:
     """The hook service. `environ` defaults to the process environment, read once here.
 
@@ -104,6 +112,7 @@ def create_app(
         legacy_remover=legacy_remover or legacy_remover_for(env),
         releaser=releaser or etcd.release,
         reports=reports or etcd.sessions,
+        mesh_restorer=mesh_restorer or mesh_restorer_for(env),
         etcd=etcd,
     )
     routes = _routes(handlers, Limits.from_environ(env), metrics)
@@ -131,6 +140,7 @@ class _Handlers:
         legacy_remover: LegacyRemover,
         releaser: Releaser,
         reports: ReportReader,
+        mesh_restorer: MeshRestorer,
         etcd: Etcd,
     ) -> None:
         self.env = env
@@ -141,6 +151,7 @@ class _Handlers:
         self.legacy_remover = legacy_remover
         self.releaser = releaser
         self.reports = reports
+        self.mesh_restorer = mesh_restorer
         self.etcd = etcd
         self.last_plans: dict[str, tuple[str, ...]] = {}
         self.routing_digests: dict[str, str] = {}  # owner → what its route counts were made from
@@ -264,8 +275,13 @@ class _Handlers:
         try:
             name = request.parent.metadata.name
             in_etcd = controllers.datastore_of(request.parent.spec, self.env) == "etcdv3"
-            # The mesh goes back on before any key is released (etcd down: 503, keys stay).
-            restored = in_etcd and self.etcd.mesh_restore(name)
+            # The mesh goes back on before any key is released (etcd or the API down: 503, keys
+            # stay), in the datastore Calico reads; in KDD only where the switch was asked for.
+            if in_etcd:
+                restored = self.etcd.mesh_restore(name)
+            else:
+                asked = controllers.mesh_switch_asked(request, self.env)
+                restored = asked and self.mesh_restorer(name)
             hold = controllers.MESH_RESTORED if restored else None
             response = controllers.topology_finalize(request, self.env, self.clock(), hold)
             if response.finalized and in_etcd:

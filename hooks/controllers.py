@@ -58,6 +58,7 @@ __all__ = [
     "decide_node",
     "decide_topology",
     "legacy_condition",
+    "mesh_switch_asked",
     "node_customize",
     "node_sync",
     "plan_warnings",
@@ -70,7 +71,7 @@ __all__ = [
 ]
 
 RELEASE_RESYNC_SECONDS = 10.0
-# The finalize hook's answer in etcdv3 mode when it has just turned the mesh back on.
+# The finalize hook's answer when it has just turned the mesh back on (either datastore).
 MESH_RESTORED = Condition(
     "Ready",
     "False",
@@ -338,6 +339,17 @@ def topology_sync(
 ) -> TopologySyncResponse:
     """The KDD topology sync: decide, then render BGPPeer children and status."""
     return render_topology(decide_topology(request, environ, now))
+
+
+def mesh_switch_asked(request: TopologySyncRequest, environ: Environ) -> bool:
+    """Whether the topology being deleted may have switched the mesh off: its spec asks for
+    DisableWhenReady, or its last status shows the switch's condition (the spec changed since)."""
+    try:
+        asked = settings_for(request.parent.spec, environ).node_to_node_mesh == "DisableWhenReady"
+    except SpecError:
+        asked = False
+    shown = request.parent.read_status().conditions
+    return asked or any(c.type == "NodeToNodeMesh" for c in shown)
 
 
 def topology_finalize(

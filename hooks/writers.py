@@ -132,6 +132,7 @@ def mesh_switch_for(env: Mapping[str, str], etcd: Etcd) -> MeshSwitcher:
     def switch(decision: TopologyDecision) -> Condition:
         if not decision.mesh_can_go:  # reconcile asks only then; never act on less, whoever asks
             return mesh_waiting(decision)
+        from hooks.calico import label_value
         from hooks.datastores.kubernetes import MeshSwitch, MeshSwitchError
 
         in_etcd = decision.settings is not None and decision.settings.datastore == "etcdv3"
@@ -141,7 +142,7 @@ def mesh_switch_for(env: Mapping[str, str], etcd: Etcd) -> MeshSwitcher:
             else:
                 if "switch" not in state:
                     state["switch"] = MeshSwitch.from_environ(env)
-                state["switch"].disable()
+                state["switch"].disable(label_value(decision.owner), decision.owner_uid)
         except (MeshSwitchError, Unavailable) as error:
             said = error.detail if isinstance(error, Unavailable) else str(error)
             log.warning(json.dumps({"mesh_switch": "failed", "error": said}))
@@ -156,6 +157,27 @@ def mesh_switch_for(env: Mapping[str, str], etcd: Etcd) -> MeshSwitcher:
         )
 
     return switch
+
+
+def mesh_restorer_for(env: Mapping[str, str]) -> Callable[[str], bool]:
+    """KDD uninstall: turn the mesh back on in BGPConfiguration `default` if the topology named
+    (its owner label) switched it off, as `Etcd.mesh_restore` does in etcd; True when written.
+    A failure is Unavailable (503): the finalizer stays and nothing is released."""
+    state: dict[str, Any] = {}
+
+    def restore(owner: str) -> bool:
+        from hooks.calico import label_value
+        from hooks.datastores.kubernetes import MeshSwitch, MeshSwitchError
+
+        try:
+            if "switch" not in state:
+                state["switch"] = MeshSwitch.from_environ(env)
+            restored: bool = state["switch"].restore(label_value(owner))
+        except MeshSwitchError as error:
+            raise Unavailable("Kubernetes API unavailable, will retry", str(error)) from None
+        return restored
+
+    return restore
 
 
 def legacy_remover_for(env: Mapping[str, str]) -> LegacyRemover:

@@ -551,14 +551,17 @@ def test_base_grants_no_api_permissions() -> None:
 # Overlays
 
 
-def test_mesh_switch_may_only_read_create_and_patch_bgp_configurations() -> None:
+def test_mesh_switch_may_only_read_create_patch_and_delete_bgp_configurations() -> None:
     manifests = build(MESH_SWITCH)
     role = find(manifests, "ClusterRole")
     for rule in role["rules"]:
         assert rule["apiGroups"] == ["crd.projectcalico.org"]
         assert rule["resources"] == ["bgpconfigurations"]
-        assert set(rule["verbs"]) <= {"get", "create", "patch"}
-    assert {verb for rule in role["rules"] for verb in rule["verbs"]} == {"get", "create", "patch"}
+        assert set(rule["verbs"]) <= {"get", "create", "patch", "delete"}
+        if set(rule["verbs"]) & {"get", "patch", "delete"}:
+            assert rule["resourceNames"] == ["default"]
+    verbs = {verb for rule in role["rules"] for verb in rule["verbs"]}
+    assert verbs == {"get", "create", "patch", "delete"}
     binding = find(manifests, "ClusterRoleBinding")
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",

@@ -14,13 +14,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import kmock
 import pytest
 from scenario import mesh_switch_request
 
+from hooks.datastores.etcd_mesh import MeshRecord
 from hooks.datastores.kubernetes import (
     DEFAULT_ENDPOINT,
+    MESH_ANNOTATION,
     KubernetesAPI,
     MeshSwitch,
     MeshSwitchError,
@@ -29,6 +32,7 @@ from hooks.datastores.kubernetes import (
 BGPCONFIGS = "crd.projectcalico.org/v1/bgpconfigurations"
 OBJECT_PATH = "/apis/crd.projectcalico.org/v1/bgpconfigurations/default"
 COLLECTION_PATH = "/apis/crd.projectcalico.org/v1/bgpconfigurations"
+OWNER, UID = "default", "11111111-2222-4333-8444-555555555555"
 
 
 def api_for(server: kmock.RawHandler, token_file: Path | None) -> KubernetesAPI:
@@ -42,6 +46,11 @@ def switch_for(server: kmock.RawHandler, tmp_path: Path) -> MeshSwitch:
     token = tmp_path / "token"
     token.write_text("secret\n")
     return MeshSwitch(api_for(server, token))
+
+
+def record(created: bool, previous: bool | None) -> str:
+    """The switch's record as the annotation carries it."""
+    return MeshRecord(OWNER, UID, created, previous).encode().decode()
 
 
 def writes(server: kmock.RawHandler) -> list[kmock.Request]:
@@ -66,7 +75,7 @@ async def test_an_absent_configuration_is_created_with_only_the_mesh_field(
     switch = switch_for(k8s, tmp_path)
     assert await asyncio.to_thread(switch.state) is None
 
-    assert await asyncio.to_thread(switch.disable) == "created"
+    assert await asyncio.to_thread(switch.disable, OWNER, UID) == "created"
 
     [create] = writes(k8s)
     assert create.method == kmock.method.POST
@@ -74,7 +83,7 @@ async def test_an_absent_configuration_is_created_with_only_the_mesh_field(
     assert json.loads(create.body) == {
         "apiVersion": "crd.projectcalico.org/v1",
         "kind": "BGPConfiguration",
-        "metadata": {"name": "default"},
+        "metadata": {"name": "default", "annotations": {MESH_ANNOTATION: record(True, None)}},
         "spec": {"nodeToNodeMeshEnabled": False},
     }
     assert create.headers.get("Authorization") == "Bearer secret"
@@ -100,14 +109,17 @@ async def test_an_existing_configuration_is_patched_and_its_other_fields_are_unt
     switch = switch_for(k8s, tmp_path)
     assert await asyncio.to_thread(switch.state) is None  # field absent: Calico's mesh is on
 
-    assert await asyncio.to_thread(switch.disable) == "patched"
+    assert await asyncio.to_thread(switch.disable, OWNER, UID) == "patched"
 
     [patch] = writes(k8s)
     assert patch.method == kmock.method.PATCH
     assert patch.url.path == OBJECT_PATH
     assert patch.headers.get("Content-Type") == "application/merge-patch+json"
     assert dict(patch.url.query) == {"fieldManager": "route-reflector-hooks"}
-    assert json.loads(patch.body) == {"spec": {"nodeToNodeMeshEnabled": False}}
+    assert json.loads(patch.body) == {
+        "metadata": {"annotations": {MESH_ANNOTATION: record(False, None)}},
+        "spec": {"nodeToNodeMeshEnabled": False},
+    }
     assert stored(k8s)["spec"] == spec | {"nodeToNodeMeshEnabled": False}
 
 
@@ -121,7 +133,7 @@ async def test_a_mesh_that_is_on_explicitly_is_patched_off(
     }
     switch = switch_for(k8s, tmp_path)
     assert await asyncio.to_thread(switch.state) is True
-    assert await asyncio.to_thread(switch.disable) == "patched"
+    assert await asyncio.to_thread(switch.disable, OWNER, UID) == "patched"
     assert stored(k8s)["spec"] == {"nodeToNodeMeshEnabled": False, "asNumber": 64512}
 
 
@@ -135,8 +147,8 @@ async def test_a_mesh_already_off_is_not_written(
     }
     switch = switch_for(k8s, tmp_path)
 
-    assert await asyncio.to_thread(switch.disable) == "unchanged"
-    assert await asyncio.to_thread(switch.disable) == "unchanged"
+    assert await asyncio.to_thread(switch.disable, OWNER, UID) == "unchanged"
+    assert await asyncio.to_thread(switch.disable, OWNER, UID) == "unchanged"
 
     assert writes(k8s) == []
     assert len(list(k8s)) == 2
@@ -152,7 +164,7 @@ async def test_forbidden_raises_an_error_naming_the_endpoint_and_the_status(
     switch = switch_for(k8s, tmp_path)
 
     with pytest.raises(MeshSwitchError) as caught:
-        await asyncio.to_thread(switch.disable)
+        await asyncio.to_thread(switch.disable, OWNER, UID)
 
     assert caught.value.status == 403
     assert "HTTP 403" in str(caught.value)
@@ -168,8 +180,81 @@ async def test_a_refused_write_raises_naming_the_status(
     switch = switch_for(k8s, tmp_path)
 
     with pytest.raises(MeshSwitchError, match="HTTP 403") as caught:
-        await asyncio.to_thread(switch.disable)
+        await asyncio.to_thread(switch.disable, OWNER, UID)
     assert caught.value.status == 403
+
+
+# --- uninstall: what the switch changed goes back, nothing else --------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_configuration_the_switch_created_is_deleted_at_uninstall(
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
+    switch = switch_for(k8s, tmp_path)
+    await asyncio.to_thread(switch.disable, OWNER, UID)
+
+    assert await asyncio.to_thread(switch.restore, "other") is False  # not the one that did it
+    assert await asyncio.to_thread(switch.restore, OWNER) is True
+
+    assert writes(k8s)[-1].method == kmock.method.DELETE
+    assert await asyncio.to_thread(switch.state) is None  # gone: Calico's mesh is on
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("before", [None, True])
+async def test_a_patched_configuration_gets_its_field_back_and_keeps_the_rest(
+    k8s: kmock.KubernetesEmulator, tmp_path: Path, before: bool | None
+) -> None:
+    spec = {"asNumber": 64512} | ({"nodeToNodeMeshEnabled": before} if before is not None else {})
+    k8s.objects[BGPCONFIGS, None, "default"] = {
+        "metadata": {"name": "default", "annotations": {"team": "net"}},
+        "spec": spec,
+    }
+    switch = switch_for(k8s, tmp_path)
+    await asyncio.to_thread(switch.disable, OWNER, UID)
+    assert await asyncio.to_thread(switch.state) is False
+
+    assert await asyncio.to_thread(switch.restore, OWNER) is True
+
+    assert stored(k8s)["spec"] == spec
+    assert stored(k8s)["metadata"] == {"name": "default", "annotations": {"team": "net"}}
+    assert await asyncio.to_thread(switch.restore, OWNER) is False  # the record went with it
+
+
+@pytest.mark.asyncio
+async def test_a_mesh_turned_on_since_or_off_by_the_operator_is_left_as_it_is(
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
+    switch = switch_for(k8s, tmp_path)
+    k8s.objects[BGPCONFIGS, None, "default"] = {
+        "metadata": {"name": "default"},
+        "spec": {"nodeToNodeMeshEnabled": False},
+    }
+    await asyncio.to_thread(switch.disable, OWNER, UID)  # off already: nothing recorded
+    assert await asyncio.to_thread(switch.restore, OWNER) is False
+    assert stored(k8s)["spec"] == {"nodeToNodeMeshEnabled": False}
+
+    k8s.objects[BGPCONFIGS, None, "default"] = {
+        "metadata": {"name": "default", "annotations": {MESH_ANNOTATION: record(False, None)}},
+        "spec": {"nodeToNodeMeshEnabled": True},  # someone turned it back on meanwhile
+    }
+    assert await asyncio.to_thread(switch.restore, OWNER) is False
+    assert stored(k8s)["spec"] == {"nodeToNodeMeshEnabled": True}
+    assert MESH_ANNOTATION not in stored(k8s)["metadata"]["annotations"]  # type: ignore[index]
+
+
+@pytest.mark.asyncio
+async def test_a_record_that_is_not_ours_is_refused(
+    k8s: kmock.KubernetesEmulator, tmp_path: Path
+) -> None:
+    k8s.objects[BGPCONFIGS, None, "default"] = {
+        "metadata": {"name": "default", "annotations": {MESH_ANNOTATION: "{not json"}},
+        "spec": {"nodeToNodeMeshEnabled": False},
+    }
+    with pytest.raises(MeshSwitchError, match=MESH_ANNOTATION):
+        await asyncio.to_thread(switch_for(k8s, tmp_path).restore, OWNER)
+    assert writes(k8s) == []
 
 
 def free_port() -> int:
@@ -185,7 +270,7 @@ def test_a_server_that_is_down_raises_quickly() -> None:
     started = time.monotonic()
 
     with pytest.raises(MeshSwitchError) as caught:
-        switch.disable()
+        switch.disable(OWNER, UID)
 
     assert time.monotonic() - started < 2.0
     assert caught.value.status is None
@@ -235,7 +320,7 @@ async def test_a_rotated_service_account_token_is_used_from_the_next_call_on(
     rotated = tmp_path / "token.new"
     rotated.write_text("second-token\n")
     rotated.replace(token)
-    assert await asyncio.to_thread(switch.disable) == "created"
+    assert await asyncio.to_thread(switch.disable, OWNER, UID) == "created"
 
     sent = [r.headers.get("Authorization") for r in k8s]
     assert sent[0] == "Bearer first-token"
@@ -246,7 +331,7 @@ async def test_a_rotated_service_account_token_is_used_from_the_next_call_on(
 # --- the service: switches the mesh off only when the decision proves it safe --------------------
 
 
-def _post(server: kmock.RawHandler, body: bytes) -> dict[str, object]:
+def _client(endpoint: str) -> Any:
     import warnings
 
     from starlette.exceptions import StarletteDeprecationWarning
@@ -257,9 +342,16 @@ def _post(server: kmock.RawHandler, body: bytes) -> dict[str, object]:
         warnings.simplefilter("ignore", StarletteDeprecationWarning)
         from starlette.testclient import TestClient
 
+    return TestClient(create_app(environ={"K8S_API_ENDPOINT": endpoint}))
+
+
+def _endpoint(server: kmock.RawHandler) -> str:
     [srv] = server.servers
-    app = create_app(environ={"K8S_API_ENDPOINT": f"http://{srv.host}:{srv.port}"})
-    with TestClient(app) as client:
+    return f"http://{srv.host}:{srv.port}"
+
+
+def _post(server: kmock.RawHandler, body: bytes) -> dict[str, object]:
+    with _client(_endpoint(server)) as client:
         answer = client.post("/topology/sync", content=body)
     assert answer.status_code == 200, answer.text
     conditions = answer.json()["status"]["conditions"]
@@ -282,6 +374,70 @@ async def test_the_service_turns_the_mesh_off_once_every_reflector_is_establishe
     condition = await asyncio.to_thread(_post, k8s, mesh_switch_request(converged=True))
     assert (condition["status"], condition["reason"]) == ("False", "Disabled")
     assert stored(k8s)["spec"] == {"nodeToNodeMeshEnabled": False}
+
+
+def _uninstall(endpoint: str, converged: bool, spec: dict[str, Any] | None = None) -> list[Any]:
+    """Sync a DisableWhenReady topology (`spec` merged in), then call its finalize hook twice."""
+    body = json.loads(mesh_switch_request(converged))
+    body["parent"]["spec"] |= spec or {}
+    answers = []
+    with _client(endpoint) as client:
+        synced = client.post("/topology/sync", json=body)
+        assert synced.status_code == 200, synced.text
+        status = synced.json()["status"]
+        for _ in range(2):
+            finalize = body | {"finalizing": True, "parent": body["parent"] | {"status": status}}
+            answer = client.post("/topology/finalize", json=finalize)
+            assert answer.status_code == 200, answer.text
+            answers.append(answer.json())
+            status = answers[-1]["status"]
+    return answers
+
+
+def _ready(answer: Any) -> tuple[str, str]:
+    ready = next(c for c in answer["status"]["conditions"] if c["type"] == "Ready")
+    return ready["status"], ready["reason"]
+
+
+@pytest.mark.asyncio
+async def test_uninstall_in_kdd_turns_the_mesh_the_service_switched_off_back_on(
+    k8s: kmock.KubernetesEmulator,
+) -> None:
+    held, after = await asyncio.to_thread(_uninstall, _endpoint(k8s), True)
+
+    assert _ready(held) == ("False", "RestoringMesh") and held["finalized"] is False
+    assert "released" not in held["status"]
+    assert writes(k8s)[-1].method == kmock.method.DELETE  # it created BGPConfiguration default
+    assert _ready(after)[1] != "RestoringMesh" and after["status"]["released"] is True
+
+
+@pytest.mark.asyncio
+async def test_uninstall_in_kdd_leaves_a_mesh_the_service_never_switched_off(
+    k8s: kmock.KubernetesEmulator,
+) -> None:
+    k8s.objects[BGPCONFIGS, None, "default"] = {
+        "metadata": {"name": "default"},
+        "spec": {"nodeToNodeMeshEnabled": False},  # the operator's own choice
+    }
+    held, _ = await asyncio.to_thread(_uninstall, _endpoint(k8s), True)
+
+    assert _ready(held)[1] != "RestoringMesh"
+    assert writes(k8s) == []
+    assert stored(k8s)["spec"] == {"nodeToNodeMeshEnabled": False}
+
+
+def test_uninstall_in_kdd_without_the_switch_asks_no_api() -> None:
+    down = f"http://127.0.0.1:{free_port()}"  # any call would fail: 503
+    held, _ = _uninstall(down, False, {"nodeToNodeMesh": "Keep"})
+    assert _ready(held)[1] != "RestoringMesh"
+
+
+@pytest.mark.asyncio
+async def test_an_api_that_is_down_at_uninstall_keeps_the_finalizer() -> None:
+    body = json.loads(mesh_switch_request(False)) | {"finalizing": True}
+    with _client(f"http://127.0.0.1:{free_port()}") as client:
+        answer = await asyncio.to_thread(client.post, "/topology/finalize", json=body)
+    assert answer.status_code == 503
 
 
 # --- TLS: the cluster CA from the service account verifies the API server -----------------------

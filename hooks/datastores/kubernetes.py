@@ -1,5 +1,6 @@
 """The few Kubernetes API calls the service makes itself (opt-in, KDD): switch Calico's
-node-to-node mesh off, and delete the BGPPeers the original Go operator left behind.
+node-to-node mesh off (and back on at uninstall), and delete the BGPPeers the original Go
+operator left behind.
 
 A small client over the standard library's HTTP: the `kubernetes` package was 128 MB of a 214 MB
 image for these calls. The service-account token is read again on every call, so a projected
@@ -18,8 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal
 
+from hooks.datastores.etcd_documents import DocumentError, Entry
+from hooks.datastores.etcd_mesh import MeshRecord
+
 __all__ = [
     "DEFAULT_ENDPOINT",
+    "MESH_ANNOTATION",
     "KubernetesAPI",
     "KubernetesAPIError",
     "LegacyPeerRemoval",
@@ -48,7 +53,9 @@ CREATE_BODY: Final = {
     "metadata": {"name": NAME},
     "spec": {FIELD: False},
 }
-PATCH_BODY: Final = {"spec": {FIELD: False}}
+# What the switch changed, on BGPConfiguration `default` itself (written in the request that turns
+# the mesh off): the etcd mesh record's JSON, so uninstall restores that and nothing else.
+MESH_ANNOTATION: Final = "route-reflector.dev/mesh-switched-off"
 
 MeshResult = Literal["created", "patched", "unchanged"]
 
@@ -168,10 +175,12 @@ def _fail(api: KubernetesAPI, action: str, where: str, error: Exception) -> Mesh
 
 @dataclass(frozen=True)
 class MeshSwitch:
-    """Reads and turns off `spec.nodeToNodeMeshEnabled` of BGPConfiguration `default`.
+    """Reads, turns off and (at uninstall) restores `spec.nodeToNodeMeshEnabled` of
+    BGPConfiguration `default`.
 
-    Only that one field is ever written: a create carries nothing else, a change is a JSON merge
-    patch of just that field, so asNumber, serviceClusterIPs and the rest stay as they are.
+    Only that field and the switch's record (`MESH_ANNOTATION`) are ever written: a create
+    carries nothing else, a change is a JSON merge patch of just those, so asNumber,
+    serviceClusterIPs and the rest stay as they are.
     """
 
     api: KubernetesAPI
@@ -201,18 +210,21 @@ class MeshSwitch:
         """`spec.nodeToNodeMeshEnabled` now; None when the object (or the field) is absent, which
         Calico treats as enabled."""
         found = self._read()
-        if found is None:
-            return None
-        value = (found.get("spec") or {}).get(FIELD)
-        return value if isinstance(value, bool) else None
+        return None if found is None else _mesh_state(found)
 
-    def disable(self) -> MeshResult:
-        """Turn the mesh off; idempotent: nothing is written when it is already off."""
+    def disable(self, owner: str, uid: str) -> MeshResult:
+        """Turn the mesh off for `owner` (uid `uid`), recording in the same write what was there
+        (`MESH_ANNOTATION`); idempotent: nothing is written when it is already off."""
         found = self._read()
         if found is None:
+            record = MeshRecord(owner, uid, created=True, previous=None)
+            metadata = {"name": NAME, "annotations": {MESH_ANNOTATION: record.encode().decode()}}
             try:
                 self._do(
-                    "writing", "POST", f"{CONFIGS_PATH}?fieldManager={FIELD_MANAGER}", CREATE_BODY
+                    "writing",
+                    "POST",
+                    f"{CONFIGS_PATH}?fieldManager={FIELD_MANAGER}",
+                    CREATE_BODY | {"metadata": metadata},
                 )
                 return "created"
             except MeshSwitchError as error:
@@ -220,16 +232,79 @@ class MeshSwitch:
                     raise
             # Created behind our back between the read and the create: patch it instead.
             found = self._read() or {}
-        if (found.get("spec") or {}).get(FIELD) is False:
+        state = _mesh_state(found)
+        if state is False:
             return "unchanged"
+        record = MeshRecord(owner, uid, created=False, previous=state)
+        patch = {"metadata": _precondition(found, record.encode().decode()), "spec": {FIELD: False}}
+        self._patch(patch)
+        return "patched"
+
+    def restore(self, owner: str) -> bool:
+        """Undo what `owner`'s switch recorded, only while the mesh is still off: an object it
+        created that nobody changed is deleted; otherwise the field goes back to what it was
+        (removed when it was absent) and the record goes. A mesh someone turned on already is
+        left on (only the record goes). True when the mesh was turned back on."""
+        found = self._read()
+        annotations = ((found or {}).get("metadata") or {}).get("annotations") or {}
+        raw = annotations.get(MESH_ANNOTATION)
+        if found is None or not isinstance(raw, str):
+            return False
+        where = f"BGPConfiguration {NAME!r} annotation {MESH_ANNOTATION}"
+        try:
+            record = MeshRecord.decode(Entry(where, raw.encode(), 0))
+        except DocumentError as error:
+            raise MeshSwitchError(str(error), self.api.endpoint) from None
+        if record.owner != owner:
+            return False
+        metadata = _precondition(found, None)
+        if _mesh_state(found) is not False:
+            self._patch({"metadata": metadata})
+            return False
+        if record.created and _as_created(found):
+            body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+            uid, version = found["metadata"].get("uid"), found["metadata"].get("resourceVersion")
+            body["preconditions"] = {
+                k: v for k, v in (("uid", uid), ("resourceVersion", version)) if v
+            }
+            self._do("deleting", "DELETE", f"{CONFIGS_PATH}/{NAME}", body)
+            return True
+        self._patch({"metadata": metadata, "spec": {FIELD: True if record.previous else None}})
+        return True
+
+    def _patch(self, body: Mapping[str, Any]) -> None:
         self._do(
             "writing",
             "PATCH",
             f"{CONFIGS_PATH}/{NAME}?fieldManager={FIELD_MANAGER}",
-            PATCH_BODY,
+            body,
             content_type="application/merge-patch+json",
         )
-        return "patched"
+
+
+def _mesh_state(found: Mapping[str, Any]) -> bool | None:
+    value = (found.get("spec") or {}).get(FIELD)
+    return value if isinstance(value, bool) else None
+
+
+def _precondition(found: Mapping[str, Any], record: str | None) -> dict[str, Any]:
+    """The metadata of a merge patch: the record annotation set (None: removed), and the
+    resourceVersion read, so a change made since is a 409, never overwritten."""
+    metadata: dict[str, Any] = {"annotations": {MESH_ANNOTATION: record}}
+    version = (found.get("metadata") or {}).get("resourceVersion")
+    if version:
+        metadata["resourceVersion"] = version
+    return metadata
+
+
+def _as_created(found: Mapping[str, Any]) -> bool:
+    """Only what the switch's create wrote: the field off, our record, nothing a person added."""
+    metadata = found.get("metadata") or {}
+    return (
+        found.get("spec") == {FIELD: False}
+        and not metadata.get("labels")
+        and set(metadata.get("annotations") or {}) <= {MESH_ANNOTATION}
+    )
 
 
 @dataclass(frozen=True)
