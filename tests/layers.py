@@ -33,6 +33,7 @@ CORE_MAY_NOT_REACH = (
     "hooks.reconcile",
     "hooks.datastores",
     "hooks.app",
+    "hooks.handlers",
     "hooks.server",
     "hooks.cli",
     "starlette",
@@ -55,6 +56,7 @@ HOOKS = (
 HOOKS_MAY_NOT_REACH = (
     "hooks.datastores",
     "hooks.app",
+    "hooks.handlers",
     "hooks.server",
     "hooks.cli",
     "hooks.offline",
@@ -65,7 +67,14 @@ HOOKS_MAY_NOT_REACH = (
     "requests",
 )
 DATASTORES = ("hooks.datastores",)
-DATASTORES_MAY_NOT_REACH = ("hooks.app", "hooks.server", "hooks.cli", "starlette", "uvicorn")
+DATASTORES_MAY_NOT_REACH = (
+    "hooks.app",
+    "hooks.handlers",
+    "hooks.server",
+    "hooks.cli",
+    "starlette",
+    "uvicorn",
+)
 
 
 def module_files(root: Path, package: str = "hooks") -> dict[str, Path]:

@@ -19,8 +19,8 @@ from conftest import TestClient, fixed_clock
 from golden import FIXTURES
 from scenario import ZONE, Scenario, zoned_nodes
 
-from hooks import app as app_module
 from hooks import controllers, wire
+from hooks import handlers as handlers_module
 from hooks.app import create_app
 from hooks.paths import PathReport, count_paths
 from hooks.sessions import nodes_from_objects
@@ -210,7 +210,7 @@ def test_routes_are_counted_again_only_when_the_peerings_or_the_rrs_change(
         counted.append(report.routes_per_node_max)
         return report
 
-    monkeypatch.setattr(app_module, "count_paths", counting)
+    monkeypatch.setattr(handlers_module, "count_paths", counting)
     scenario = converged("simple")
     with TestClient(create_app(environ={}, clock=fixed_clock)) as client:
         client.post("/topology/sync", content=scenario.topology_request())
@@ -228,7 +228,7 @@ def test_an_exploding_count_sets_the_gauges_to_its_lower_bound_and_flags_it(
     def capped(*args: Any, **kwargs: Any) -> PathReport:
         return count_paths(*args, **kwargs, budget=50)
 
-    monkeypatch.setattr(app_module, "count_paths", capped)
+    monkeypatch.setattr(handlers_module, "count_paths", capped)
     scenario = converged("multi")
     with TestClient(create_app(environ={}, clock=fixed_clock)) as client:
         client.post("/topology/sync", content=scenario.topology_request())
