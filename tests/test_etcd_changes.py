@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,12 +19,14 @@ from hooks.datastores.etcd_documents import (
     OWNER_UID_ANNOTATION,
     OWNERS_PREFIX,
     PEERS_PREFIX,
+    STATUSES_PREFIX,
     DocumentError,
     Entry,
     Fresh,
     Step,
 )
-from hooks.datastores.etcd_sweep import SWEEP_GRACE, Liveness
+from hooks.datastores.etcd_mesh import CONFIG_KEY, MESH_RECORD_KEY, MeshRecord
+from hooks.datastores.etcd_sweep import SWEEP_GRACE, Liveness, MeshHeld
 
 OWNER = "default"
 OWNED = OWNED_PREFIX + OWNER + "/"
@@ -245,6 +248,8 @@ def sweep(
     others: Mapping[str, tuple[str, ...]] | None = None,
     nodes: tuple[Entry, ...] = (),
     state: DesiredState | None = None,
+    statuses: tuple[Entry, ...] = (),
+    mesh: MeshHeld | None = None,
 ) -> Changes:
     base = state or desired({}, {})
     mine = DesiredState(
@@ -267,6 +272,8 @@ def sweep(
         fresh(),
         records,
         {e.key.rpartition("/")[2]: e for e in owners},
+        {e.key.rpartition("/")[2]: e for e in statuses},
+        mesh,
     )
 
 
@@ -325,3 +332,110 @@ def test_nothing_is_swept_while_our_own_make_is_held_and_live_owners_keep_their_
         (NODES_PREFIX + "n1", ((OWNED_PREFIX + "evil/n1", DELETE),)),
         (OWNED_PREFIX + "evil/n2", ()),  # n2 is other's RR: only evil's record goes
     ]
+
+
+# --- CalicoNodeStatus requests, and the mesh an orphan switched off ------------------------------
+
+STATUS_SPEC = {"node": "n1", "classes": ["BGP"], "updatePeriodSeconds": 10}
+
+
+def status_of(owner: str | None, name: str, node: str = "n1") -> Entry:
+    """A CalicoNodeStatus calico-node has reported into (`owner` None: not one of ours)."""
+    metadata: dict[str, Any] = {"name": name}
+    if owner is not None:
+        metadata["labels"] = {OWNER_LABEL: owner}
+    document = {
+        "kind": "CalicoNodeStatus",
+        "apiVersion": "projectcalico.org/v3",
+        "metadata": metadata,
+        "spec": STATUS_SPEC | {"node": node},
+        "status": {"lastUpdated": "2026-11-26T10:00:00Z", "bgp": {"numberEstablishedV4": 2}},
+    }
+    return entry(STATUSES_PREFIX + name, document)
+
+
+def test_status_requests_are_made_kept_as_reported_and_dropped_even_while_held() -> None:
+    wanted = DesiredState(
+        owner=OWNER,
+        peers=(),
+        cluster_ids={"ghost": "224.0.0.9"},  # no Calico Node: the make is held
+        statuses=(
+            {"name": "default-rr-n1", "spec": STATUS_SPEC},
+            {"name": "default-rr-n2", "spec": STATUS_SPEC | {"node": "n2"}},
+            {"name": "default-rr-n3", "spec": STATUS_SPEC | {"node": "n3"}},
+        ),
+    )
+    found = (
+        status_of(OWNER, "default-rr-n1"),  # as wanted, with calico-node's report: untouched
+        status_of(None, "default-rr-n2", "n2"),  # someone else's under our name: never written
+        status_of(OWNER, "default-rr-n9", "n9"),  # an RR that left
+        status_of("other", "other-rr-n1"),
+    )
+    planned = plan_changes(
+        wanted, {}, {}, {}, fresh(), statuses={e.key.rpartition("/")[2]: e for e in found}
+    )
+
+    assert planned.missing == {"ghost"}
+    assert [step.key for step in planned.steps] == [
+        STATUSES_PREFIX + "default-rr-n3",
+        STATUSES_PREFIX + "default-rr-n9",
+    ]
+    create, drop = planned.steps
+    assert outcome(create, None)["spec"] == STATUS_SPEC | {"node": "n3"}
+    assert outcome(create, None)["kind"] == "CalicoNodeStatus"
+    assert outcome(drop, found[2]) == "delete"
+    changed = status_of(OWNER, "default-rr-n3", "n3")  # a spec of ours changed: status kept
+    respecified = plan_changes(
+        replace(wanted, statuses=({"name": "default-rr-n3", "spec": STATUS_SPEC},)),
+        {},
+        {},
+        {},
+        fresh(),
+        statuses={"default-rr-n3": changed},
+    )
+    rewritten = outcome(respecified.steps[0], changed)
+    assert rewritten["spec"] == STATUS_SPEC
+    assert rewritten["status"] == json.loads(changed.value)["status"]
+
+
+def mesh_of(owner: str, config: Entry | None) -> MeshHeld:
+    made = MeshRecord(owner, f"uid-{owner}", created=True, previous=None)
+    return MeshHeld(made, Entry(MESH_RECORD_KEY, made.encode(), 3), config)
+
+
+CREATED_OFF = {
+    "kind": "BGPConfiguration",
+    "apiVersion": "projectcalico.org/v3",
+    "metadata": {"name": "default", "uid": "x", "creationTimestamp": "2026-01-01T00:00:00Z"},
+    "spec": {"nodeToNodeMeshEnabled": False},
+}
+
+
+def test_a_swept_owner_that_switched_the_mesh_off_turns_it_on_first_and_alone() -> None:
+    peers = (of("evil", "evil-rr-a", "uid-evil"),)
+    statuses = (status_of("evil", "evil-rr-n1"),)
+    marked = (record("evil", "uid-evil", "2026-11-26T10:00:00Z"),)
+    later = live(now=NOW + SWEEP_GRACE)
+    off = mesh_of("evil", entry(CONFIG_KEY, CREATED_OFF))
+
+    first = sweep(later, peers, marked, statuses=statuses, mesh=off)
+    assert not first.orphans[0].swept
+    (restore,) = [step for step in first.steps if step.sweeps]
+    assert (restore.key, restore.also) == (CONFIG_KEY, ((MESH_RECORD_KEY, DELETE),))
+    assert outcome(restore, off.config) == "delete"  # it created the document: mesh on
+
+    broken = mesh_of("evil", entry(CONFIG_KEY, b"{not json"))
+    held = sweep(later, peers, marked, statuses=statuses, mesh=broken)
+    assert not held.orphans[0].swept and not [step for step in held.steps if step.sweeps]
+
+    on = mesh_of("evil", None)  # on again (gone): the record goes with the rest
+    done = sweep(later, peers, marked, statuses=statuses, mesh=on)
+    assert done.orphans[0].swept
+    assert [step.key for step in done.steps if step.sweeps] == [
+        OWNERS_PREFIX + "evil",
+        MESH_RECORD_KEY,
+        PEERS_PREFIX + "evil-rr-a",
+        STATUSES_PREFIX + "evil-rr-n1",
+    ]
+    other = sweep(later, peers, marked, statuses=statuses, mesh=mesh_of("default", None))
+    assert MESH_RECORD_KEY not in [step.key for step in other.steps]  # a live owner's record

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from scenario import ZONE, Scenario, make_node, zoned_nodes
 
-from hooks import wire
+from hooks import controllers, wire
 from hooks.stamps import stamp
 
 Json = dict[str, Any]
@@ -630,3 +630,26 @@ def test_a_first_install_over_hand_labelled_rrs_sharing_an_id_per_zone_keeps_eve
     assert carried_ids(scenario) == by_hand
     assert scenario.condition("Ready")["reason"] == "Converged", scenario.condition("Ready")
     assert not [rr for rr in (scenario.status or {})["routeReflectors"] if "nextClusterID" in rr]
+
+
+def test_an_unreadable_calico_node_status_child_is_reported_and_never_trusted() -> None:
+    scenario = Scenario(
+        {"zoneLabel": ZONE, "min": 2, "nodeToNodeMesh": "DisableWhenReady"},
+        zoned_nodes({"a": 4, "b": 4}),
+    )
+    scenario.run_until_still()
+    children = scenario.children[wire.NODESTATUS_KEY]
+    name = sorted(children)[0]
+    children[name]["status"]["bgp"] = "Established"  # not a BGP status: proves nothing
+
+    decision = controllers.decide_topology(
+        wire.decode_topology_request(scenario.topology_request()), {}, scenario.now
+    )
+    response = controllers.render_topology(decision)
+
+    assert decision.sessions.unreadable == (name,)
+    assert children[name]["spec"]["node"] not in decision.sessions.established
+    assert not decision.mesh_can_go
+    (problem,) = [c for c in response.status["conditions"] if c["type"] == "SessionState"]
+    assert (problem["status"], problem["reason"]) == ("False", "ReportUnreadable")
+    assert name in problem["message"] and "the CalicoNodeStatus children" in problem["message"]
