@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import sys
-from typing import NamedTuple, Protocol
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
 
 import pytest
 
@@ -43,3 +45,13 @@ def cli_runner(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPat
         return CliResult(code, out, err)
 
     return run
+
+
+def input_files(
+    folder: Path, nodes: dict[str, Any], topology: str, suffix: str
+) -> tuple[Path, Path]:
+    """A NodeList and a topology (`suffix` "yaml" or "json") written where the CLI reads them."""
+    nodes_path, topology_path = folder / "nodes.json", folder / f"t.{suffix}"
+    nodes_path.write_text(json.dumps(nodes))
+    topology_path.write_text(topology)
+    return nodes_path, topology_path

@@ -25,6 +25,9 @@ CORE = (
     "hooks.verify",
     "hooks.stamps",
 )
+# The service's web side and command line, and the clients that reach a cluster or a store.
+EDGES = ("hooks.app", "hooks.handlers", "hooks.server", "hooks.cli", "starlette", "uvicorn")
+CLIENTS = ("kubernetes", "etcd3gw", "requests")
 CORE_MAY_NOT_REACH = (
     "hooks.wire",
     "hooks.calico",
@@ -32,15 +35,8 @@ CORE_MAY_NOT_REACH = (
     "hooks.observed",
     "hooks.reconcile",
     "hooks.datastores",
-    "hooks.app",
-    "hooks.handlers",
-    "hooks.server",
-    "hooks.cli",
-    "starlette",
-    "uvicorn",
-    "kubernetes",
-    "etcd3gw",
-    "requests",
+    *EDGES,
+    *CLIENTS,
 )
 # The hook functions: pure, what touches the world comes in as a parameter (hooks/reconcile.py).
 HOOKS = (
@@ -53,28 +49,9 @@ HOOKS = (
     "hooks.observed",
     "hooks.reconcile",
 )
-HOOKS_MAY_NOT_REACH = (
-    "hooks.datastores",
-    "hooks.app",
-    "hooks.handlers",
-    "hooks.server",
-    "hooks.cli",
-    "hooks.offline",
-    "starlette",
-    "uvicorn",
-    "kubernetes",
-    "etcd3gw",
-    "requests",
-)
+HOOKS_MAY_NOT_REACH = ("hooks.datastores", "hooks.offline", *EDGES, *CLIENTS)
 DATASTORES = ("hooks.datastores",)
-DATASTORES_MAY_NOT_REACH = (
-    "hooks.app",
-    "hooks.handlers",
-    "hooks.server",
-    "hooks.cli",
-    "starlette",
-    "uvicorn",
-)
+DATASTORES_MAY_NOT_REACH = EDGES
 
 
 def module_files(root: Path, package: str = "hooks") -> dict[str, Path]:

@@ -20,6 +20,7 @@ import yaml
 from conftest import NOW, TestClient, fixed_clock
 from golden import FIXTURES
 from scenario import ZONE, Scenario, zoned_nodes
+from test_manifests import Manifest, build
 
 from hooks.app import create_app
 
@@ -29,8 +30,6 @@ HERE = Path(__file__).parent / "monitoring"
 README = (ROOT / "README.md").read_text()
 INSTALL = "make promtool"
 METRIC = re.compile(r"\brr_[a-z_]+")
-
-Manifest = dict[str, Any]
 
 
 def promtool() -> str:
@@ -42,19 +41,8 @@ def promtool() -> str:
     pytest.fail(f"promtool is missing: run `{INSTALL}` (or set RR_SKIP_PROMTOOL=1 to skip)")
 
 
-@functools.cache
 def rendered() -> tuple[Manifest, ...]:
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl (with kustomize) is not on PATH")
-    done = subprocess.run(
-        ["kubectl", "kustomize", str(OVERLAY)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return tuple(doc for doc in yaml.safe_load_all(done.stdout) if doc)
+    return build(str(OVERLAY))
 
 
 def only(kind: str) -> Manifest:

@@ -5,11 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +13,13 @@ import pytest
 from conftest import TestClient, fixed_clock
 from golden import FIXTURES
 from scenario import ZONE, Scenario, zoned_nodes
+from served import serving
 
 from hooks import controllers, wire
 from hooks import handlers as handlers_module
 from hooks.app import create_app
 from hooks.paths import PathReport, count_paths
 from hooks.sessions import nodes_from_objects
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def body(hook: str, case: str) -> bytes:
@@ -106,37 +100,12 @@ def test_metrics_include_the_process_figures() -> None:
 
 def test_the_served_log_is_json_lines_access_lines_included(tmp_path: Path) -> None:
     """`python -m hooks serve` over a socket: uvicorn's own lines are JSON like the hooks'."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("ROUTE_REFLECTOR_", "DATASTORE"))
-    }
-    env |= {"LOG_LEVEL": "info", "PYTHONPATH": str(ROOT)}
     log_path = tmp_path / "serve.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "hooks", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 20
-            while process.poll() is None and time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.05)
-            assert httpx.get(f"{url}/nowhere", timeout=5).status_code == 404
-            answer = httpx.post(f"{url}/node/sync", content=b"{", timeout=5)
-            assert answer.status_code == 400
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+    with log_path.open("wb") as log_file, serving({"LOG_LEVEL": "info"}, log_file) as (_, port):
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/nowhere", timeout=5).status_code == 404
+        answer = httpx.post(f"{url}/node/sync", content=b"{", timeout=5)
+        assert answer.status_code == 400
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]
     access = [line for line in lines if "access" in line]
     assert {"access": "GET /nowhere", "status": 404} in [

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cli_runner import CliRunner
+from cli_runner import CliRunner, input_files
 from golden import as_reflector
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -40,11 +40,7 @@ def node_list() -> dict[str, Any]:
 
 @pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path]:
-    nodes = tmp_path / "nodes.json"
-    nodes.write_text(json.dumps(node_list()))
-    topology = tmp_path / "t.yaml"
-    topology.write_text(TOPOLOGY)
-    return nodes, topology
+    return input_files(tmp_path, node_list(), TOPOLOGY, "yaml")
 
 
 def test_table_shows_each_zone_with_its_reflectors(

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cli_runner import CliRunner
+from cli_runner import CliRunner, input_files
 from strategies import make_node
 
 from hooks.verify import VerifyReport
@@ -44,11 +44,7 @@ def node_list() -> Json:
 
 @pytest.fixture
 def files(tmp_path: Path) -> tuple[Path, Path]:
-    nodes = tmp_path / "nodes.json"
-    nodes.write_text(json.dumps(node_list()))
-    topology = tmp_path / "t.json"
-    topology.write_text(json.dumps(TOPOLOGY))
-    return nodes, topology
+    return input_files(tmp_path, node_list(), json.dumps(TOPOLOGY), "json")
 
 
 def joined_plan(run_cli: CliRunner, nodes: Path, topology: Path) -> Json:
@@ -57,6 +53,13 @@ def joined_plan(run_cli: CliRunner, nodes: Path, topology: Path) -> Json:
     assert code == 0, err
     plan: Json = json.loads(out)
     return plan | {"items": json.loads(nodes.read_text())["items"]}
+
+
+def joined_file(run_cli: CliRunner, nodes: Path, topology: Path, folder: Path) -> Path:
+    """The joined plan written to a file `verify` reads."""
+    joined = folder / "joined.json"
+    joined.write_text(json.dumps(joined_plan(run_cli, nodes, topology)))
+    return joined
 
 
 def test_python_dash_m_hooks_verify_exits_0_and_prints_the_verdict(
@@ -164,9 +167,7 @@ def test_hierarchy_pair_failures_are_reported_as_not_promised_and_exit_0(
 def test_multi_with_three_rrs_per_group_promises_pairs_and_its_plan_says_so(
     files: tuple[Path, Path], tmp_path: Path, run_cli: CliRunner
 ) -> None:
-    nodes, topology = files
-    joined = tmp_path / "joined.json"
-    joined.write_text(json.dumps(joined_plan(run_cli, nodes, topology)))
+    joined = joined_file(run_cli, *files, tmp_path)
     code, out, _ = run_cli("verify", str(joined), "--pairs")
     assert code == 0
     assert out.splitlines()[1] == (
@@ -178,10 +179,9 @@ def test_multi_with_three_rrs_per_group_promises_pairs_and_its_plan_says_so(
 def test_a_plan_joined_with_its_node_list_is_verified(
     files: tuple[Path, Path], tmp_path: Path, run_cli: CliRunner
 ) -> None:
-    nodes, topology = files
-    joined = tmp_path / "joined.json"
-    joined.write_text(json.dumps(joined_plan(run_cli, nodes, topology)))
+    joined = joined_file(run_cli, *files, tmp_path)
     from_plan = run_cli("verify", str(joined), "--pairs", "-o", "json")
+    nodes, topology = files
     from_nodes = run_cli("verify", str(nodes), "--topology", str(topology), "--pairs", "-o", "json")
     assert from_plan.returncode == 0, from_plan.stderr
     assert json.loads(from_plan.stdout) == json.loads(from_nodes.stdout)
