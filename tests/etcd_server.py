@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from served import stop
 
 
 class EtcdNotFound(RuntimeError):
@@ -211,12 +212,7 @@ class EtcdServer:
     def stop(self) -> None:
         if self.process is None:
             return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop(self.process)
         self.process = None
 
     def close(self) -> None:

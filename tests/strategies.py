@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -102,3 +104,22 @@ def specs(draw: st.DrawFn) -> Json:
             {"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"}
         ]
     return spec
+
+
+def random_sessions(
+    rng: random.Random,
+    reflectors: list[str],
+    clients: list[str],
+    *,
+    rr_pair: float,
+    in_group: float,
+) -> frozenset[tuple[str, str]]:
+    """BGP sessions among small drawn topologies: each RR pair at `rr_pair`; 1-3 groups, each RR
+    in a group at `in_group`, each client peering with the RRs of one group; a few
+    client-client sessions."""
+    edges = {pair for pair in itertools.combinations(reflectors, 2) if rng.random() < rr_pair}
+    groups = [[r for r in reflectors if rng.random() < in_group] for _ in range(rng.randint(1, 3))]
+    for client in clients:
+        edges.update((client, r) for r in rng.choice(groups))
+    edges.update(pair for pair in itertools.combinations(clients, 2) if rng.random() < 0.2)
+    return frozenset(edges)

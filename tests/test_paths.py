@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nodes import sim_node as node
 from scenario import zoned_nodes
+from strategies import random_sessions
 
 from hooks.offline import run_plan
 from hooks.paths import PathReport, count_paths, format_paths
@@ -125,12 +126,8 @@ def topologies(draw: st.DrawFn) -> Topology:
     ids = CLUSTER_IDS[: rng.randint(1, 4)]
     cluster_ids: dict[str, str | None] = {r: rng.choice(ids) for r in reflectors}
     cluster_ids.update(dict.fromkeys(clients))
-    edges = {pair for pair in itertools.combinations(reflectors, 2) if rng.random() < 0.7}
-    groups = [[r for r in reflectors if rng.random() < 0.5] for _ in range(rng.randint(1, 3))]
-    for client in clients:
-        edges.update((client, r) for r in rng.choice(groups))
-    edges.update(pair for pair in itertools.combinations(clients, 2) if rng.random() < 0.2)
-    return Topology(cluster_ids, frozenset(edges), rng.random() < 0.3)
+    edges = random_sessions(rng, reflectors, clients, rr_pair=0.7, in_group=0.5)
+    return Topology(cluster_ids, edges, rng.random() < 0.3)
 
 
 @settings(max_examples=300, deadline=None, database=None)

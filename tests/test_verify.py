@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from nodes import sim_node as node
+from strategies import random_sessions
 
 from hooks.selectors import parse_selector
 from hooks.sessions import (
@@ -396,12 +397,8 @@ def topologies(draw: st.DrawFn) -> Topology:
         r: rng.choice(CLUSTER_IDS[:2] * 2 + CLUSTER_IDS) for r in reflectors
     }
     cluster_ids.update(dict.fromkeys(clients))
-    edges = {pair for pair in itertools.combinations(reflectors, 2) if rng.random() < 0.5}
-    groups = [[r for r in reflectors if rng.random() < 0.4] for _ in range(rng.randint(1, 3))]
-    for client in clients:
-        edges.update((client, r) for r in rng.choice(groups))
-    edges.update(pair for pair in itertools.combinations(clients, 2) if rng.random() < 0.2)
-    return Topology(cluster_ids, frozenset(edges), rng.random() < 0.5)
+    edges = random_sessions(rng, reflectors, clients, rr_pair=0.5, in_group=0.4)
+    return Topology(cluster_ids, edges, rng.random() < 0.5)
 
 
 @settings(max_examples=300, deadline=None, database=None)
