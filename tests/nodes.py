@@ -1,7 +1,9 @@
-"""Nodes for tests: one builder of Kubernetes Node objects, one of the simulator's SimNodes."""
+"""Nodes for tests: one builder of Kubernetes Node objects, one of the simulator's SimNodes, and
+who peers with whom among them for the reference models of BIRD."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -58,3 +60,25 @@ def kube_node(
 def sim_node(name: str, cluster_id: str | None = None, **labels: str) -> SimNode:
     """A node as the simulator sees it, selectable by `name == '<name>'`."""
     return SimNode(name, {"name": name, **labels}, cluster_id)
+
+
+def peers_of(
+    cluster_ids: Mapping[str, str | None],
+    edges: Iterable[tuple[str, str]],
+    mesh: bool,
+    down: frozenset[str] = frozenset(),
+) -> dict[str, set[str]]:
+    """Each node up → the nodes it has a BGP session with: `edges`, and with `mesh` the
+    node-to-node mesh among the nodes that are not RRs (no cluster ID; Calico >= 3.21)."""
+    alive = sorted(n for n in cluster_ids if n not in down)
+    peers: dict[str, set[str]] = {n: set() for n in alive}
+    for a, b in edges:
+        if a in peers and b in peers and a != b:
+            peers[a].add(b)
+            peers[b].add(a)
+    if mesh:
+        for a, b in itertools.combinations(alive, 2):
+            if cluster_ids[a] is None and cluster_ids[b] is None:
+                peers[a].add(b)
+                peers[b].add(a)
+    return peers

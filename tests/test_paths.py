@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nodes import peers_of
 from nodes import sim_node as node
 from scenario import zoned_nodes
 from strategies import random_sessions
@@ -50,16 +51,7 @@ def reference_routes(
     cluster_ids: Mapping[str, str | None], edges: Iterable[tuple[str, str]], mesh: bool
 ) -> Counter[tuple[str, str]]:
     """(learner, origin) → routes held, by applying BIRD's import/export checks to each route."""
-    peers: dict[str, set[str]] = {n: set() for n in cluster_ids}
-    for a, b in edges:
-        if a != b:
-            peers[a].add(b)
-            peers[b].add(a)
-    if mesh:  # RRs take no mesh sessions (Calico >= 3.21)
-        for a, b in itertools.combinations(sorted(cluster_ids), 2):
-            if cluster_ids[a] is None and cluster_ids[b] is None:
-                peers[a].add(b)
-                peers[b].add(a)
+    peers = peers_of(cluster_ids, edges, mesh)
 
     def rr_client(local: str, remote: str) -> bool:
         """Calico's template: `rr client` when local is an RR and remote's ID is none or differs."""

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nodes import peers_of
 from nodes import sim_node as node
 from strategies import random_sessions
 
@@ -313,17 +314,8 @@ def reference_unreachable(
     mesh: bool,
     down: frozenset[str] = frozenset(),
 ) -> list[str]:
-    alive = sorted(n for n in cluster_ids if n not in down)
-    peers: dict[str, set[str]] = {n: set() for n in alive}
-    for a, b in edges:
-        if a in peers and b in peers and a != b:
-            peers[a].add(b)
-            peers[b].add(a)
-    if mesh:
-        for a, b in itertools.combinations(alive, 2):
-            if cluster_ids[a] is None and cluster_ids[b] is None:
-                peers[a].add(b)
-                peers[b].add(a)
+    peers = peers_of(cluster_ids, edges, mesh, down)
+    alive = sorted(peers)
 
     def is_client(reflector: str, other: str) -> bool:
         own = cluster_ids[reflector]
