@@ -32,6 +32,7 @@ __all__ = [
     "Neighbour",
     "render_config",
     "render_lab",
+    "restarted_sessions",
 ]
 
 AS_NUMBER: Final = 64512  # Calico's default AS
@@ -166,6 +167,25 @@ def render_config(node: LabNode, *, port: int) -> str:
             lines += ["  rr client;", f"  rr cluster id {node.cluster_id};"]
         lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def restarted_sessions(old: Iterable[LabNode], new: Iterable[LabNode]) -> frozenset[frozenset[str]]:
+    """The sessions (node pairs) kept from `old` to `new` whose BGP protocol changes at either
+    end: the ones BIRD restarts when reconfigured (sessions added or removed are not counted).
+    Between two renderings of one node a protocol differs only in `rr client` with this node's
+    cluster ID."""
+
+    def protocols(nodes: Iterable[LabNode]) -> dict[tuple[str, str], str | None]:
+        return {
+            (node.name, peer.name): node.cluster_id if peer.rr_client else None
+            for node in nodes
+            for peer in node.neighbours
+        }
+
+    before, after = protocols(old), protocols(new)
+    return frozenset(
+        frozenset(pair) for pair in before.keys() & after.keys() if before[pair] != after[pair]
+    )
 
 
 def _quoted(text: str) -> str:

@@ -9,11 +9,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hooks.bird import FIRST_ADDRESS, BirdError, render_lab
-from hooks.bird_lab import Snapshot, lab
+from hooks.bird import (
+    FIRST_ADDRESS,
+    BirdError,
+    LabNode,
+    protocol_name,
+    render_lab,
+    restarted_sessions,
+)
+from hooks.bird_lab import BirdLab, Snapshot, lab, networks, routed, sessions
 from hooks.sessions import SimNode
 
-__all__ = ["BirdCheck", "Phase", "format_check", "run_check", "sample_nodes"]
+__all__ = [
+    "BirdCheck",
+    "Phase",
+    "RollStep",
+    "apply_plan",
+    "format_check",
+    "model_routes",
+    "run_check",
+    "sample_nodes",
+]
 
 
 def sample_nodes(nodes: Sequence[SimNode], sample: int | None) -> list[SimNode]:
@@ -65,9 +81,10 @@ class BirdCheck:
         return all(phase.ok for phase in self.phases)
 
 
-def _model(
-    nodes: Sequence[SimNode], peers: Sequence[Mapping[str, Any]], budget: int | None
+def model_routes(
+    nodes: Sequence[SimNode], peers: Sequence[Mapping[str, Any]], budget: int | None = None
 ) -> dict[str, int]:
+    """The model's BGP routes per node (hooks.paths); refuses a count that explodes."""
     from hooks.paths import DEFAULT_BUDGET, count_paths
 
     report = count_paths(nodes, peers, budget=DEFAULT_BUDGET if budget is None else budget)
@@ -94,7 +111,7 @@ def run_check(
     """Start one BIRD per node, wait for convergence and compare every node's BGP routes with the
     model's; then stop the RR with the most sessions (SIGTERM) and compare again."""
     peers = list(peers)
-    model = _model(nodes, peers, budget)
+    model = model_routes(nodes, peers, budget)
     lab_nodes = render_lab(nodes, peers, first_address=first_address)
     phases = []
     stopped = None
@@ -107,7 +124,7 @@ def run_check(
             victim = max(reflectors, key=lambda node: (len(node.neighbours), node.name)).name
             stopped = victim
             remaining = [node for node in nodes if node.name != victim]
-            model = _model(remaining, peers, budget)
+            model = model_routes(remaining, peers, budget)
             began = time.monotonic()
             running.stop(victim)
             shots = running.converge(model, timeout=timeout)
@@ -125,6 +142,126 @@ def _phase(
         {name: shot.networks for name, shot in shots.items()},
         round(time.monotonic() - began, 1),
     )
+
+
+Session = frozenset[str]  # the two nodes of a BGP session
+
+
+@dataclass(frozen=True)
+class RollStep:
+    """One plan applied to a running lab: the counts once it converged (`phase`), the nodes
+    reconfigured, the kept sessions whose options changed (`changed`: BIRD should restart these
+    and no other), the kept sessions BIRD did restart, and per watched node the pod blocks (by
+    owner) it missed at some poll while the step converged, out of `polls` polls."""
+
+    phase: Phase
+    reconfigured: tuple[str, ...]
+    changed: frozenset[Session]
+    restarted: frozenset[Session]
+    missed: Mapping[str, frozenset[str]]
+    polls: int
+
+    @property
+    def blocks_missed(self) -> frozenset[str]:
+        """The nodes whose pod block some watched node was without at some poll."""
+        return frozenset().union(*self.missed.values())
+
+
+def apply_plan(
+    running: BirdLab,
+    nodes: Sequence[SimNode],
+    peers: Sequence[Mapping[str, Any]],
+    *,
+    title: str,
+    first_address: ipaddress.IPv4Address = FIRST_ADDRESS,
+    watched: Sequence[str] | None = None,
+    timeout: float = 60.0,
+    budget: int | None = None,
+) -> RollStep:
+    """Reconfigure the running lab to the next plan of the same nodes (as confd does on each
+    node, no BIRD restarted), wait for convergence and compare with the model.  While it
+    converges, poll the `watched` nodes' tables (default: every client) and every node's
+    sessions: a kept session counts as restarted when a poll sees it down or its `since` moved."""
+    peers = list(peers)
+    model = model_routes(nodes, peers, budget)
+    lab_nodes = render_lab(nodes, peers, first_address=first_address)
+    changed = restarted_sessions(running.nodes, lab_nodes)
+    watch = _Watch(running, lab_nodes, watched)
+    before = running.snapshots()
+    began = time.monotonic()
+    reconfigured = running.reconfigure(lab_nodes)
+    shots = running.converge(model, timeout=timeout, watch=watch.poll)
+    kept = {
+        frozenset((node.name, peer.name))
+        for node in lab_nodes
+        for peer in node.neighbours
+        if protocol_name(peer.address) in before[node.name].sessions
+    }
+    moved = {
+        frozenset((node.name, peer.name))
+        for node in lab_nodes
+        for peer in node.neighbours
+        for session in [protocol_name(peer.address)]
+        if _since_moved(before[node.name].since.get(session), shots[node.name].since.get(session))
+    }
+    return RollStep(
+        _phase(title, shots, model, began),
+        reconfigured,
+        changed,
+        frozenset((watch.down | moved) & kept),
+        {name: frozenset(blocks) for name, blocks in watch.missed.items()},
+        watch.polls,
+    )
+
+
+class _Watch:
+    """Polls, as often as the lab lets it, the watched nodes' tables (one `show route count`
+    each; the primary routes only when a block is missing, to name it) and every node's session
+    states (the sessions seen down)."""
+
+    def __init__(
+        self, running: BirdLab, nodes: Sequence[LabNode], watched: Sequence[str] | None
+    ) -> None:
+        self.sockets = {name: proc.socket_path for name, proc in running.started.items()}
+        self.peer_of = {
+            node.name: {protocol_name(peer.address): peer.name for peer in node.neighbours}
+            for node in nodes
+        }
+        self.owner = {node.block: node.name for node in nodes}
+        chosen = [n.name for n in nodes if not n.is_reflector] if watched is None else watched
+        self.missed: dict[str, set[str]] = {name: set() for name in sorted(chosen)}
+        self.down: set[Session] = set()
+        self.polls = 0
+
+    def poll(self) -> None:
+        self.polls += 1
+        for name, missed in self.missed.items():
+            if networks(self.sockets[name]) < len(self.owner) + 1:  # every block + the lo route
+                held = routed(self.sockets[name])
+                missed.update(owner for block, owner in self.owner.items() if block not in held)
+        for name, sock in self.sockets.items():
+            for session, state in sessions(sock).items():
+                peer = self.peer_of[name].get(session)
+                if peer is not None and state != "Established":
+                    self.down.add(frozenset((name, peer)))
+
+
+def _since_moved(before: str | None, after: str | None) -> bool:
+    """Whether a session's state changed between two readings of BIRD's `since` (hh:mm:ss;
+    BIRD converts its monotonic clock to wall time anew on each reading, so one second apart
+    is the same moment)."""
+    if before is None or after is None or before == after:
+        return False
+    try:
+        first, second = (_seconds(text) for text in (before, after))
+    except ValueError:
+        return True
+    return (second - first) % 86400 not in (0, 1, 86399)
+
+
+def _seconds(clock: str) -> int:
+    hours, minutes, seconds = (int(part) for part in clock.split(":"))
+    return hours * 3600 + minutes * 60 + seconds
 
 
 def format_check(

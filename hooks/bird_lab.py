@@ -11,14 +11,25 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hooks.bird import BirdError, BirdMissing, LabNode, protocol_name, render_config
 
-__all__ = ["BirdLab", "Snapshot", "bird_available", "default_port", "lab", "query", "snapshot"]
+__all__ = [
+    "BirdLab",
+    "Snapshot",
+    "bird_available",
+    "default_port",
+    "lab",
+    "networks",
+    "query",
+    "routed",
+    "sessions",
+    "snapshot",
+]
 
 
 def default_port() -> int:
@@ -40,11 +51,13 @@ _COUNT = re.compile(r"(\d+) of (\d+) routes for (\d+) networks")
 @dataclass(frozen=True)
 class Snapshot:
     """What one BIRD says: BGP routes held (imported over all BGP sessions), distinct networks in
-    its table, and each BGP protocol's state ("Established" when up)."""
+    its table, and each BGP protocol's state ("Established" when up) and when it last changed
+    (BIRD's `since`, hh:mm:ss)."""
 
     routes: int
     networks: int
     sessions: Mapping[str, str]
+    since: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,28 +96,59 @@ def _reply(reader: Any) -> list[str]:
             lines.append(line[1:] if line.startswith(" ") else line)
 
 
+def _protocol_row(line: str) -> tuple[str, str, str] | None:
+    """A BGP protocol's row of `show protocols`: its name, state (the BGP state when it is up or
+    connecting, else BIRD's protocol state) and since; None for any other line."""
+    fields = line.split()
+    if len(fields) < 5 or fields[1] != "BGP":
+        return None
+    return fields[0], fields[5] if len(fields) > 5 else fields[3], fields[4]
+
+
+def sessions(socket_path: Path | str) -> dict[str, str]:
+    """Each BGP protocol's state (one `show protocols`: cheap enough to poll)."""
+    rows = (_protocol_row(line) for line in query(socket_path, "show protocols"))
+    return {row[0]: row[1] for row in rows if row}
+
+
+def networks(socket_path: Path | str) -> int:
+    """Distinct networks in the table (one `show route count`: cheap enough to poll)."""
+    counted = 0
+    for line in query(socket_path, "show route count"):
+        found = _COUNT.search(line)
+        if found:
+            counted = int(found.group(3))
+    return counted
+
+
+def routed(socket_path: Path | str) -> set[str]:
+    """The networks the table holds a route for (their primary routes: one line each)."""
+    found = set()
+    for line in query(socket_path, "show route primary"):
+        fields = line.split()
+        if fields and "/" in fields[0] and fields[0][0].isdigit():
+            found.add(fields[0])
+    return found
+
+
 def snapshot(socket_path: Path | str) -> Snapshot:
     """Sessions and routes of one BIRD (two commands on its control socket)."""
-    sessions: dict[str, str] = {}
+    states: dict[str, str] = {}
+    since: dict[str, str] = {}
     routes = 0
     current: str | None = None
     for line in query(socket_path, "show protocols all"):
-        fields = line.split()
-        if len(fields) >= 4 and fields[1] == "BGP":
-            current = fields[0]
-            sessions[current] = fields[5] if len(fields) > 5 else fields[3]
+        row = _protocol_row(line)
+        if row:
+            current, states[row[0]], since[row[0]] = row
             continue
-        if len(fields) >= 2 and not line.startswith(" ") and fields[1] != "BGP":
+        fields = line.split()
+        if len(fields) >= 2 and not line.startswith(" "):
             current = None
         match = _ROUTES.match(" " + line) if current else None
         if match:
             routes += int(match.group(1))
-    networks = 0
-    for line in query(socket_path, "show route count"):
-        counted = _COUNT.search(line)
-        if counted:
-            networks = int(counted.group(3))
-    return Snapshot(routes, networks, sessions)
+    return Snapshot(routes, networks(socket_path), states, since)
 
 
 @dataclass
@@ -128,8 +172,7 @@ class BirdLab:
         """Write every config and start the BIRDs `spacing` seconds apart (fewer collisions)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         for node in self.nodes:
-            config = self.workdir / f"{node.address}.conf"
-            config.write_text(render_config(node, port=self.port), encoding="utf-8")
+            config = self._write_config(node)
             sock = self.workdir / f"{node.address}.ctl"
             log = (self.workdir / f"{node.address}.log").open("wb")
             try:
@@ -151,6 +194,37 @@ class BirdLab:
                 if time.monotonic() > deadline:
                     raise BirdError(f"BIRD of {name} opened no control socket in 10 s")
                 time.sleep(0.02)
+
+    def _write_config(self, node: LabNode) -> Path:
+        config = self.workdir / f"{node.address}.conf"
+        config.write_text(render_config(node, port=self.port), encoding="utf-8")
+        return config
+
+    def reconfigure(self, nodes: Sequence[LabNode]) -> tuple[str, ...]:
+        """The next plan on the running BIRDs, as calico/node's confd applies a new config:
+        each changed node's config rewritten and `configure`d over its control socket, no
+        process restarted (BIRD itself restarts the sessions whose options changed).  The node
+        set and addresses must stay; returns the nodes reconfigured, in name order."""
+        running = {proc.node.name: proc for proc in self.started.values()}
+        given = {node.name: node for node in nodes}
+        if {(n.name, n.address) for n in given.values()} != {
+            (p.node.name, p.node.address) for p in running.values()
+        }:
+            raise ValueError("a reconfiguration keeps the running nodes and their addresses")
+        changed = tuple(sorted(name for name, node in given.items() if running[name].node != node))
+        for name in changed:
+            proc = running[name]
+            proc.node = given[name]
+            self._write_config(proc.node)
+            reply = query(proc.socket_path, "configure")
+            if not any(line.startswith("Reconfigur") for line in reply):
+                raise BirdError(f"BIRD of {name} did not take its new config: {reply}")
+        self.nodes = [given[node.name] for node in self.nodes]
+        return changed
+
+    def pids(self) -> dict[str, int]:
+        """Each running BIRD's process ID (a reconfiguration keeps them)."""
+        return {name: proc.process.pid for name, proc in self.started.items()}
 
     def log(self, name: str) -> str:
         proc = self.started[name]
@@ -191,13 +265,17 @@ class BirdLab:
         interval: float = 0.5,
         stable: int = 5,
         route_cap: int = 2_000_000,
+        watch: Callable[[], object] | None = None,
     ) -> dict[str, Snapshot]:
         """Wait until every running BIRD has all its sessions to running peers Established and
         its route count has stopped moving: `stable` polls alike, or two alike that already
-        equal `expected` (the model).  Returns the last snapshots; raises on timeout."""
+        equal `expected` (the model).  `watch`, if given, is called over and over between two
+        polls (and once before the first).  Returns the last snapshots; raises on timeout."""
         alive = {proc.node.address for proc in self.started.values()}
         deadline = time.monotonic() + timeout
         history: list[dict[str, int]] = []
+        if watch is not None:
+            watch()
         while True:
             shots = self.snapshots()
             counts = {name: shot.routes for name, shot in shots.items()}
@@ -220,7 +298,17 @@ class BirdLab:
                 raise BirdError(
                     f"no convergence in {timeout:.0f} s (sessions all up: {up}; routes {total:,})"
                 )
-            time.sleep(interval)
+            _wait(interval, watch)
+
+
+def _wait(seconds: float, watch: Callable[[], object] | None) -> None:
+    if watch is None:
+        time.sleep(seconds)
+        return
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        watch()
+        time.sleep(0.01)  # a watch that asks nothing does not spin
 
 
 def _terminate(process: subprocess.Popen[bytes]) -> None:

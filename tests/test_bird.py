@@ -8,18 +8,28 @@ import ipaddress
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nodes import sim_node as node
-from scenario import ZONE, zoned_nodes
+from scenario import ZONE, Scenario, zoned_nodes
 
 from hooks import cli
-from hooks.bird import BirdError, render_config, render_lab
-from hooks.bird_check import BirdCheck, Phase, format_check, run_check, sample_nodes
-from hooks.bird_lab import bird_available
+from hooks.bird import BirdError, protocol_name, render_config, render_lab, restarted_sessions
+from hooks.bird_check import (
+    BirdCheck,
+    Phase,
+    RollStep,
+    apply_plan,
+    format_check,
+    model_routes,
+    run_check,
+    sample_nodes,
+)
+from hooks.bird_lab import BirdLab, bird_available, lab, sessions
 from hooks.offline import run_plan
 from hooks.sessions import SimNode, nodes_from_objects
 
@@ -110,6 +120,22 @@ def test_each_node_gets_its_own_loopback_address_pod_block_and_calicos_bgp_setti
     assert "protocol kernel" not in config  # the host routing table never changes
 
 
+def test_a_new_cluster_id_restarts_every_session_of_that_rr_and_no_other() -> None:
+    nodes = [node("c", role="client"), node("r1", "1.1.1.1", role="rr"), node("r2", "1.1.1.1")]
+    nodes.append(node("r3", "2.2.2.2", role="rr"))
+    peers = [peer("role == 'rr'", "all()")]
+    old = render_lab(nodes, peers)
+    nodes[1] = node("r1", "9.9.9.9", role="rr")
+
+    restarted = restarted_sessions(old, render_lab(nodes, peers))
+
+    # r1-r2 too: they shared an ID, so both ends now add `rr client` (r2 with its own ID)
+    assert restarted == {frozenset(("r1", p)) for p in ("c", "r2", "r3")}
+    assert restarted_sessions(old, old) == frozenset()
+    fewer = render_lab(nodes[1:], [peer("role == 'rr'", "role == 'rr'")])
+    assert restarted_sessions(old, fewer) == {frozenset(("r1", "r3"))}  # r1-c removed, not counted
+
+
 def test_a_sample_keeps_every_rr_and_spreads_the_clients_over_the_name_order() -> None:
     nodes = [node(f"c{i:02d}") for i in range(10)] + [node("r", "1.1.1.1")]
 
@@ -183,40 +209,101 @@ def test_every_nodes_bgp_routes_on_real_bird_equal_the_models_before_and_after_a
     assert_matches_the_model(check)
 
 
-def mid_roll(
-    topology: str, zones: Mapping[str, int], racks: int = 0, **spec: Any
-) -> tuple[list[SimNode], list[dict[str, Any]], int]:
-    """The plan one round into a cluster-ID template change: the first plane's RRs carry the new
-    ID, the others still the old one (issue 11 §2); with how many RRs changed."""
-    nodes, document = cluster(topology, zones, racks, **spec)
-    converged = run_plan({"items": nodes}, document, {}, NOW)
-    changed = dict(converged.topology, spec={**document["spec"], "clusterID": "10.9.0.%d"})
-    step = run_plan({"items": converged.nodes}, changed, {}, NOW, max_rounds=1)
-    moved = [
-        rr
-        for rr in step.status["routeReflectors"]
-        if rr["clusterID"].startswith("10.9.0.") and "nextClusterID" not in rr
+# --- a live cluster-ID roll (issue 11 §2) --------------------------------------------------------
+
+
+@dataclass
+class LiveScenario(Scenario):
+    """The scenario whose calico-node reports what the running BIRDs say once `running` is set:
+    a node is up when every BGP session it is configured with is Established."""
+
+    running: BirdLab | None = None
+
+    def up(self, name: str) -> bool:
+        if self.running is None:
+            return super().up(name)
+        proc = self.running.started[name]
+        states = sessions(proc.socket_path)
+        return all(
+            states.get(protocol_name(peer.address)) == "Established"
+            for peer in proc.node.neighbours
+        )
+
+
+def planned(scenario: Scenario) -> tuple[list[SimNode], list[dict[str, Any]]]:
+    """The scenario's nodes (labels and cluster-ID annotations as applied) and BGPPeers."""
+    return nodes_from_objects(list(scenario.node_map.values())), scenario.bgp_peers()
+
+
+def waiting(scenario: Scenario) -> list[str]:
+    """RRs the status shows waiting for their turn to change cluster ID."""
+    return [
+        rr["node"] for rr in (scenario.status or {})["routeReflectors"] if "nextClusterID" in rr
     ]
-    return nodes_from_objects(step.nodes), step.bgp_peers, len(moved)
 
 
 @pytest.mark.bird
 @pytest.mark.slow
-def test_mid_roll_bgp_routes_on_real_bird_equal_the_models(tmp_path: Path) -> None:
+def test_a_cluster_id_roll_on_running_birds_keeps_every_route_and_matches_the_model(
+    tmp_path: Path,
+) -> None:
+    """A whole roll on one set of running BIRDs (simple, 3 zones x 12 nodes, 3 RRs a zone),
+    each step applied as confd applies it: changed configs rewritten and `configure`d, no BIRD
+    restarted.  calico-node's reports (CalicoNodeStatus, dated each step) come from the BIRDs'
+    own session states, so the roll moves on only once real sessions are back.  At every step
+    BIRD restarts exactly the sessions whose options changed, and once converged every node's
+    BGP routes equal the model's and every node holds every pod block.  Make-before-break:
+    while a step converges, every client (all 27, none sampled: a poll of every client's
+    `show route count` and every node's sessions takes a few tens of ms) is polled and never
+    misses a pod block but those of the RRs changing ID in that step: all their sessions
+    restart, so their own blocks are withdrawn everywhere until the sessions are back."""
     binary = bird()
-    nodes, peers, moved = mid_roll("simple", {"a": 20, "b": 20, "c": 20}, min=3, max=3)
-    assert moved == 3  # one RR of each zone's group changed, the other two wait their turn
+    nodes, document = cluster("simple", {"a": 12, "b": 12, "c": 12}, min=3, max=3)
+    scenario = LiveScenario(document["spec"], nodes)
+    scenario.run_until_still()
+    template_a = sorted(scenario.cluster_ids().values())
+    assert template_a == [f"224.0.0.{zone}" for zone in (1, 2, 3) for _ in range(3)]
+    first = ipaddress.IPv4Address(f"127.{NET}.{len(CASES)}.1")
+    steps: list[RollStep] = []
+    moved: list[set[str]] = []  # per step, the RRs whose cluster ID changed
 
-    check = run_check(
-        nodes,
-        peers,
-        workdir=tmp_path,
-        port=PORT + 2,
-        first_address=ipaddress.IPv4Address(f"127.{NET}.{len(CASES)}.1"),
-        bird=binary,
-    )
+    def step(title: str) -> None:
+        ids = scenario.cluster_ids()
+        if steps:
+            scenario.step()
+        moved.append({name for name, cid in scenario.cluster_ids().items() if ids[name] != cid})
+        steps.append(apply_plan(running, *planned(scenario), title=title, first_address=first))
 
-    assert_matches_the_model(check)
+    start = planned(scenario)
+    with lab(render_lab(*start, first_address=first), tmp_path, port=PORT + 2,
+             bird=binary) as running:  # fmt: skip
+        running.converge(model_routes(*start))
+        pids = running.pids()
+        scenario.running = running
+        step("A, converged")  # nothing to reconfigure: nothing restarts
+        scenario.set_spec(clusterID="10.9.0.%d")
+        for number in range(1, 7):
+            step(f"roll step {number}")
+            if not waiting(scenario):
+                break
+        step("B")  # BIRD's own report that the last RRs' sessions are back ends the roll
+        assert running.pids() == pids  # no BIRD was restarted
+
+    for done, rrs in zip(steps, moved, strict=True):
+        where = done.phase.title
+        assert dict(done.phase.bird) == dict(done.phase.model), where
+        assert done.phase.unreachable == [], where
+        assert done.restarted == done.changed, where  # BIRD restarts exactly these sessions
+        assert all(rrs & session for session in done.changed), where  # ... each of a moved RR
+        # Make-before-break for every other block; the moved RRs' own blocks do go missing
+        # (their sessions are down a second or more): the watch sees gaps when there are any.
+        assert done.blocks_missed == rrs, where
+        assert len(done.missed) == 27 and done.polls >= 2, where
+    assert [len(rrs) for rrs in moved] == [0, 3, 3, 3, 0]  # one RR per zone's group a step
+    assert scenario.condition("Ready")["reason"] == "Converged"
+    assert sorted(scenario.cluster_ids().values()) == [
+        f"10.9.0.{zone}" for zone in (1, 2, 3) for _ in range(3)
+    ]
 
 
 # --- verify --bird ------------------------------------------------------------------------------
