@@ -8,7 +8,7 @@ import platform
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -141,25 +141,30 @@ def _sync_targets(rows: Sequence[Row], topologies: Sequence[str]) -> list[Row]:
     return found
 
 
+def _measured(
+    rows: Sequence[Row], size: int, topologies: Sequence[str], key: str
+) -> Iterator[tuple[str, Row | None, Any]]:
+    """Per topology: its row at `size` nodes (None: not run) and that row's `key` (None: not
+    measured)."""
+    for topology in topologies:
+        row = _find(rows, size, topology)
+        yield topology, row, row.get(key) if row else None
+
+
 def _large_targets(rows: Sequence[Row], topologies: Sequence[str]) -> list[Row]:
     """At 20,000 nodes: the node sync's median, then the sync's peak memory."""
-    found = []
-    for topology in topologies:
-        row = _find(rows, 20_000, topology)
-        node = row.get("node_sync") if row else None
-        found.append(
-            _at_most(
-                "node sync median at 20,000 < 1 ms",
-                topology,
-                node["median_ms"] if node else None,
-                1.0,
-                "" if node else _skipped(row),
-                below=True,
-            )
+    found = [
+        _at_most(
+            "node sync median at 20,000 < 1 ms",
+            topology,
+            node["median_ms"] if node else None,
+            1.0,
+            "" if node else _skipped(row),
+            below=True,
         )
-    for topology in topologies:
-        row = _find(rows, 20_000, topology)
-        rss = row.get("rss") if row else None
+        for topology, row, node in _measured(rows, 20_000, topologies, "node_sync")
+    ]
+    for topology, row, rss in _measured(rows, 20_000, topologies, "rss"):
         note = (rss or {}).get("error") or ("" if rss else _skipped(row, "not run"))
         value = rss.get("above_idle_x_body") if rss else None
         found.append(_at_most("peak RSS at 20,000 ≤ 4× body above idle", topology, value, 4, note))
@@ -189,9 +194,7 @@ def _scaling_targets(rows: Sequence[Row], topologies: Sequence[str]) -> list[Row
 
 def _paths_targets(rows: Sequence[Row], topologies: Sequence[str]) -> list[Row]:
     found = []
-    for topology in topologies:
-        row = _find(rows, 5_000, topology)
-        paths = row.get("paths") if row else None
+    for topology, _, paths in _measured(rows, 5_000, topologies, "paths"):
         value = paths["count_ms"] / 1e3 if paths else None
         note = (
             ("explodes: a lower bound" if paths["exploded"] else "exact")
@@ -209,25 +212,44 @@ def _load_targets(loads: dict[str, Any]) -> list[Row]:
     during = loads.get("healthz_during_20000", {})
     answered = during.get("status") == 200
     sync = during.get("steady_median_ms") or during.get("sync_ms")
+    sync_note = phase_note(during) if sync is not None else during.get("skipped", "not run")
+    healthz_note = (
+        f"syncs {during['syncs_ms']} ms, {during['healthz_probes']} probes"
+        if "syncs_ms" in during
+        else during.get("skipped", "not run")
+    )
     crawl = loads.get("slowloris_1000", {})
+    crawl_note = (
+        f"node sync {crawl['node_sync_status']} in {crawl['node_sync_ms']} ms,"
+        f" {crawl['connections']} connections opened in {crawl['open_ms']} ms, /healthz"
+        f" {crawl['healthz_arrival_ms']} ms as they arrived"
+        if crawl.get("healthz_max_ms") is not None
+        else crawl.get("skipped", "not run")
+    )
     burst = loads.get("concurrent_5x5000", {})
+    burst_note = (
+        f"slowest {burst['slowest_ms']} ms, statuses {burst['statuses']}"
+        if "slowest_ms" in burst
+        else burst.get("skipped", "not run")
+    )
+    healthz = during.get("healthz_max_ms")
+    crawled = crawl.get("node_sync_status") == 200
+    all_200 = burst.get("statuses") == [200] * 5
     return [
         _at_most(
             "topology sync of 20,000 nodes over HTTP ≤ 720 ms",
             "simple",
             sync,
             720,
-            phase_note(during) if sync is not None else during.get("skipped", "not run"),
+            sync_note,
             holds=answered,
         ),
         _at_most(
             "/healthz during a 20,000-node sync < 200 ms",
             "simple",
-            during.get("healthz_max_ms"),
+            healthz,
             200,
-            f"syncs {during['syncs_ms']} ms, {during['healthz_probes']} probes"
-            if "syncs_ms" in during
-            else during.get("skipped", "not run"),
+            healthz_note,
             below=True,
             holds=answered,
         ),
@@ -236,23 +258,17 @@ def _load_targets(loads: dict[str, Any]) -> list[Row]:
             "simple",
             crawl.get("healthz_max_ms"),
             200,
-            f"node sync {crawl['node_sync_status']} in {crawl['node_sync_ms']} ms,"
-            f" {crawl['connections']} connections opened in {crawl['open_ms']} ms, /healthz"
-            f" {crawl['healthz_arrival_ms']} ms as they arrived"
-            if crawl.get("healthz_max_ms") is not None
-            else crawl.get("skipped", "not run"),
+            crawl_note,
             below=True,
-            holds=crawl.get("node_sync_status") == 200,
+            holds=crawled,
         ),
         _at_most(
             "5 concurrent 5,000-node syncs all 200, peak RSS ≤ 368 MB",
             "simple",
             burst.get("peak_rss_mb"),
             368,
-            f"slowest {burst['slowest_ms']} ms, statuses {burst['statuses']}"
-            if "slowest_ms" in burst
-            else burst.get("skipped", "not run"),
-            holds=burst.get("statuses") == [200] * 5,
+            burst_note,
+            holds=all_200,
         ),
     ]
 
