@@ -41,6 +41,8 @@ PHASES = (
     "encode_ms",
     "release_ms",
 )
+# CPU time of the thread that decoded and planned (wall time above it is the machine's load)
+CPU = ("decode_cpu_ms", "plan_cpu_ms")
 
 
 def healthz_during_sync(server: Server, body: bytes, repeats: int = 1) -> dict[str, Any]:
@@ -70,7 +72,8 @@ def healthz_during_sync(server: Server, body: bytes, repeats: int = 1) -> dict[s
         prober.join()
     lines = settled_lines(server)[logged:]
     phases = [
-        {name: line[name] for name in (*PHASES, "duration_ms") if name in line} for line in lines
+        {name: line[name] for name in (*PHASES, *CPU, "duration_ms") if name in line}
+        for line in lines
     ]
     times = [round(seconds * 1e3, 1) for _, seconds in answers]
     return {

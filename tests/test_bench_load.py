@@ -23,6 +23,10 @@ def test_load_figures_come_from_the_real_server_and_become_targets() -> None:
     # the server's own timing of each sync, from its log
     assert len(during["phases"]) == 2
     assert all(p["decode_ms"] > 0 and p["receive_ms"] >= 0 for p in during["phases"])
+    # and the CPU time its thread spent, never above the wall time (clocks apart: 1 ms slack)
+    for phase in during["phases"]:
+        for step in ("decode", "plan"):
+            assert 0 < phase[f"{step}_cpu_ms"] <= phase[f"{step}_ms"] + 1
     assert burst["statuses"] == [200, 200, 200]
     assert crawl["connections"] == 50 and crawl["node_sync_status"] == 200
     assert crawl["healthz_probes"] == 10 and crawl["healthz_arrival_ms"] > 0
