@@ -45,6 +45,7 @@ HOOKS = (
     "hooks.status",
     "hooks.node_status",
     "hooks.node_hook",
+    "hooks.finalize",
     "hooks.settings_cache",
     "hooks.observed",
     "hooks.reconcile",
