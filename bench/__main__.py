@@ -33,7 +33,8 @@ from bench.measure import (
     timed,
     topology_sync_call,
 )
-from bench.report import exponent, machine, markdown, targets
+from bench.report import exponent, machine, markdown
+from bench.targets import targets
 
 HERE = Path(__file__).resolve().parent
 QUICK = (100, 1_000, 5_000)

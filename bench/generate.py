@@ -265,13 +265,12 @@ class Generator:
         rack: str | None = None,
     ) -> Json:
         seed = self.seed
+        # One Random per node, drawn from in a fixed order: the same node for the same (seed, i).
         rng = random.Random(seed * 1_000_003 + index)
         zone = zone or self.zone_of(index)
-        name = node_name(index)
-        ip = node_ip(index)
+        name, ip = node_name(index), node_ip(index)
         instance = f"i-0{_hex(seed, 'instance', index, size=16)}"
         itype = INSTANCE_TYPES[rng.randrange(len(INSTANCE_TYPES))]
-        nodegroup = f"workers-{zone[-1]}-{itype.split('.')[0]}-{_hex(seed, zone, itype, size=8)}"
         born = created or EPOCH + timedelta(seconds=index * 37 + rng.randrange(30))
         created_at = stamp(born)
         heartbeat = stamp(NOW - timedelta(seconds=rng.randrange(40)))
@@ -279,122 +278,9 @@ class Generator:
             ready = rng.random() >= 0.005
         if unschedulable is None:
             unschedulable = rng.random() < 0.005
-        zone_id = self.zones.index(zone) + 1 if zone in self.zones else 9
-        tunnel = f"{index % 251}.{index % 199 + 1}"
-        system_uuid = _uuid(seed, "sys", index)
-        labels = {
-            "beta.kubernetes.io/arch": "amd64",
-            "beta.kubernetes.io/instance-type": itype,
-            "beta.kubernetes.io/os": "linux",
-            "eks.amazonaws.com/capacityType": "ON_DEMAND" if rng.random() < 0.7 else "SPOT",
-            "eks.amazonaws.com/nodegroup": nodegroup,
-            "eks.amazonaws.com/nodegroup-image": f"ami-0{_hex(seed, 'ami', zone, size=16)}",
-            "eks.amazonaws.com/sourceLaunchTemplateId": "lt-0"
-            + _hex(seed, "lt", nodegroup, size=16),
-            "failure-domain.beta.kubernetes.io/region": REGION,
-            "failure-domain.beta.kubernetes.io/zone": zone,
-            "k8s.io/cloud-provider-aws": _hex(seed, "cluster", size=32),
-            "kubernetes.io/arch": "amd64",
-            "kubernetes.io/hostname": name,
-            "kubernetes.io/os": "linux",
-            "node.kubernetes.io/instance-type": itype,
-            RACK_LABEL: rack or self.rack_of(index, zone),
-            "topology.ebs.csi.aws.com/zone": zone,
-            "topology.k8s.aws/zone-id": f"use1-az{zone_id}",
-            "topology.kubernetes.io/region": REGION,
-            ZONE_LABEL: zone,
-        }
-        annotations = {
-            "alpha.kubernetes.io/provided-node-ip": ip,
-            "csi.volume.kubernetes.io/nodeid": orjson.dumps(
-                {
-                    "csi.tigera.io": name,
-                    "ebs.csi.aws.com": instance,
-                    "efs.csi.aws.com": instance,
-                    "secrets-store.csi.k8s.io": name,
-                }
-            ).decode(),
-            "node.alpha.kubernetes.io/ttl": "0",
-            "projectcalico.org/IPv4Address": f"{ip}/19",
-            "projectcalico.org/IPv4VXLANTunnelAddr": f"100.{64 + index % 64}.{tunnel}",
-            "volumes.kubernetes.io/controller-managed-attach-detach": "true",
-        }
-        taints: list[Json] = []
-        if unschedulable:
-            taints.append(
-                {
-                    "key": "node.kubernetes.io/unschedulable",
-                    "effect": "NoSchedule",
-                    "timeAdded": heartbeat,
-                }
-            )
-        if not ready:
-            taints.append(
-                {
-                    "key": "node.kubernetes.io/unreachable",
-                    "effect": "NoExecute",
-                    "timeAdded": heartbeat,
-                }
-            )
-        spec: Json = {
-            "podCIDR": _pod_cidr(index),
-            "podCIDRs": [_pod_cidr(index)],
-            "providerID": f"aws:///{zone}/{instance}",
-        }
-        if taints:
-            spec["taints"] = taints
-        if unschedulable:
-            spec["unschedulable"] = True
-        cpu = {"m6i.4xlarge": 16, "r6i.4xlarge": 16}.get(itype, 32)
-        memory = cpu * (8 if itype.startswith("r") else 4) * 1024 * 1024
-        capacity = {
-            "attachable-volumes-aws-ebs": "39",
-            "cpu": str(cpu),
-            "ephemeral-storage": "104845292Ki",
-            "hugepages-1Gi": "0",
-            "hugepages-2Mi": "0",
-            "memory": f"{memory}Ki",
-            "pods": "110",
-        }
-        allocatable = dict(capacity, cpu=f"{cpu * 1000 - 110}m", memory=f"{memory - 1_000_000}Ki")
-        allocatable["ephemeral-storage"] = "95551679124"
-        transition = created_at
-
-        def condition(kind: str, status: str, reason: str, message: str) -> Json:
-            return {
-                "type": kind,
-                "status": status,
-                "lastHeartbeatTime": heartbeat,
-                "lastTransitionTime": transition,
-                "reason": reason,
-                "message": message,
-            }
-
-        conditions = [
-            condition(
-                "NetworkUnavailable", "False", "CalicoIsUp", "Calico is running on this node"
-            ),
-            condition(
-                "MemoryPressure",
-                "False",
-                "KubeletHasSufficientMemory",
-                "kubelet has sufficient memory available",
-            ),
-            condition(
-                "DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"
-            ),
-            condition(
-                "PIDPressure",
-                "False",
-                "KubeletHasSufficientPID",
-                "kubelet has sufficient PID available",
-            ),
-            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status")
-            if ready
-            else condition(
-                "Ready", "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status."
-            ),
-        ]
+        capacity_type = "ON_DEMAND" if rng.random() < 0.7 else "SPOT"
+        labels = self._labels(index, zone, itype, capacity_type, rack or self.rack_of(index, zone))
+        capacity, allocatable = _resources(itype)
         images = list(self.images.system) + rng.sample(self.images.apps, 14 + rng.randrange(5))
         return {
             "apiVersion": "v1",
@@ -405,38 +291,159 @@ class Generator:
                 "resourceVersion": str(40_000_000 + rng.randrange(9_000_000)),
                 "creationTimestamp": created_at,
                 "labels": labels,
-                "annotations": annotations,
+                "annotations": _annotations(index, name, ip, instance),
                 "managedFields": _managed_fields(seed, index, created_at, heartbeat),
             },
-            "spec": spec,
+            "spec": _spec(index, zone, instance, ready, unschedulable, heartbeat),
             "status": {
                 "capacity": capacity,
                 "allocatable": allocatable,
-                "conditions": conditions,
+                "conditions": _conditions(ready, heartbeat, created_at),
                 "addresses": [
                     {"type": "InternalIP", "address": ip},
                     {"type": "InternalDNS", "address": name},
                     {"type": "Hostname", "address": name},
                 ],
                 "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
-                "nodeInfo": {
-                    "machineID": _hex(seed, "machine", index, size=32),
-                    "systemUUID": "ec2" + _hex(seed, "sys", index, size=5) + system_uuid[8:],
-                    "bootID": _uuid(seed, "boot", index),
-                    "kernelVersion": "5.10.228-219.884.amzn2.x86_64",
-                    "osImage": "Amazon Linux 2",
-                    "containerRuntimeVersion": "containerd://1.7.23",
-                    "kubeletVersion": "v1.30.6-eks-94953ac",
-                    "kubeProxyVersion": "v1.30.6-eks-94953ac",
-                    "operatingSystem": "linux",
-                    "architecture": "amd64",
-                },
+                "nodeInfo": _node_info(seed, index),
                 "images": images,
             },
         }
 
+    def _labels(self, index: int, zone: str, itype: str, capacity_type: str, rack: str) -> Json:
+        seed = self.seed
+        nodegroup = f"workers-{zone[-1]}-{itype.split('.')[0]}-{_hex(seed, zone, itype, size=8)}"
+        zone_id = self.zones.index(zone) + 1 if zone in self.zones else 9
+        return {
+            "beta.kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/instance-type": itype,
+            "beta.kubernetes.io/os": "linux",
+            "eks.amazonaws.com/capacityType": capacity_type,
+            "eks.amazonaws.com/nodegroup": nodegroup,
+            "eks.amazonaws.com/nodegroup-image": f"ami-0{_hex(seed, 'ami', zone, size=16)}",
+            "eks.amazonaws.com/sourceLaunchTemplateId": "lt-0"
+            + _hex(seed, "lt", nodegroup, size=16),
+            "failure-domain.beta.kubernetes.io/region": REGION,
+            "failure-domain.beta.kubernetes.io/zone": zone,
+            "k8s.io/cloud-provider-aws": _hex(seed, "cluster", size=32),
+            "kubernetes.io/arch": "amd64",
+            "kubernetes.io/hostname": node_name(index),
+            "kubernetes.io/os": "linux",
+            "node.kubernetes.io/instance-type": itype,
+            RACK_LABEL: rack,
+            "topology.ebs.csi.aws.com/zone": zone,
+            "topology.k8s.aws/zone-id": f"use1-az{zone_id}",
+            "topology.kubernetes.io/region": REGION,
+            ZONE_LABEL: zone,
+        }
+
     def nodes(self, count: int) -> Iterator[Json]:
         return (self.node(i) for i in range(count))
+
+
+def _annotations(index: int, name: str, ip: str, instance: str) -> Json:
+    tunnel = f"{index % 251}.{index % 199 + 1}"
+    return {
+        "alpha.kubernetes.io/provided-node-ip": ip,
+        "csi.volume.kubernetes.io/nodeid": orjson.dumps(
+            {
+                "csi.tigera.io": name,
+                "ebs.csi.aws.com": instance,
+                "efs.csi.aws.com": instance,
+                "secrets-store.csi.k8s.io": name,
+            }
+        ).decode(),
+        "node.alpha.kubernetes.io/ttl": "0",
+        "projectcalico.org/IPv4Address": f"{ip}/19",
+        "projectcalico.org/IPv4VXLANTunnelAddr": f"100.{64 + index % 64}.{tunnel}",
+        "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+    }
+
+
+def _spec(
+    index: int, zone: str, instance: str, ready: bool, unschedulable: bool, heartbeat: str
+) -> Json:
+    """The Node's spec: cordoned and unreachable nodes carry the taints Kubernetes puts on."""
+    taints = [
+        {"key": f"node.kubernetes.io/{key}", "effect": effect, "timeAdded": heartbeat}
+        for key, effect, applies in (
+            ("unschedulable", "NoSchedule", unschedulable),
+            ("unreachable", "NoExecute", not ready),
+        )
+        if applies
+    ]
+    spec: Json = {
+        "podCIDR": _pod_cidr(index),
+        "podCIDRs": [_pod_cidr(index)],
+        "providerID": f"aws:///{zone}/{instance}",
+    }
+    if taints:
+        spec["taints"] = taints
+    if unschedulable:
+        spec["unschedulable"] = True
+    return spec
+
+
+def _resources(itype: str) -> tuple[Json, Json]:
+    """Capacity and allocatable of an instance type."""
+    cpu = {"m6i.4xlarge": 16, "r6i.4xlarge": 16}.get(itype, 32)
+    memory = cpu * (8 if itype.startswith("r") else 4) * 1024 * 1024
+    capacity = {
+        "attachable-volumes-aws-ebs": "39",
+        "cpu": str(cpu),
+        "ephemeral-storage": "104845292Ki",
+        "hugepages-1Gi": "0",
+        "hugepages-2Mi": "0",
+        "memory": f"{memory}Ki",
+        "pods": "110",
+    }
+    allocatable = dict(capacity, cpu=f"{cpu * 1000 - 110}m", memory=f"{memory - 1_000_000}Ki")
+    allocatable["ephemeral-storage"] = "95551679124"
+    return capacity, allocatable
+
+
+def _conditions(ready: bool, heartbeat: str, transition: str) -> list[Json]:
+    kubelet = (
+        ("NetworkUnavailable", "False", "CalicoIsUp", "Calico is running on this node"),
+        (
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        ),
+        ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        ("Ready", "True", "KubeletReady", "kubelet is posting ready status")
+        if ready
+        else ("Ready", "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status."),
+    )
+    return [
+        {
+            "type": kind,
+            "status": status,
+            "lastHeartbeatTime": heartbeat,
+            "lastTransitionTime": transition,
+            "reason": reason,
+            "message": message,
+        }
+        for kind, status, reason, message in kubelet
+    ]
+
+
+def _node_info(seed: int, index: int) -> Json:
+    system_uuid = _uuid(seed, "sys", index)
+    return {
+        "machineID": _hex(seed, "machine", index, size=32),
+        "systemUUID": "ec2" + _hex(seed, "sys", index, size=5) + system_uuid[8:],
+        "bootID": _uuid(seed, "boot", index),
+        "kernelVersion": "5.10.228-219.884.amzn2.x86_64",
+        "osImage": "Amazon Linux 2",
+        "containerRuntimeVersion": "containerd://1.7.23",
+        "kubeletVersion": "v1.30.6-eks-94953ac",
+        "kubeProxyVersion": "v1.30.6-eks-94953ac",
+        "operatingSystem": "linux",
+        "architecture": "amd64",
+    }
 
 
 # --- request bodies ----------------------------------------------------------------------------

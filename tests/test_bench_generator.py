@@ -21,7 +21,8 @@ from bench.generate import (
     topology_sync_body,
 )
 from bench.plans import path_stats
-from bench.report import paths_table, targets
+from bench.report import paths_table
+from bench.targets import targets
 from hooks import wire
 from hooks.paths import count_paths
 from hooks.sessions import nodes_from_objects

@@ -5,7 +5,8 @@ from __future__ import annotations
 from bench import load
 from bench.generate import Generator, steady_state
 from bench.measure import Server
-from bench.report import load_section, targets
+from bench.report import load_section
+from bench.targets import targets
 
 
 def test_load_figures_come_from_the_real_server_and_become_targets() -> None:
