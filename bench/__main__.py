@@ -65,6 +65,26 @@ def measure_row(
     server: Server | None,
     server_idle: int,
 ) -> dict[str, Any]:
+    """One size and topology: its steady state, the in-process timings, over HTTP, memory."""
+    row, body, node_bodies, rr_body = _steady_row(nodes, topology, args)
+    gc.collect()
+    gc.freeze()  # the generated cluster is not the service's heap: keep it out of collections
+    row["load_before"] = round(os.getloadavg()[0], 2)
+    row |= _in_process(body, node_bodies, rr_body, args)
+    if server is not None:
+        row |= _over_http(server, server_idle, body, node_bodies, args)
+    if not args.no_rss:
+        row["rss"] = peak_rss(body, topology)
+    row["load_after"] = round(os.getloadavg()[0], 2)
+    gc.unfreeze()
+    return row
+
+
+def _steady_row(
+    nodes: Sequence[Json], topology: str, args: argparse.Namespace
+) -> tuple[dict[str, Any], bytes, list[bytes], bytes | None]:
+    """The steady state's figures (size, RRs, BGPPeers, routes; whether a sync of it changes
+    nothing), its topology body, 20 client nodes' bodies and one RR's."""
     size = len(nodes)
     started = time.perf_counter()
     state = steady_state(nodes, topology, ENVIRON)
@@ -83,7 +103,6 @@ def measure_row(
         f"  {size:>6,} {topology:<9} state built in {time.perf_counter() - started:.1f}s,"
         f" body {len(body) / 1e6:.1f} MB, steady={row['steady']}"
     )
-
     reflectors = set(state.reflectors)
     clients = [i for i, n in enumerate(state.nodes) if n["metadata"]["name"] not in reflectors]
     picks = clients[:: max(1, len(clients) // 20)][:20]
@@ -93,56 +112,63 @@ def measure_row(
     )
     rr_body = state.node_body(rr_index) if rr_index is not None else None
     row["node_body_bytes"] = max(len(b) for b in node_bodies)
-    del state
-    gc.collect()
-    gc.freeze()  # the generated cluster is not the service's heap: keep it out of collections
+    return row, body, node_bodies, rr_body
 
-    budget, repeats = args.budget, args.repeats
-    row["load_before"] = round(os.getloadavg()[0], 2)
+
+def _in_process(
+    body: bytes, node_bodies: Sequence[bytes], rr_body: bytes | None, args: argparse.Namespace
+) -> dict[str, Any]:
+    """The topology sync against the decode floor and orjson, timed in turns; node syncs."""
+    row: dict[str, Any] = {}
     found = interleaved(
         {
             "floor": lambda: floor_call(body),
             "sync": lambda: topology_sync_call(body, ENVIRON, NOW),
             "orjson": lambda: orjson_call(body),
         },
-        repeats,
-        budget,
+        args.repeats,
+        args.budget,
     )
     sync = found["sync"]
     for name, samples in found.items():
         row[name] = samples.as_json()
     row["x_floor"] = round(sync.median / found["floor"].median, 2)
     row["x_orjson"] = round(sync.median / found["orjson"].median, 4)
-
-    calls = [functools.partial(node_sync_call, body, ENVIRON) for body in node_bodies]
+    calls = [functools.partial(node_sync_call, node, ENVIRON) for node in node_bodies]
     for call in calls:
         call()
     row["node_sync"] = _cycle(calls, args.node_calls).as_json()
     if rr_body is not None:
         row["node_sync_rr"] = per_call(lambda: node_sync_call(rr_body, ENVIRON), 50).as_json()
+    return row
 
-    if server is not None:
-        server.post("/topology/sync", body)  # warm, and the peak of the first sync counts too
-        reset = server.reset_peak()
-        if shutil.which("curl"):
-            server.post_curl("/topology/sync", body)  # writes the body file, untimed
-            http = timed(
-                lambda: server.post_curl("/topology/sync", body), args.http_repeats, budget
-            )
-            row["http"] = http.as_json()
-            row["http_client"] = "curl"
-        raw = timed(lambda: server.post("/topology/sync", body), args.http_repeats, budget)
-        row["http_raw"] = raw.as_json()
-        row.setdefault("http", row["http_raw"])
-        row.setdefault("http_client", "raw socket")
-        if reset:
-            row["server_peak_above_idle"] = server.memory()["VmHWM"] - server_idle
-        posts = [lambda b=b: server.post("/node/sync", b) for b in node_bodies]
-        row["node_http"] = _cycle(posts, args.node_calls // 2).as_json()
-    if not args.no_rss:
-        row["rss"] = peak_rss(body, topology)
-    row["load_after"] = round(os.getloadavg()[0], 2)
-    gc.unfreeze()
+
+def _over_http(
+    server: Server,
+    server_idle: int,
+    body: bytes,
+    node_bodies: Sequence[bytes],
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The same syncs POSTed to the server: curl where there is one, and a raw socket."""
+    row: dict[str, Any] = {}
+    server.post("/topology/sync", body)  # warm, and the peak of the first sync counts too
+    reset = server.reset_peak()
+    if shutil.which("curl"):
+        server.post_curl("/topology/sync", body)  # writes the body file, untimed
+        http = timed(
+            lambda: server.post_curl("/topology/sync", body), args.http_repeats, args.budget
+        )
+        row["http"] = http.as_json()
+        row["http_client"] = "curl"
+    raw = timed(lambda: server.post("/topology/sync", body), args.http_repeats, args.budget)
+    row["http_raw"] = raw.as_json()
+    row.setdefault("http", row["http_raw"])
+    row.setdefault("http_client", "raw socket")
+    if reset:
+        row["server_peak_above_idle"] = server.memory()["VmHWM"] - server_idle
+    posts = [lambda b=b: server.post("/node/sync", b) for b in node_bodies]
+    row["node_http"] = _cycle(posts, args.node_calls // 2).as_json()
     return row
 
 
@@ -197,6 +223,47 @@ def measure_load(nodes: Sequence[Json], gen: Generator) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sizes = sorted(
+        {int(s.replace("_", "")) for s in args.sizes.split(",")}
+        if args.sizes
+        else set(QUICK if args.quick else SIZES)
+    )
+    topologies = [t for t in args.topologies.split(",") if t]
+    started = time.perf_counter()
+    gen = Generator(args.seed)
+    count = max([*sizes, 0 if args.no_plans else args.plan_size, args.plan_input_size])
+    log(f"generating {count:,} nodes (seed {args.seed})")
+    nodes = [gen.node(i) for i in range(count)]
+    gc.collect()
+    rows, server_idle = _measure_sizes(nodes, sizes, topologies, args)
+    loads: dict[str, Any] = {}
+    if not args.no_load and not args.no_http:
+        loads = measure_load(nodes, gen)
+    plans, churn = _measure_plans(nodes, rows, topologies, gen, args)
+    inputs: dict[str, Any] = {}
+    if args.plan_input_size:
+        inputs = plan_input.measure(nodes[: args.plan_input_size])
+        log(f"  plan input: {json.dumps(inputs['rows'])}")
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "args": " ".join(sys.argv[1:] if argv is None else argv),
+        "seed": args.seed,
+        "server_idle_rss": server_idle,
+        "plan_size": args.plan_size,
+        "rows": rows,
+        "plans": plans,
+        "churn": churn,
+        "plan_input": inputs,
+        "load": loads,
+    }
+    result["targets"] = targets(rows, plans, churn, args.plan_size, loads)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    _write(result, inputs, args.output)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="100, 1,000 and 5,000 nodes only")
     parser.add_argument("--sizes", help="comma-separated node counts (default: 100 to 20,000)")
@@ -232,20 +299,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         " syncs, and 1,000 slowloris connections",
     )
     parser.add_argument("--output", type=Path, default=HERE, help="where results go")
-    args = parser.parse_args(argv)
-    sizes = sorted(
-        {int(s.replace("_", "")) for s in args.sizes.split(",")}
-        if args.sizes
-        else set(QUICK if args.quick else SIZES)
-    )
-    topologies = [t for t in args.topologies.split(",") if t]
-    started = time.perf_counter()
-    gen = Generator(args.seed)
-    count = max([*sizes, 0 if args.no_plans else args.plan_size, args.plan_input_size])
-    log(f"generating {count:,} nodes (seed {args.seed})")
-    nodes = [gen.node(i) for i in range(count)]
-    gc.collect()
+    return parser
 
+
+def _measure_sizes(
+    nodes: Sequence[Json], sizes: Sequence[int], topologies: Sequence[str], args: argparse.Namespace
+) -> tuple[list[dict[str, Any]], int]:
+    """A row per size and topology (skipped where a sync is predicted over --max-call), and the
+    server's idle RSS (0 without HTTP)."""
     server = None if args.no_http else Server()
     server_idle = 0
     rows: list[dict[str, Any]] = []
@@ -286,58 +347,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if server is not None:
             server.close()
+    return rows, server_idle
 
-    loads: dict[str, Any] = {}
-    if not args.no_load and not args.no_http:
-        loads = measure_load(nodes, gen)
 
+def _measure_plans(
+    nodes: Sequence[Json],
+    rows: Sequence[dict[str, Any]],
+    topologies: Sequence[str],
+    gen: Generator,
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each topology's plan at --plan-size nodes, and the churn of each event on it."""
     plans: dict[str, Any] = {}
     churn: dict[str, Any] = {}
-    if not args.no_plans:
-        size = args.plan_size
-        view = [slim(n) for n in nodes[:size]]
-        for topology in topologies:
-            expected = predict([r for r in rows if r["n"] <= size], topology, size)
-            if expected is not None and expected > args.max_call:
-                log(f"  plans {topology}: skipped (predicted {expected:.0f} s per sync)")
-                continue
-            began = time.perf_counter()
-            base = plan_bench.base_plan(view, topology, ENVIRON)
-            plans[topology] = plan_bench.plan_stats(base)
-            churn[topology] = plan_bench.churn(base, topology, gen, size, ENVIRON)
-            log(
-                f"  plans {topology}: {json.dumps(plans[topology])}"
-                f" churn {json.dumps(churn[topology])} ({time.perf_counter() - began:.0f}s)"
-            )
+    if args.no_plans:
+        return plans, churn
+    size = args.plan_size
+    view = [slim(n) for n in nodes[:size]]
+    for topology in topologies:
+        expected = predict([r for r in rows if r["n"] <= size], topology, size)
+        if expected is not None and expected > args.max_call:
+            log(f"  plans {topology}: skipped (predicted {expected:.0f} s per sync)")
+            continue
+        began = time.perf_counter()
+        base = plan_bench.base_plan(view, topology, ENVIRON)
+        plans[topology] = plan_bench.plan_stats(base)
+        churn[topology] = plan_bench.churn(base, topology, gen, size, ENVIRON)
+        log(
+            f"  plans {topology}: {json.dumps(plans[topology])}"
+            f" churn {json.dumps(churn[topology])} ({time.perf_counter() - began:.0f}s)"
+        )
+    return plans, churn
 
-    inputs: dict[str, Any] = {}
-    if args.plan_input_size:
-        inputs = plan_input.measure(nodes[: args.plan_input_size])
-        log(f"  plan input: {json.dumps(inputs['rows'])}")
 
-    result: dict[str, Any] = {
-        "machine": machine(),
-        "args": " ".join(sys.argv[1:] if argv is None else argv),
-        "seed": args.seed,
-        "server_idle_rss": server_idle,
-        "plan_size": args.plan_size,
-        "rows": rows,
-        "plans": plans,
-        "churn": churn,
-        "plan_input": inputs,
-        "load": loads,
-    }
-    result["targets"] = targets(rows, plans, churn, args.plan_size, loads)
-    result["seconds"] = round(time.perf_counter() - started, 1)
+def _write(result: dict[str, Any], inputs: dict[str, Any], output: Path) -> None:
+    """RESULTS.md (printed too) and results.json under `output`."""
     text = markdown(result)
     if inputs:
         text = text.rstrip("\n") + "\n\n" + "\n".join(plan_input.markdown(inputs)) + "\n"
     print(text)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.output / "RESULTS.md").write_text(text)
-    log(f"done in {result['seconds']:.0f}s; wrote {args.output / 'results.json'} and RESULTS.md")
-    return 0
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    (output / "RESULTS.md").write_text(text)
+    log(f"done in {result['seconds']:.0f}s; wrote {output / 'results.json'} and RESULTS.md")
 
 
 if __name__ == "__main__":
