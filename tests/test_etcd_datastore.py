@@ -103,6 +103,20 @@ def decoded_write(txn: dict[str, Any]) -> tuple[str, str, str | None] | None:
     return None
 
 
+def stop_at_write(server: EtcdServer, number: int) -> BeforeTxn:
+    """A hook that stops `server` as write transaction `number` is about to go out."""
+    sent = 0
+
+    def hook(txn: dict[str, Any]) -> None:
+        nonlocal sent
+        if decoded_write(txn):
+            sent += 1
+            if sent == number:
+                server.stop()
+
+    return hook
+
+
 def test_first_apply_writes_peers_and_cluster_ids(etcd: EtcdServer) -> None:
     seed_nodes(etcd, "n1", "n2", "n3")
     applier = EtcdApplier(settings(etcd.url))
@@ -314,15 +328,7 @@ def test_etcd_stopping_mid_apply_removes_nothing_and_the_next_apply_completes(
     applier = EtcdApplier(settings(server.url, timeout=3.0))
     applier.apply(desired([peer("rr-g1", "g1")], {"n1": "224.0.0.1", "n2": None}))
     new_plan = desired([peer("rr-g2", "g2")], {"n1": None, "n2": "224.0.0.2"})
-    sent: list[str] = []
-
-    def crash_after_first_write(txn: dict[str, Any]) -> None:
-        if decoded_write(txn):
-            sent.append("write")
-            if len(sent) == 2:
-                server.stop()
-
-    transactions.append(crash_after_first_write)
+    transactions.append(stop_at_write(server, 2))  # the first write lands, then etcd stops
     started = time.monotonic()
     with pytest.raises(EtcdUnavailable, match=re.escape(server.url)):
         applier.apply(new_plan)
@@ -433,15 +439,7 @@ def test_cluster_ids_left_by_an_interrupted_apply_are_cleared_by_a_later_differe
     admin["spec"]["bgp"] = {"ipv4Address": "10.0.0.1/24", "routeReflectorClusterID": "224.9.9.9"}
     server.put(NODES_PREFIX + "admin-rr", admin)
     applier = EtcdApplier(settings(server.url, timeout=3.0))
-    sent: list[str] = []
-
-    def stop_after_eight_writes(txn: dict[str, Any]) -> None:
-        if decoded_write(txn):
-            sent.append("write")
-            if len(sent) == 9:
-                server.stop()
-
-    transactions.append(stop_after_eight_writes)
+    transactions.append(stop_at_write(server, 9))  # eight writes land, then etcd stops
     with pytest.raises(EtcdUnavailable):
         applier.apply(desired([peer("rr-big", "g")], {name: "224.0.0.1" for name in names}))
     transactions.clear()

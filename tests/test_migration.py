@@ -241,6 +241,14 @@ def post(server: kmock.RawHandler, body: bytes) -> Json:
     return result
 
 
+def removing_scenario(k8s: kmock.KubernetesEmulator) -> Scenario:
+    """The old operator's cluster under RemoveWhenReady, its BGPPeers in the emulated API."""
+    scenario, _ = old_scenario({**SPEC, "legacyBGPPeers": "RemoveWhenReady"})
+    for name, peer in scenario.foreign_peers.items():
+        k8s.objects[BGPPEERS, None, name] = peer
+    return scenario
+
+
 def condition(answer: Json, kind: str) -> Json:
     return next(c for c in answer["status"]["conditions"] if c["type"] == kind)
 
@@ -249,9 +257,7 @@ def condition(answer: Json, kind: str) -> Json:
 async def test_the_service_deletes_them_only_once_ours_carry_every_session(
     k8s: kmock.KubernetesEmulator,
 ) -> None:
-    scenario, _ = old_scenario({**SPEC, "legacyBGPPeers": "RemoveWhenReady"})
-    for name, peer in scenario.foreign_peers.items():
-        k8s.objects[BGPPEERS, None, name] = peer
+    scenario = removing_scenario(k8s)
 
     scenario.step()
     early = await asyncio.to_thread(post, k8s, scenario.topology_request())
@@ -281,9 +287,7 @@ async def test_the_service_deletes_them_only_once_ours_carry_every_session(
 async def test_a_refused_delete_is_reported_and_the_sync_still_answers(
     k8s: kmock.KubernetesEmulator,
 ) -> None:
-    scenario, _ = old_scenario({**SPEC, "legacyBGPPeers": "RemoveWhenReady"})
-    for name, peer in scenario.foreign_peers.items():
-        k8s.objects[BGPPEERS, None, name] = peer
+    scenario = removing_scenario(k8s)
     k8s["delete", f"/apis/{BGPPEERS}/rrs-to-rrs"] << kmock.KubernetesError(
         status=403, reason="Forbidden"
     )
