@@ -70,7 +70,8 @@ def load_section(loads: dict[str, Any]) -> list[str]:
         "",
         "Each on a fresh `python -m hooks serve` (default settings) warmed by one small sync;"
         " bodies sent by raw sockets; /healthz probed every 50 ms by another socket. Phases are"
-        " the server's own log fields (ms).",
+        " the server's own log fields (ms); the decoded Nodes are released after the answer is"
+        " sent, so the server total leaves the release out.",
         "",
     ]
     during = loads.get("healthz_during_20000", {})

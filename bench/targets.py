@@ -268,5 +268,6 @@ def phase_note(during: Row) -> str:
     for name in PHASES[1:]:
         values = [p[name] for p in steady if name in p]
         if values:
-            parts.append(f"{name[:-3]} {statistics.median(values):,.0f}")
+            after = " after the answer" if name == "release_ms" else ""
+            parts.append(f"{name[:-3]} {statistics.median(values):,.0f}{after}")
     return "server: " + ", ".join(parts) + " ms (median of resyncs)"
