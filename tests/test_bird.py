@@ -8,7 +8,7 @@ import ipaddress
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,8 @@ def test_each_node_gets_its_own_loopback_address_pod_block_and_calicos_bgp_setti
     for setting in ("add paths on;", "graceful restart;", "multihop;", "connect retry time 3;"):
         assert setting in config
     assert "protocol kernel" not in config  # the host routing table never changes
+    assert "connect delay time 2;" in config  # b, the higher address, dials second
+    assert "connect delay time 2;" not in render_config(lab[0], port=1179)
 
 
 def test_a_new_cluster_id_restarts_every_session_of_that_rr_and_no_other() -> None:
@@ -254,7 +256,7 @@ def test_a_cluster_id_roll_on_running_birds_keeps_every_route_and_matches_the_mo
     BIRD restarts exactly the sessions whose options changed, and once converged every node's
     BGP routes equal the model's and every node holds every pod block.  Make-before-break:
     while a step converges, every client (all 27, none sampled: a poll of every client's
-    `show route count` and every node's sessions takes a few tens of ms) is polled and never
+    `show route count` and every node's sessions takes about 60 ms) is polled and never
     misses a pod block but those of the RRs changing ID in that step: all their sessions
     restart, so their own blocks are withdrawn everywhere until the sessions are back."""
     binary = bird()
@@ -286,7 +288,15 @@ def test_a_cluster_id_roll_on_running_birds_keeps_every_route_and_matches_the_mo
             step(f"roll step {number}")
             if not waiting(scenario):
                 break
+        else:
+            raise AssertionError(f"RRs still wait for a new cluster ID: {waiting(scenario)}")
         step("B")  # BIRD's own report that the last RRs' sessions are back ends the roll
+        # What the roll avoids: a zone's RRs all on a new ID at once (as a fresh install did).
+        final, peers = planned(scenario)
+        renumbered = [
+            replace(n, cluster_id="10.8.0.1") if n.cluster_id == "10.9.0.1" else n for n in final
+        ]
+        at_once = apply_plan(running, renumbered, peers, title="at once", first_address=first)
         assert running.pids() == pids  # no BIRD was restarted
 
     for done, rrs in zip(steps, moved, strict=True):
@@ -295,11 +305,18 @@ def test_a_cluster_id_roll_on_running_birds_keeps_every_route_and_matches_the_mo
         assert done.phase.unreachable == [], where
         assert done.restarted == done.changed, where  # BIRD restarts exactly these sessions
         assert all(rrs & session for session in done.changed), where  # ... each of a moved RR
+        assert bool(done.changed) == bool(rrs), where  # ... and a moved RR restarts some
         assert done.blocks_missed <= rrs, where  # make-before-break for every other block
         assert len(done.missed) == 27 and done.polls >= 2, where
-    assert [len(rrs) for rrs in moved] == [0, 3, 3, 3, 0]  # one RR per zone's group a step
-    # The watch does see gaps: the moved RRs' own blocks (gone for tenths of a second or more).
+    roll = moved[1:-1]
+    assert not moved[0] and not moved[-1]
+    assert sorted(name for rrs in roll for name in rrs) == sorted(scenario.cluster_ids())
+    assert all(len({name[0] for name in rrs}) == len(rrs) for rrs in roll)  # one a zone a step
+    # The watch does see gaps: the moved RRs' own blocks (gone for tenths of a second or more),
+    # and, when a zone's RRs all restart at once, clients' blocks too.
     assert any(done.blocks_missed for done in steps)
+    assert dict(at_once.phase.bird) == dict(at_once.phase.model)
+    assert at_once.blocks_missed - set(scenario.cluster_ids())
     assert scenario.condition("Ready")["reason"] == "Converged"
     assert sorted(scenario.cluster_ids().values()) == [
         f"10.9.0.{zone}" for zone in (1, 2, 3) for _ in range(3)
