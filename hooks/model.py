@@ -51,8 +51,8 @@ class RouteReflector:
     # "" is a zone of its own (nodes without the zone label), so None is the only "not set".
     serves: str | None = None
     since: str = ""  # when it entered its current state (Draining, Pending), for timeouts
-    # Rolling cluster-ID changes: the plane it is on (1.., 0 for none; RRs of one plane change
-    # together, one plane at a time) and, while it waits its turn, the ID it will change to.
+    # Planes and rolling cluster-ID changes: the plane it is on (1.., 0 for none) and, while
+    # it waits its turn (one RR at a time, transitions._roll), the ID it will change to.
     plane: int = 0
     hub: bool = False  # the hub of its plane: every other RR of the plane peers with it
     next_cluster_id: str = ""

@@ -42,6 +42,7 @@ def reflector(wire: ReflectorWire) -> RouteReflector:
         wire.since if state is not None else "",
         plane=wire.plane if wire.plane > 0 else 0,
         hub=wire.hub,
+        next_cluster_id=wire.nextClusterID,
     )
 
 

@@ -9,7 +9,14 @@ from typing import Any, Final
 from hooks.propagation import Core
 from hooks.sessions import SimNode, build_graph, read_peers, session_stats
 
-__all__ = ["DEFAULT_BUDGET", "PathReport", "count_paths", "figure_text", "format_paths"]
+__all__ = [
+    "DEFAULT_BUDGET",
+    "PathReport",
+    "count_paths",
+    "figure_text",
+    "format_paths",
+    "mid_roll_bound",
+]
 
 # Transitions (one path offered over one RR-RR session) examined before a count is called
 # exploding: about 2 s here.  At 5,000 nodes the largest exact count (hierarchy, 255 RRs) needs
@@ -31,6 +38,14 @@ DEFAULT_BUDGET: Final = 3_000_000
 _FROM_NON_CLIENT: Final = 0
 _FROM_CLIENT: Final = 1
 _ORIGINATED: Final = 2
+
+
+def mid_roll_bound(cluster: int) -> int:
+    """Paths per remote prefix at a client while a cluster of `cluster` RRs changes its ID
+    (transitions.off_plane): with m of p RRs on the new ID, the two classes reflect the
+    group's own clients' routes to each other, p + 2m(p - m) at most, so p + 2 * floor(p/2) *
+    ceil(p/2) (3: 7, 4: 12, 5: 17); from other groups at most (m + 1)(p - m), less."""
+    return cluster + 2 * (cluster // 2) * ((cluster + 1) // 2)
 
 
 @dataclass(frozen=True)

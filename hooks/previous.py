@@ -39,11 +39,12 @@ class Previous:
         return {node: rr.plane for node, rr in self.reflectors.items() if rr.plane}
 
     def hubs(self) -> dict[int, str]:
-        """Plane → its hub, for hubs that were Active: a hub stays while it is."""
+        """Plane → its hub, for hubs that were Active or Pending (new, or restarting for a
+        new cluster ID): a hub stays while it is one of those, not when it drains or fails."""
         return {
             rr.plane: node
             for node, rr in sorted(self.reflectors.items())
-            if rr.hub and rr.plane and rr.state == ReflectorState.ACTIVE
+            if rr.hub and rr.plane and rr.state in (ReflectorState.ACTIVE, ReflectorState.PENDING)
         }
 
     def held_ids(self) -> set[str]:
@@ -52,3 +53,12 @@ class Previous:
     def cluster_id(self, node: str) -> str | None:
         rr = self.reflectors.get(node)
         return rr.cluster_id if rr and rr.cluster_id else self.labelled.get(node)
+
+    def cluster_of(self, node: str) -> str:
+        """The cluster `node` was in: the ID it is changing to while a roll waits for its
+        turn, else the one it carries ("" for none). Mid-roll a cluster's RRs carry two IDs;
+        keyed by what they carry, the cluster would be cut in two and re-formed."""
+        rr = self.reflectors.get(node)
+        if rr is not None and rr.next_cluster_id:
+            return rr.next_cluster_id
+        return self.cluster_id(node) or ""

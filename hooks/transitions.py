@@ -23,6 +23,7 @@ from hooks.model import (
 from hooks.previous import Previous
 from hooks.selection import is_failed
 from hooks.stamps import parse_stamp, stamp
+from hooks.topologies.planes import without_on_planes
 
 SESSION_POLL_SECONDS = 10.0
 UPDATE_PERIOD_SECONDS = 10  # how often the CalicoNodeStatus children ask Calico for a report
@@ -55,7 +56,7 @@ def apply_transitions(
     """The plan to apply now on the way to `target`.
 
     A new RR is Pending until its sessions are up (`_Clock.settling`). A cluster-ID change rolls
-    (`_roll`): one plane at a time, each change Pending like a new RR. An RR that left the
+    (`_roll`): one RR at a time, each change Pending like a new RR. An RR that left the
     target without failing stays, Draining, in the groups it served until nothing is Pending;
     then at most one per zone is released per step, never two from one group, and never the
     last Active RR of a group. A group that left the plan retires: its clients move to their new
@@ -87,19 +88,22 @@ def apply_transitions(
     if (draining or retiring) and clock.resync is None:
         clock.again(SESSION_POLL_SECONDS)
     reflectors.sort(key=lambda r: r.node)
+    off = off_plane(reflectors)
     if not draining and not retiring and not before.keys() - planned:
         return replace(
             target,
             reflectors=tuple(reflectors),
+            peerings=without_on_planes(target.peerings, off),
             problems=(*target.problems, *rolled),
             resync_after=clock.resync,
         )
     progress = (*_progress(draining, retiring, reflectors), *rolled)
+    peerings = _peerings_during(target, groups, retiring, draining, reflectors)
     return replace(
         target,
         reflectors=tuple(reflectors),
         groups=tuple(sorted([*groups.values(), *retiring.values()], key=lambda g: g.name)),
-        peerings=_peerings_during(target, groups, retiring, draining, reflectors),
+        peerings=without_on_planes(peerings, off),
         problems=(*target.problems, *progress),
         resync_after=clock.resync,
     )
@@ -341,10 +345,9 @@ def _roll(
     A new cluster ID makes BIRD restart every session of that RR, so an RR whose ID (in the
     last status, else on its node) is one the plan gives no RR any more keeps it, showing the
     next one, until its turn: when nothing is Pending (the last change's sessions are
-    Established again, `_Clock.settling`) and no RR or group is leaving, the RRs of the lowest
-    plane with a change left change together, one per target ID. Planes: an RR's place in its
-    cluster (planes.py), so a client, which peers with RRs of one cluster, has one restarting RR
-    at a time, and two clusters stay joined through every other plane."""
+    Established again, `_Clock.settling`) and no RR or group is leaving, one RR changes
+    (`_next_to_change`), so a client has one restarting RR at a time, and two clusters stay
+    joined through every other plane."""
     carried: dict[str, str] = {}
     wanting: set[str] = set()
     planned_ids = {rr.cluster_id for rr in target}
@@ -371,12 +374,7 @@ def _roll(
         return reflectors, None
     changing: list[RouteReflector] = []
     if not settling and not moving:
-        plane = min(rr.plane for rr in target if rr.node in wanting)
-        taken: set[str] = set()
-        for rr in target:
-            if rr.node in wanting and rr.plane == plane and rr.cluster_id not in taken:
-                taken.add(rr.cluster_id)
-                changing.append(rr)
+        changing.append(_next_to_change(target, wanting, carried))
         now = {rr.node for rr in changing}
         reflectors = [
             clock.entering(rr, None) if rr.node in now else mine
@@ -395,10 +393,56 @@ def _roll(
         message = "cluster-ID changes wait until the RRs and groups leaving are gone"
     if waiting:
         message += (
-            f"; {waiting} RR(s) change theirs later (status: nextClusterID), one plane at a"
-            " time, each once the last change's BGP sessions are Established again"
+            f"; {waiting} RR(s) change theirs later (status: nextClusterID), one at a time,"
+            " each once the last change's BGP sessions are Established again"
         )
     return reflectors, Condition("Progressing", "True", "TransitionPending", message)
+
+
+def _next_to_change(
+    target: Sequence[RouteReflector], wanting: set[str], carried: Mapping[str, str]
+) -> RouteReflector:
+    """The one RR to change now: in the cluster already rolling (some RR carries its new ID,
+    some still the old one), else in the cluster whose new ID comes first; in it, hubs last,
+    else the RR on the highest plane: the low planes are the ones every cluster shares (a
+    cluster of s RRs is on planes 1..s only), and `off_plane` takes the changed RRs off theirs
+    while two old ones are left. One cluster at a time: the RRs of a cluster carrying two
+    IDs are each other's `rr client`, so paths cross planes through them, and through two such
+    clusters they would multiply (see `off_plane`)."""
+    rolling = sorted(
+        {
+            rr.cluster_id
+            for rr in target
+            if rr.node not in wanting and carried[rr.node] == rr.cluster_id
+        }
+        & {rr.cluster_id for rr in target if rr.node in wanting}
+    )
+    cluster = rolling[0] if rolling else min(rr.cluster_id for rr in target if rr.node in wanting)
+    return min(
+        (rr for rr in target if rr.node in wanting and rr.cluster_id == cluster),
+        key=lambda rr: (rr.hub, -rr.plane, rr.node),
+    )
+
+
+def off_plane(reflectors: Sequence[RouteReflector]) -> frozenset[str]:
+    """RRs kept off their plane while their cluster rolls: those already on the new ID (not
+    hubs), as long as two or more of the cluster still carry the old one.
+
+    The RRs of a rolling cluster are each other's `rr client` (two IDs), so an RR on the new
+    ID re-advertises what its old-ID siblings learnt from their planes; on a plane itself it
+    would pass those paths to every other group (p + 2m(p - m) paths per prefix at a client
+    for m of p changed). Off the plane, it only hands its clients the siblings' paths: (m + 1)
+    (p - m). The two old-ID RRs left keep the cluster on two planes (one may fail); when one is
+    left, the new-ID RRs are back on their planes before it changes."""
+    by_cluster: dict[str, list[RouteReflector]] = {}
+    for rr in reflectors:
+        by_cluster.setdefault(rr.next_cluster_id or rr.cluster_id, []).append(rr)
+    off: set[str] = set()
+    for members in by_cluster.values():
+        old = [rr for rr in members if rr.next_cluster_id]
+        if len(old) >= 2:
+            off.update(rr.node for rr in members if not rr.next_cluster_id and not rr.hub)
+    return frozenset(off)
 
 
 def _some(items: Iterable[str]) -> str:

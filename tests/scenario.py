@@ -22,6 +22,7 @@ from nodes import kube_node
 from hooks import controllers, wire
 from hooks.config import load_settings
 from hooks.legacy import carries_reflector_label
+from hooks.paths import PathReport, count_paths
 from hooks.selectors import parse_selector
 from hooks.sessions import CLUSTER_ID_ANNOTATION, nodes_from_objects
 from hooks.stamps import stamp
@@ -391,6 +392,10 @@ class Scenario:
                     )
         found.discard(name)
         return sorted(found)
+
+    def paths(self) -> PathReport:
+        """Paths per remote prefix every node holds with the current labels and BGPPeers."""
+        return count_paths(nodes_from_objects(self.node_map.values()), self.bgp_peers())
 
     def cluster_ids(self) -> dict[str, str]:
         """Node → the cluster-ID annotation it carries (nodes carrying one)."""

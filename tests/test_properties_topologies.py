@@ -20,6 +20,7 @@ from strategies import INCOMPATIBLE, KINDS, PREFERRED, ZONE, make_node, specs
 
 from hooks.calico import GROUP_LABEL, PREVIOUS_GROUP_LABEL, label_value
 from hooks.offline import PlanInputError, PlanResult, run_plan
+from hooks.paths import mid_roll_bound
 
 Json = dict[str, Any]
 TOPOLOGIES = ("simple", "multi", "quorum", "hierarchy")
@@ -587,3 +588,34 @@ def test_an_rr_moving_to_another_group_takes_its_cluster_id_at_once() -> None:
     }
     assert moved.get("role") == "rack" and r3_ids == {moved["clusterID"]}
     assert "nextClusterID" not in moved
+
+
+# --- (6) a cluster-ID roll: every step routes and stays within the mid-roll bound --------------
+
+
+@pytest.mark.parametrize("kind", TOPOLOGIES)
+@TINY
+@given(data=st.data())
+def test_every_step_of_a_cluster_id_roll_routes_and_stays_within_the_mid_roll_bound(
+    kind: str, data: st.DataObject
+) -> None:
+    spec = data.draw(topology_specs(kind), label="spec")
+    nodes = data.draw(racked_clusters(max_nodes=100), label="nodes")
+    cluster = Scenario(spec, with_addresses(nodes), check=False)
+    cluster.run_until_still()
+    reflectors = (cluster.status or {}).get("routeReflectors", [])
+    assume(reflectors and failure_tolerant_by_design(cluster.status or {}))
+    sizes = Counter(rr["clusterID"] for rr in reflectors)
+    bound = mid_roll_bound(max(sizes.values()))
+    # From here the Scenario checks every step: every live node reaches every other, and no
+    # client has two of its RRs down (lost, or restarting for a new ID) at once.
+    cluster.check = True
+    cluster.set_spec(clusterID="10.9.0.%d")
+    for _ in range(len(reflectors) + 3):
+        cluster.step()
+        report = cluster.paths()
+        assert not report.exploded
+        assert report.paths_client_max <= bound, (report.paths_client_max, bound)
+        assert report.paths_rr_max <= 32, report.paths_rr_max
+    carried = {rr["clusterID"] for rr in (cluster.status or {})["routeReflectors"]}
+    assert all(cid.startswith("10.9.0.") for cid in carried), carried

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import Counter
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 from scenario import ZONE, Scenario, make_node, zoned_nodes
 
 from hooks import controllers, wire
+from hooks.paths import mid_roll_bound
 from hooks.stamps import stamp
 
 Json = dict[str, Any]
@@ -473,24 +475,90 @@ def test_a_cluster_id_template_change_rolls_one_rr_per_group_per_step(topology: 
 
 
 @pytest.mark.parametrize("topology", [*TOPOLOGIES, "hierarchy"])
-def test_a_roll_changes_one_plane_per_step_each_after_the_last_ones_sessions_are_back(
+def test_a_roll_changes_one_rr_a_step_one_cluster_at_a_time_after_the_last_ones_sessions(
     topology: str,
 ) -> None:
     scenario = rolling(topology)
     rrs = set(scenario.reflectors())
 
-    steps = roll_steps(scenario)
+    steps = roll_steps(scenario, 60)
 
     # The scenario checks every step that no client has two RRs down (lost, or restarting for
-    # a new ID) at once; sessions come back one step after the change, so the roll takes one
-    # step per plane (planes: the largest group's size) and then one to see the last ones back.
+    # a new ID) at once; sessions come back one step after the change, so every step changes
+    # one RR, and one more step sees the last one back.
     changed = [step for step in steps if step]
+    assert all(len(step) == 1 for step in changed), steps
     assert set().union(*changed) == rrs
-    assert sum(len(step) for step in changed) == len(rrs)  # each RR changed once
-    largest = max(len(g["reflectors"]) for g in (scenario.status or {})["groups"])
-    assert len(changed) <= largest + (1 if topology == "hierarchy" else 0), steps
+    assert len(changed) == len(rrs)  # each RR changed once
     assert len(steps) == len(changed) + 1, steps
+    # One cluster at a time: a cluster, once started, finishes before the next one starts.
+    final = carried_ids(scenario)
+    order = [final[next(iter(step))] for step in changed]
+    blocks = [cid for i, cid in enumerate(order) if i == 0 or order[i - 1] != cid]
+    assert len(blocks) == len(set(order)), order
     assert not [rr for rr in (scenario.status or {})["routeReflectors"] if "nextClusterID" in rr]
+
+
+def largest_cluster(status: Json) -> int:
+    """The most RRs sharing one cluster ID (the one they carry or change to)."""
+    sizes = Counter(rr.get("nextClusterID") or rr["clusterID"] for rr in status["routeReflectors"])
+    return max(sizes.values())
+
+
+@pytest.mark.parametrize(
+    ("topology", "zones"),
+    [
+        ("simple", {"a": 20, "b": 20, "c": 20}),
+        ("simple", {"a": 50, "b": 50, "c": 50}),  # groups of 5
+        ("multi", {"a": 50, "b": 50, "c": 50}),
+        ("quorum", {"a": 50, "b": 50, "c": 50}),
+        ("hierarchy", {"a": 20, "b": 20, "c": 20}),
+    ],
+)
+def test_paths_per_prefix_stay_within_the_mid_roll_bound_at_every_step_of_a_roll(
+    topology: str, zones: dict[str, int]
+) -> None:
+    if topology == "hierarchy":
+        scenario = Scenario(spec("hierarchy", rackLabel="rack"), racked(zones))
+    else:
+        scenario = Scenario(spec(topology), zoned_nodes(zones))
+    scenario.run_until_still()
+    stable = scenario.paths()
+    scenario.set_spec(clusterID="10.9.0.%d")
+    worst = 0
+    for _ in range(60):
+        scenario.step()
+        report = scenario.paths()
+        bound = mid_roll_bound(largest_cluster(scenario.status or {}))
+        assert not report.exploded
+        assert report.paths_client_max <= bound, (report.paths_client_max, bound)
+        assert report.paths_rr_max <= 32
+        worst = max(worst, report.paths_client_max)
+        if all(cid.startswith("10.9.0.") for cid in carried_ids(scenario).values()):
+            break
+    assert worst > stable.paths_client_max  # the roll was seen mid-way
+    scenario.run_until_still()
+    assert scenario.paths().paths_client_max == stable.paths_client_max
+
+
+def test_a_cluster_keeps_its_members_while_it_rolls() -> None:
+    # Clusters of 3 and 2 RRs (multi, 1 peer a node: groups of 2 to 3) over uneven zones. The
+    # last status's nextClusterID is what keeps a rolling cluster together: keyed by the IDs
+    # its RRs carry mid-roll (two), it was cut anew and a client lost both its RRs at once.
+    zones = ["a", "a", None, "c", "d", "a", "a", "a", "b"]
+    born = [60, 61, 2, 3, 4, 5, 6, 7, 100]  # the RRs: node-002 to -005 and node-008
+    nodes = [make_node(f"node-{i:03d}", z, index=born[i]) for i, z in enumerate(zones)]
+    document = spec("multi", min=0, max=1, ratio=0.01, peersPerNode=1)
+    scenario = Scenario(document, nodes)
+    scenario.run_until_still()
+    groups = {g["name"]: g["reflectors"] for g in (scenario.status or {})["groups"]}
+    assert sorted(len(members) for members in groups.values()) == [2, 3]
+    scenario.set_spec(clusterID="10.9.0.%d")
+
+    steps = roll_steps(scenario)  # the scenario checks every step: no client loses two RRs
+
+    assert sum(len(step) for step in steps) == 5
+    assert {g["name"]: g["reflectors"] for g in (scenario.status or {})["groups"]} == groups
 
 
 def test_rrs_waiting_their_turn_show_the_id_they_change_to() -> None:
@@ -555,24 +623,24 @@ def test_a_stale_report_from_before_the_change_does_not_count() -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "extra", "wait"),
+    ("options", "extra", "wait", "changes"),
     [
-        ({"undated": True}, {"waitSeconds": 30}, 30),  # undated: max(update period, wait)
-        ({"undated": True}, {}, 10),  # ... the update period with waitSeconds 0
-        ({"calico_status": False}, {"waitSeconds": 30}, 30),  # no session state: waitSeconds
+        ({"undated": True}, {"waitSeconds": 30}, 30, 4),  # undated: max(update period, wait)
+        ({"undated": True}, {}, 10, 9),  # ... the update period with waitSeconds 0: all 9 RRs
+        ({"calico_status": False}, {"waitSeconds": 30}, 30, 4),  # no session state: waitSeconds
     ],
 )
 def test_without_a_dated_report_the_next_change_waits_on_the_clock(
-    options: Json, extra: Json, wait: int
+    options: Json, extra: Json, wait: int, changes: int
 ) -> None:
     scenario = rolling("simple", extra=extra, **options)
 
     per_step = roll_steps_for(scenario, 12)
     moments = [scenario.history[-12 + i].now for i, step in enumerate(per_step) if step]
 
-    assert len(moments) == 3, per_step  # three planes
+    assert len(moments) == changes, per_step  # one RR per change, `wait` apart
     gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(moments)]
-    assert gaps == [wait, wait], gaps
+    assert gaps == [wait] * (len(moments) - 1), gaps
 
 
 def test_a_roll_waits_while_an_rr_drains() -> None:

@@ -178,7 +178,7 @@ def _cluster_ids(
         keys.insert(0, SPINE)
     old: dict[str, str] = {}
     for name, (role, serves) in roles.items():
-        carried = previous.cluster_id(name) or ""
+        carried = previous.cluster_of(name)
         # Only an ID the template gives can be kept: a rolling change converges on the new one.
         if was.get(name) == (role, serves) and settings.cluster_id.index_of(carried) is not None:
             old.setdefault(_cluster_key(role, serves), carried)

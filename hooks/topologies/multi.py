@@ -36,7 +36,7 @@ def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> 
         for zone in sorted(serving)
         for rr in serving[zone][rank : rank + 1]
     ]
-    old_ids = {c.node: previous.cluster_id(c.node) or "" for c in selection.choices}
+    old_ids = {c.node: previous.cluster_of(c.node) for c in selection.choices}
     cut = partition(interleaved, old_ids, max(2, settings.peers_per_node)) if interleaved else []
     # Names outlive members: a cluster keeps the group name most of its RRs had, so its clients
     # keep their label when one RR is replaced.

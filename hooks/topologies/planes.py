@@ -21,6 +21,8 @@ from hooks.model import Group, Peering, Reflectors, RouteReflector
 from hooks.previous import Previous
 from hooks.topologies.rendezvous import weight
 
+PLANE_PREFIX = "plane-"  # a plane's star: Peering(f"plane-{j}", its members, its hub)
+
 
 def group_name(zone: str) -> str:
     return zone or "unzoned"
@@ -126,7 +128,7 @@ def plane_peerings(
         if plane in hubs:
             peerings.append(
                 Peering(
-                    f"plane-{plane}",
+                    f"{PLANE_PREFIX}{plane}",
                     Reflectors(tuple(sorted(members[plane]))),
                     Reflectors((hubs[plane],)),
                 )
@@ -221,3 +223,20 @@ def on_planes(
     return tuple(
         replace(rr, plane=planes.get(rr.node, 0), hub=rr.node in hub_of) for rr in reflectors
     )
+
+
+def without_on_planes(peerings: Sequence[Peering], off: frozenset[str]) -> tuple[Peering, ...]:
+    """`peerings` with the RRs of `off` taken out of their plane's star (the hub side is never
+    taken out); a plane left with no member goes."""
+    if not off:
+        return tuple(peerings)
+    kept: list[Peering] = []
+    for peering in peerings:
+        members = peering.nodes
+        if peering.name.startswith(PLANE_PREFIX) and isinstance(members, Reflectors):
+            names = tuple(n for n in members.names if n not in off)
+            if not names:
+                continue
+            peering = Peering(peering.name, Reflectors(names), peering.peers)
+        kept.append(peering)
+    return tuple(kept)

@@ -60,7 +60,7 @@ def members_per_client(k: int) -> int:
 def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> Plan:
     selection = select_reflectors(nodes, settings, previous.serving(nodes, settings))
     serving = serving_zones(selection)
-    old_ids = {c.node: previous.cluster_id(c.node) or "" for c in selection.choices}
+    old_ids = {c.node: previous.cluster_of(c.node) for c in selection.choices}
     clusters: list[tuple[str, list[str]]] = []
     for zone in sorted(serving):
         clusters += [(zone, members) for members in partition(serving[zone], old_ids, CLUSTER_SIZE)]

@@ -34,7 +34,7 @@ def zone_group_name(zone: str, ordinal: int) -> str:
 def build(nodes: Sequence[NodeInfo], settings: Settings, previous: Previous) -> Plan:
     selection = select_reflectors(nodes, settings, previous.serving(nodes, settings))
     serving = serving_zones(selection)
-    old_ids = {c.node: previous.cluster_id(c.node) or "" for c in selection.choices}
+    old_ids = {c.node: previous.cluster_of(c.node) for c in selection.choices}
     cut: list[tuple[str, list[str]]] = []
     for zone in sorted(serving):
         cut += [(zone, members) for members in partition(serving[zone], old_ids, GROUP_SIZE)]
