@@ -44,7 +44,7 @@ def mid_roll_bound(cluster: int) -> int:
     """Paths per remote prefix at a client while a cluster of `cluster` RRs changes its ID
     (transitions.off_plane): with m of p RRs on the new ID, the two classes reflect the
     group's own clients' routes to each other, p + 2m(p - m) at most, so p + 2 * floor(p/2) *
-    ceil(p/2) (3: 7, 4: 12, 5: 17); from other groups at most (m + 1)(p - m), less."""
+    ceil(p/2) (3: 7, 4: 12, 5: 17); a prefix of another cluster arrives with fewer."""
     return cluster + 2 * (cluster // 2) * ((cluster + 1) // 2)
 
 
