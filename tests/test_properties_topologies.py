@@ -425,17 +425,23 @@ def with_addresses(nodes: list[Json]) -> list[Json]:
     return out
 
 
+def converged_scenario(data: st.DataObject, kind: str, max_nodes: int) -> Scenario:
+    """A drawn spec of `kind` over a drawn racked cluster, converged. Unchecked: with no RR yet
+    and the mesh off nothing routes; a test sets `check` once it is converged."""
+    spec = data.draw(topology_specs(kind), label="spec")
+    nodes = data.draw(racked_clusters(max_nodes=max_nodes), label="nodes")
+    cluster = Scenario(spec, with_addresses(nodes), check=False)
+    cluster.run_until_still()
+    return cluster
+
+
 @pytest.mark.parametrize("kind", TOPOLOGIES)
 @TINY
 @given(data=st.data())
 def test_removing_an_rr_changes_only_the_labels_of_clients_of_its_groups(
     kind: str, data: st.DataObject
 ) -> None:
-    spec = data.draw(topology_specs(kind), label="spec")
-    nodes = data.draw(racked_clusters(max_nodes=60), label="nodes")
-    # Converge first (unchecked: with no RR yet and the mesh off nothing routes), then check.
-    cluster = Scenario(spec, with_addresses(nodes), check=False)
-    cluster.run_until_still()
+    cluster = converged_scenario(data, kind, max_nodes=60)
     before_status = copy.deepcopy(cluster.status or {})
     assume(before_status.get("routeReflectors"))
     cluster.check = True
@@ -599,10 +605,7 @@ def test_an_rr_moving_to_another_group_takes_its_cluster_id_at_once() -> None:
 def test_every_step_of_a_cluster_id_roll_routes_and_stays_within_the_mid_roll_bound(
     kind: str, data: st.DataObject
 ) -> None:
-    spec = data.draw(topology_specs(kind), label="spec")
-    nodes = data.draw(racked_clusters(max_nodes=100), label="nodes")
-    cluster = Scenario(spec, with_addresses(nodes), check=False)
-    cluster.run_until_still()
+    cluster = converged_scenario(data, kind, max_nodes=100)
     reflectors = (cluster.status or {}).get("routeReflectors", [])
     assume(reflectors and failure_tolerant_by_design(cluster.status or {}))
     sizes = Counter(rr["clusterID"] for rr in reflectors)
