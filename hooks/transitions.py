@@ -3,6 +3,7 @@ sessions are Established; failed RRs go at once; guards keep the last good plan 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -23,7 +24,7 @@ from hooks.model import (
 from hooks.previous import Previous
 from hooks.selection import is_failed
 from hooks.stamps import parse_stamp, stamp
-from hooks.topologies.planes import without_on_planes
+from hooks.topologies.planes import set_apart
 
 SESSION_POLL_SECONDS = 10.0
 UPDATE_PERIOD_SECONDS = 10  # how often the CalicoNodeStatus children ask Calico for a report
@@ -88,12 +89,12 @@ def apply_transitions(
     if (draining or retiring) and clock.resync is None:
         clock.again(SESSION_POLL_SECONDS)
     reflectors.sort(key=lambda r: r.node)
-    off = off_plane(reflectors, target.groups)
+    off = set_aside(reflectors, target.groups)
     if not draining and not retiring and not before.keys() - planned:
         return replace(
             target,
             reflectors=tuple(reflectors),
-            peerings=without_on_planes(target.peerings, off),
+            peerings=set_apart(target.peerings, off),
             problems=(*target.problems, *rolled),
             resync_after=clock.resync,
         )
@@ -103,7 +104,7 @@ def apply_transitions(
         target,
         reflectors=tuple(reflectors),
         groups=tuple(sorted([*groups.values(), *retiring.values()], key=lambda g: g.name)),
-        peerings=without_on_planes(peerings, off),
+        peerings=set_apart(peerings, off),
         problems=(*target.problems, *progress),
         resync_after=clock.resync,
     )
@@ -405,10 +406,10 @@ def _next_to_change(
     """The one RR to change now: in the cluster already rolling (some RR carries its new ID,
     some still the old one), else in the cluster whose new ID comes first; in it, hubs last,
     else the RR on the highest plane: the low planes are the ones every cluster shares (a
-    cluster of s RRs is on planes 1..s only), and `off_plane` takes the changed RRs off theirs
+    cluster of s RRs is on planes 1..s only), and `set_aside` takes the changed RRs off theirs
     while two old ones are left. One cluster at a time: the RRs of a cluster carrying two
     IDs are each other's `rr client`, so paths cross planes through them, and through two such
-    clusters they would multiply (see `off_plane`)."""
+    clusters they would multiply (see `set_aside`)."""
     rolling = sorted(
         {
             rr.cluster_id
@@ -424,29 +425,40 @@ def _next_to_change(
     )
 
 
-def off_plane(reflectors: Sequence[RouteReflector], groups: Iterable[Group]) -> frozenset[str]:
-    """RRs kept off their plane while their cluster rolls: those already on the new ID (not
-    hubs), as long as two or more of the cluster still carry the old one, in a cluster whose
-    clients peer with all of it (`simple`, `multi`; a `quorum` client peers with m of k, so
-    some clients would keep only new-ID RRs, off every plane, and lose the other clusters).
+def set_aside(reflectors: Sequence[RouteReflector], groups: Iterable[Group]) -> frozenset[str]:
+    """RRs set aside while their cluster rolls (off their plane, no client sessions; meshed
+    with their cluster only): those already on the new ID (not hubs), as long as two or more
+    of the cluster still carry the old one, in a cluster whose clients peer with all of it
+    (`simple`, `multi`; a `quorum` client peers with m of k, so some clients would keep only
+    new-ID RRs, and lose the other clusters).
 
     The RRs of a rolling cluster are each other's `rr client` (two IDs), so an RR on the new
     ID re-advertises what its old-ID siblings learnt from their planes; on a plane itself it
     would pass those paths on to every other cluster on it (model, 300 nodes, clusters of 5,
     2 changed: 12.5 paths per prefix at a client on average and 17 at an RR; off the plane 8.1
-    and 9). The two old-ID RRs left keep the cluster on two planes (one may fail); when one is
-    left, the new-ID RRs are back on their planes before it changes."""
+    and 9). Serving clients, the two classes would each reflect the other's copy of a client's
+    route: p + 2m(p - m) paths at a client for a prefix of its own cluster (17 for 5 RRs, 2
+    changed); set aside, each client holds one path per old-ID RR. The two old-ID RRs left
+    keep the cluster on two planes and every client on two RRs (one may fail); when one is
+    left, the new-ID RRs are back, serving and on their planes, before it changes: then 3p - 2
+    at most (`hooks.paths.mid_roll_bound`)."""
     by_cluster: dict[str, list[RouteReflector]] = {}
     for rr in reflectors:
         by_cluster.setdefault(rr.next_cluster_id or rr.cluster_id, []).append(rr)
     whole = {frozenset(g.reflectors) for g in groups}
+    on_plane = Counter(rr.plane for rr in reflectors if rr.plane)
     off: set[str] = set()
     for members in by_cluster.values():
         old = [rr for rr in members if rr.next_cluster_id]
         names = frozenset(rr.node for rr in members)
         served_whole = all(frozenset(g) == names for g in whole if g & names)
         if len(old) >= 2 and served_whole:
-            off.update(rr.node for rr in members if not rr.next_cluster_id and not rr.hub)
+            # A hub stays while its plane has other RRs: they would lose their plane.
+            off.update(
+                rr.node
+                for rr in members
+                if not rr.next_cluster_id and not (rr.hub and on_plane[rr.plane] > 1)
+            )
     return frozenset(off)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from hooks.config import ClusterIDTemplate
-from hooks.model import Group, Peering, Reflectors, RouteReflector
+from hooks.model import Clients, Group, Peering, Reflectors, RouteReflector
 from hooks.previous import Previous
 from hooks.topologies.rendezvous import weight
 
@@ -225,18 +225,20 @@ def on_planes(
     )
 
 
-def without_on_planes(peerings: Sequence[Peering], off: frozenset[str]) -> tuple[Peering, ...]:
-    """`peerings` with the RRs of `off` taken out of their plane's star (the hub side is never
-    taken out); a plane left with no member goes."""
+def set_apart(peerings: Sequence[Peering], off: frozenset[str]) -> tuple[Peering, ...]:
+    """`peerings` with the RRs of `off` out of their plane's star (the hub side is never taken
+    out; a plane left with no member goes) and out of their groups' client peerings: they keep
+    only their sessions with their own cluster."""
     if not off:
         return tuple(peerings)
     kept: list[Peering] = []
     for peering in peerings:
-        members = peering.nodes
+        members, peers = peering.nodes, peering.peers
         if peering.name.startswith(PLANE_PREFIX) and isinstance(members, Reflectors):
-            names = tuple(n for n in members.names if n not in off)
-            if not names:
+            members = Reflectors(tuple(n for n in members.names if n not in off))
+            if not members.names:
                 continue
-            peering = Peering(peering.name, Reflectors(names), peering.peers)
-        kept.append(peering)
+        elif isinstance(members, Clients) and isinstance(peers, Reflectors):
+            peers = Reflectors(tuple(n for n in peers.names if n not in off))
+        kept.append(Peering(peering.name, members, peers))
     return tuple(kept)
