@@ -427,10 +427,11 @@ def _next_to_change(
 
 def set_aside(reflectors: Sequence[RouteReflector], groups: Iterable[Group]) -> frozenset[str]:
     """RRs set aside while their cluster rolls (off their plane, no client sessions; meshed
-    with their cluster only): those already on the new ID (not hubs), as long as two or more
-    of the cluster still carry the old one, in a cluster whose clients peer with all of it
-    (`simple`, `multi`; a `quorum` client peers with m of k, so some clients would keep only
-    new-ID RRs, and lose the other clusters).
+    with their cluster only): those already on the new ID (a hub only when no other RR is on
+    its plane: the others would lose their plane), as long as two or more of the cluster
+    still carry the old one, in a cluster whose clients peer with all of it (`simple`,
+    `multi`; a `quorum` client peers with m of k, so some clients would keep only new-ID RRs,
+    and lose the other clusters).
 
     The RRs of a rolling cluster are each other's `rr client` (two IDs), so an RR on the new
     ID re-advertises what its old-ID siblings learnt from their planes; on a plane itself it
