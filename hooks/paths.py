@@ -40,16 +40,15 @@ _FROM_CLIENT: Final = 1
 _ORIGINATED: Final = 2
 
 
-def mid_roll_bound(cluster: int, *, set_aside: bool) -> int:
+def mid_roll_bound(cluster: int) -> int:
     """Paths per remote prefix at a client while a cluster of p = `cluster` RRs changes its ID
     (transitions.set_aside). With m of p on the new ID the two classes are each other's `rr
     client` and each reflects the other's copy of a client's route: p + 2m(p - m) when both
-    serve clients, so p + 2 * floor(p/2) * ceil(p/2) (3: 7, 4: 12, 5: 17): `quorum`, and
-    hierarchy's spine. Where the new-ID RRs are set aside while two old ones remain (`simple`,
-    `multi`), a client holds one path per old-ID RR, then with one old RR left 3p - 2 (3: 7,
-    4: 10, 5: 13, 6: 16). A prefix of another cluster arrives with fewer."""
-    if set_aside:
-        return max(cluster, 3 * cluster - 2)
+    serve clients, so at most p + 2 * floor(p/2) * ceil(p/2) (3: 7, 4: 12, 5: 17). Where the
+    new-ID RRs are set aside while two old ones remain (`simple`, `multi`, RRs that are no hub
+    of a shared plane), a client holds one path per old-ID RR, then with one old RR left 3p - 2
+    (5: 13); a cluster holding hubs keeps those serving, up to the first figure. A prefix of
+    another cluster arrives with fewer."""
     return cluster + 2 * (cluster // 2) * ((cluster + 1) // 2)
 
 

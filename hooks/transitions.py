@@ -442,7 +442,7 @@ def set_aside(reflectors: Sequence[RouteReflector], groups: Iterable[Group]) -> 
     changed); set aside, each client holds one path per old-ID RR. The two old-ID RRs left
     keep the cluster on two planes and every client on two RRs (one may fail); when one is
     left, the new-ID RRs are back, serving and on their planes, before it changes: then 3p - 2
-    at most (`hooks.paths.mid_roll_bound`)."""
+    at most; hubs that stay serving raise it, up to `hooks.paths.mid_roll_bound`."""
     by_cluster: dict[str, list[RouteReflector]] = {}
     for rr in reflectors:
         by_cluster.setdefault(rr.next_cluster_id or rr.cluster_id, []).append(rr)

@@ -609,7 +609,7 @@ def test_every_step_of_a_cluster_id_roll_routes_and_stays_within_the_mid_roll_bo
     reflectors = (cluster.status or {}).get("routeReflectors", [])
     assume(reflectors and failure_tolerant_by_design(cluster.status or {}))
     sizes = Counter(rr["clusterID"] for rr in reflectors)
-    bound = mid_roll_bound(max(sizes.values()), set_aside=kind in ("simple", "multi"))
+    bound = mid_roll_bound(max(sizes.values()))
     # From here the Scenario checks every step: every live node reaches every other, and no
     # client has two of its RRs down (lost, or restarting for a new ID) at once.
     cluster.check = True

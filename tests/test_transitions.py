@@ -529,8 +529,7 @@ def test_paths_per_prefix_stay_within_the_mid_roll_bound_at_every_step_of_a_roll
     for _ in range(60):
         scenario.step()
         report = scenario.paths()
-        aside = topology in ("simple", "multi")
-        bound = mid_roll_bound(largest_cluster(scenario.status or {}), set_aside=aside)
+        bound = mid_roll_bound(largest_cluster(scenario.status or {}))
         assert not report.exploded
         assert report.paths_client_max <= bound, (report.paths_client_max, bound)
         assert report.paths_rr_max <= 32
