@@ -433,16 +433,14 @@ def set_aside(reflectors: Sequence[RouteReflector], groups: Iterable[Group]) -> 
     `multi`; a `quorum` client peers with m of k, so some clients would keep only new-ID RRs,
     and lose the other clusters).
 
-    The RRs of a rolling cluster are each other's `rr client` (two IDs), so an RR on the new
-    ID re-advertises what its old-ID siblings learnt from their planes; on a plane itself it
-    would pass those paths on to every other cluster on it (model, 300 nodes, clusters of 5,
-    2 changed: 12.5 paths per prefix at a client on average and 17 at an RR; off the plane 8.1
-    and 9). Serving clients, the two classes would each reflect the other's copy of a client's
-    route: p + 2m(p - m) paths at a client for a prefix of its own cluster (17 for 5 RRs, 2
-    changed); set aside, each client holds one path per old-ID RR. The two old-ID RRs left
-    keep the cluster on two planes and every client on two RRs (one may fail); when one is
-    left, the new-ID RRs are back, serving and on their planes, before it changes: then 3p - 2
-    at most; hubs that stay serving raise it, up to `hooks.paths.mid_roll_bound`."""
+    The RRs of a rolling cluster are each other's `rr client` (two IDs), so each class
+    re-advertises what the other learnt: on a plane, the other class's plane paths to every
+    cluster on it; to clients, the other class's copy of every client route (p + 2m(p - m)
+    paths at a client for a prefix of its own cluster, m of p changed). Set aside, each client
+    holds one path per old-ID RR. The two old-ID RRs left keep the cluster on two planes and
+    every client on two RRs (one may fail); when one is left, the new-ID RRs are back, serving
+    and on their planes, before it changes: then 3p - 2 at most; hubs that stay serving raise
+    it, up to `hooks.paths.mid_roll_bound`."""
     by_cluster: dict[str, list[RouteReflector]] = {}
     for rr in reflectors:
         by_cluster.setdefault(rr.next_cluster_id or rr.cluster_id, []).append(rr)

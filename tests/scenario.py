@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,12 @@ def make_node(
         uid=f"00000000-0000-4000-8000-{index:012d}",
         address=f"10.0.{index // 256}.{index % 256}",
     )
+
+
+def largest_cluster(status: Json) -> int:
+    """The most RRs in `status` sharing one cluster ID (the one they carry or change to)."""
+    sizes = Counter(rr.get("nextClusterID") or rr["clusterID"] for rr in status["routeReflectors"])
+    return max(sizes.values())
 
 
 def zoned_nodes(zones: Mapping[str, int], *, start: int = 0, prefix: str = "") -> list[Json]:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections import Counter
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from scenario import ZONE, Scenario, make_node, zoned_nodes
+from scenario import ZONE, Scenario, largest_cluster, make_node, zoned_nodes
 
 from hooks import controllers, wire
 from hooks.paths import mid_roll_bound
@@ -497,12 +496,6 @@ def test_a_roll_changes_one_rr_a_step_one_cluster_at_a_time_after_the_last_ones_
     blocks = [cid for i, cid in enumerate(order) if i == 0 or order[i - 1] != cid]
     assert len(blocks) == len(set(order)), order
     assert not [rr for rr in (scenario.status or {})["routeReflectors"] if "nextClusterID" in rr]
-
-
-def largest_cluster(status: Json) -> int:
-    """The most RRs sharing one cluster ID (the one they carry or change to)."""
-    sizes = Counter(rr.get("nextClusterID") or rr["clusterID"] for rr in status["routeReflectors"])
-    return max(sizes.values())
 
 
 @pytest.mark.parametrize(
