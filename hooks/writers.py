@@ -61,6 +61,7 @@ class Etcd:
                     "unseenSince": o.unseen_since,
                     "removed": o.swept,
                 }
+                | ({"held": o.held} if o.held else {})
                 for o in result.orphans
             ),
         )

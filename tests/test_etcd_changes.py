@@ -24,9 +24,10 @@ from hooks.datastores.etcd_documents import (
     Entry,
     Fresh,
     Step,
+    dump,
 )
 from hooks.datastores.etcd_mesh import CONFIG_KEY, MESH_RECORD_KEY, MeshRecord
-from hooks.datastores.etcd_sweep import SWEEP_GRACE, Liveness, MeshHeld
+from hooks.datastores.etcd_sweep import HELD_BY_OUR_MAKE, SWEEP_GRACE, Liveness, MeshHeld
 
 OWNER = "default"
 OWNED = OWNED_PREFIX + OWNER + "/"
@@ -288,7 +289,7 @@ def test_an_owner_no_sync_shows_is_marked_then_swept_after_the_grace() -> None:
     early = sweep(live(now=NOW + SWEEP_GRACE - timedelta(seconds=1)), peers, marked)
     assert not early.orphans[0].swept and all(not step.sweeps for step in early.steps)
     late = sweep(live(now=NOW + SWEEP_GRACE), peers, marked)
-    assert late.orphans[0].swept
+    assert late.orphans[0].swept and late.orphans[0].held == ""
     assert [step.key for step in late.steps][-2:] == [
         OWNERS_PREFIX + "evil",
         PEERS_PREFIX + "evil-rr-a",
@@ -427,6 +428,7 @@ def test_a_swept_owner_that_switched_the_mesh_off_turns_it_on_first_and_alone() 
     broken = mesh_of("evil", entry(CONFIG_KEY, b"{not json"))
     held = sweep(later, peers, marked, statuses=statuses, mesh=broken)
     assert not held.orphans[0].swept and not [step for step in held.steps if step.sweeps]
+    assert "stays off: " + CONFIG_KEY + ": value is not JSON" in held.orphans[0].held
 
     on = mesh_of("evil", None)  # on again (gone): the record goes with the rest
     done = sweep(later, peers, marked, statuses=statuses, mesh=on)
@@ -439,3 +441,61 @@ def test_a_swept_owner_that_switched_the_mesh_off_turns_it_on_first_and_alone() 
     ]
     other = sweep(later, peers, marked, statuses=statuses, mesh=mesh_of("default", None))
     assert MESH_RECORD_KEY not in [step.key for step in other.steps]  # a live owner's record
+
+
+# Our own owner record as our sync writes it: no step of ours in the way.
+MINE = entry(OWNERS_PREFIX + OWNER, dump({"name": OWNER, "uid": "uid-default"}))
+
+
+def test_a_mesh_record_left_alone_marks_its_owner_then_turns_the_mesh_on_then_goes() -> None:
+    off = mesh_of("gone", entry(CONFIG_KEY, CREATED_OFF))
+
+    first = sweep(live(), (), (MINE,), mesh=off)
+    (orphan,) = first.orphans
+    assert (orphan.owner, orphan.uid, orphan.peers, orphan.cluster_ids) == (
+        "gone",
+        "uid-gone",
+        0,
+        0,
+    )
+    (mark,) = first.steps  # its owner record, written again to carry the mark
+    assert mark.key == OWNERS_PREFIX + "gone"
+    assert outcome(mark, None) == {
+        "name": "gone",
+        "uid": "uid-gone",
+        "unseenSince": "2026-11-26T10:00:00Z",
+    }
+
+    marked = (MINE, record("gone", "uid-gone", "2026-11-26T10:00:00Z"))
+    early = sweep(live(now=NOW + SWEEP_GRACE - timedelta(seconds=1)), (), marked, mesh=off)
+    assert early.steps == () and not early.orphans[0].swept
+    later = live(now=NOW + SWEEP_GRACE)
+    held = sweep(later, (), marked, state=desired({}, {"ghost": "224.0.0.9"}), mesh=off)
+    assert not [step for step in held.steps if step.sweeps]  # our own make is held
+    assert held.orphans[0].held == HELD_BY_OUR_MAKE
+
+    restoring = sweep(later, (), marked, mesh=off)
+    (restore,) = restoring.steps
+    assert (restore.key, restore.also) == (CONFIG_KEY, ((MESH_RECORD_KEY, DELETE),))
+    assert outcome(restore, off.config) == "delete"
+    assert not restoring.orphans[0].swept
+
+    done = sweep(later, (), marked)  # the mesh record went with the mesh back on
+    assert [step.key for step in done.steps] == [OWNERS_PREFIX + "gone"]
+    assert done.orphans[0].swept
+    turned_on = sweep(later, (), marked, mesh=mesh_of("gone", None))  # on by someone else
+    assert [step.key for step in turned_on.steps] == [OWNERS_PREFIX + "gone", MESH_RECORD_KEY]
+
+
+def test_a_mesh_record_of_a_live_owner_or_of_our_own_name_is_left_alone() -> None:
+    off = entry(CONFIG_KEY, CREATED_OFF)
+    later = live("uid-other", now=NOW + 3 * SWEEP_GRACE)
+    assert sweep(later, (), (MINE,), mesh=mesh_of("other", off)).steps == ()
+    unrecorded = MeshRecord("old", "", created=True, previous=None)  # written before uids
+    by_label = MeshHeld(unrecorded, Entry(MESH_RECORD_KEY, unrecorded.encode(), 3), off)
+    assert sweep(live(owners=(OWNER, "old"), now=later.now), (), (MINE,), mesh=by_label).steps == ()
+    # Our name, an older uid (deleted and created again): our finalize turns it back on.
+    ours_before = MeshRecord(OWNER, "uid-before", created=True, previous=None)
+    before = MeshHeld(ours_before, Entry(MESH_RECORD_KEY, ours_before.encode(), 3), off)
+    planned = sweep(later, (), (MINE,), mesh=before)
+    assert planned.steps == () and planned.orphans == ()

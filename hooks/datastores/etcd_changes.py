@@ -216,7 +216,8 @@ def plan_changes(
     ]
     orphans: tuple[Orphan, ...] = ()
     if desired.liveness is not None:
-        holdings = other_owners(owner, peers, others, owners, statuses)
+        record = mesh.record if mesh is not None else None
+        holdings = other_owners(owner, peers, others, owners, statuses, record)
         keep = set(to_set) | set(owned)
         swept, orphans = sweep(holdings, desired.liveness, held, keep, nodes, others, mesh)
         steps += swept

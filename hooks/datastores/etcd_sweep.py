@@ -6,6 +6,15 @@ it does not see (`unseenSince` in its owner record, cleared once it is seen agai
 after `SWEEP_GRACE`, the owner record first, so an owner seen again meanwhile stops its sweep.
 An owner that switched the node-to-node mesh off gets it back on first, alone: the rest of its
 sweep waits for a later sync, once the mesh sessions had time to come up (make before break).
+
+The mesh record can outlive everything else of its owner (a finalize whose topology no longer
+asked for the switch, a finalizer removed by hand, a sweep that read etcd just before the switch
+wrote it). Its owner is then an owner like any other, holding only that record: the first sync
+that finds it writes its owner record again to carry `unseenSince` (an owner record is where
+every owner's mark lives, shared by every replica and kept across restarts, and the owner record
+is what the rest of the sweep already guards: cleared when the owner is seen again, dropped only
+while it still reads as unseen); after `SWEEP_GRACE` the mesh goes back on, and that record goes
+on the next sync.
 """
 
 from __future__ import annotations
@@ -34,11 +43,21 @@ from hooks.datastores.etcd_documents import (
 from hooks.datastores.etcd_mesh import CONFIG_KEY, MESH_RECORD_KEY, MeshRecord, mesh_on
 from hooks.stamps import parse_stamp, stamp
 
-__all__ = ["SWEEP_GRACE", "Holdings", "Liveness", "MeshHeld", "Orphan", "other_owners", "sweep"]
+__all__ = [
+    "HELD_BY_OUR_MAKE",
+    "SWEEP_GRACE",
+    "Holdings",
+    "Liveness",
+    "MeshHeld",
+    "Orphan",
+    "other_owners",
+    "sweep",
+]
 
 # How long an owner must stay unseen before its objects are swept: ten of Metacontroller's
 # one-minute resyncs, so a topology created while another's request was in flight is never taken.
 SWEEP_GRACE: Final = timedelta(minutes=10)
+HELD_BY_OUR_MAKE: Final = "this topology's own changes are held (see its Degraded condition)"
 
 
 @dataclass(frozen=True)
@@ -55,7 +74,8 @@ class Liveness:
 
 @dataclass(frozen=True)
 class Orphan:
-    """Objects of an owner no sync shows as live: reported, and swept once `SWEEP_GRACE` passed."""
+    """Objects of an owner no sync shows as live: reported, and swept once `SWEEP_GRACE` passed;
+    `held`: why a sweep that is due waits ("" when none is due or it goes on)."""
 
     owner: str
     uid: str
@@ -63,6 +83,7 @@ class Orphan:
     cluster_ids: int
     unseen_since: str
     swept: bool
+    held: str = ""
 
 
 @dataclass
@@ -92,9 +113,10 @@ def other_owners(
     others: Mapping[str, Mapping[str, Entry]],
     owners: Mapping[str, Entry],
     statuses: Mapping[str, Entry] | None = None,
+    mesh: MeshRecord | None = None,
 ) -> dict[str, Holdings]:
-    """Every owner but `owner` with a BGPPeer, a CalicoNodeStatus, a cluster-ID record or an
-    owner record in etcd."""
+    """Every owner but `owner` with a BGPPeer, a CalicoNodeStatus, a cluster-ID record, an
+    owner record or the mesh record in etcd."""
     found: dict[str, Holdings] = {}
     for documents, kept in ((peers, "peers"), (statuses or {}, "statuses")):
         for name, entry in sorted(documents.items()):
@@ -106,6 +128,8 @@ def other_owners(
     for label in others:
         if label != owner:
             found.setdefault(label, Holdings())
+    if mesh is not None and mesh.owner != owner:
+        found.setdefault(mesh.owner, Holdings()).uids.add(mesh.uid)
     for label, entry in owners.items():
         if label == owner:
             continue
@@ -151,15 +175,18 @@ def sweep(
             continue
         uid = str(record.get("uid") or min(h.uids - {""}, default=""))
         marked = parse_stamp(since) if isinstance(since, str) else None
-        due = marked is not None and now - marked >= SWEEP_GRACE and not held
+        due = marked is not None and now - marked >= SWEEP_GRACE
+        why = HELD_BY_OUR_MAKE if due and held else ""
+        due = due and not held
         try:
             restore = _mesh_steps(label, mesh) if due else []
-        except DocumentError:  # a BGPConfiguration we cannot edit: its peers stay until we can
+        except DocumentError as error:  # a BGPConfiguration we cannot edit: all stays until we can
             due, restore = False, []
+            why = f"the node-to-node mesh it switched off stays off: {error}"
         swept = due and not restore
         first = str(since) if marked is not None else stamp(now)
         records = others.get(label, {})
-        orphans.append(Orphan(label, uid, len(h.peers), len(records), first, swept))
+        orphans.append(Orphan(label, uid, len(h.peers), len(records), first, swept, why))
         if marked is None:
             unseen = {"name": record.get("name", label), "uid": uid, "unseenSince": first}
             expected = h.record_entry.value if h.record_entry is not None else None
