@@ -2,11 +2,13 @@
 one `reconcile` the service runs) and the node sync for every node, labels applied, again until
 nothing moves. What the service would write elsewhere is recorded, not written: in etcd mode the
 BGPPeers and the Calico Nodes' cluster IDs (`EtcdRecorder`), and the mesh switch and the removal
-of the original operator's BGPPeers."""
+of the original operator's BGPPeers. Pointed at etcd (`ETCD_ENDPOINTS`), the etcd-mode plan reads
+the CalicoNodeStatus reports there as the service does, and nothing else."""
 
 from __future__ import annotations
 
 import copy
+import functools
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -21,9 +23,10 @@ from hooks.datastores.etcd_changes import desired_state
 from hooks.decision import TopologyDecision
 from hooks.model import Condition
 from hooks.paths import PathReport, count_paths
-from hooks.reconcile import reconcile
+from hooks.reconcile import ReportReader, reconcile
 from hooks.sessions import SimNode, nodes_from_objects
 from hooks.verify import VerifyReport, verify
+from hooks.writers import Etcd
 
 MAX_ROUNDS = 10
 # What `kubectl apply -k metacontroller/` installs (metacontroller/base/default-topology.yaml; a
@@ -226,6 +229,16 @@ def _offline_legacy_remover(decision: TopologyDecision) -> Condition:
     )
 
 
+def stored_reports(environ: Mapping[str, str]) -> ReportReader | None:
+    """With `ETCD_ENDPOINTS` set, the session state of a topology in etcd mode from the
+    CalicoNodeStatus documents there, read by the service's own reader (`Etcd.sessions`, one
+    range read, its failures a `SessionState` condition) once per run, as nothing in a plan
+    changes them; else None: no report, as in an etcd that holds none."""
+    if not environ.get("ETCD_ENDPOINTS"):
+        return None
+    return functools.cache(Etcd(environ).sessions)
+
+
 def run_plan(
     nodes_document: Any,
     topology_document: Any,
@@ -241,6 +254,7 @@ def run_plan(
         for n in nodes
     }
     etcd = EtcdRecorder()
+    reports = stored_reports(environ)
     children: dict[str, Any] = {}
     status: dict[str, Any] = {}
     rounds = 0
@@ -255,6 +269,7 @@ def run_plan(
             etcd.apply,
             _offline_mesh_switch,
             _offline_legacy_remover,
+            reports,
         )
         decision, response = done.decision, done.response
         if decision.failure is not None or decision.plan is None:

@@ -7,11 +7,12 @@ and turn the mesh off in etcd; stale, absent, unreadable or unreachable reports 
 from __future__ import annotations
 
 import copy
+import io
 import json
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from test_schemas import status_validator
 
 from hooks.app import create_app
 from hooks.calico import OWNER_LABEL
+from hooks.cli import main
 from hooks.datastores import etcd as etcd_module
 from hooks.datastores.etcd import PEERS_PREFIX
 from hooks.datastores.etcd_documents import OWNER_UID_ANNOTATION, STATUSES_PREFIX
@@ -359,6 +361,68 @@ def test_a_swept_owner_turns_the_mesh_back_on_before_its_objects_go(etcd: EtcdSe
         for d in [*etcd.get_prefix(PEERS_PREFIX).values(), *reports(etcd).values()]
     }
     assert owners == {"default"}
+
+
+# --- `plan` pointed at etcd: the same reader, so the same preview --------------------------------
+
+
+def planned_from(
+    tmp_path: Path, status: dict[str, Any], nodes: list[dict[str, Any]], etcd_url: str | None
+) -> dict[str, Any]:
+    """The status `route-reflector-hooks plan -o json` shows for the topology with `status`
+    (as `kubectl get rrt -o yaml` shows it), with ETCD_ENDPOINTS `etcd_url` (None: unset)."""
+    topology, listed = tmp_path / "topology.json", tmp_path / "nodes.json"
+    topology.write_text(json.dumps(parent() | {"status": status}))
+    listed.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes}))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("ETCD_ENDPOINTS", raising=False)
+        if etcd_url is not None:
+            patch.setenv("ETCD_ENDPOINTS", etcd_url)
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert main(["plan", str(listed), "--topology", str(topology), "-o", "json"]) == 0
+    planned: dict[str, Any] = json.loads(out.getvalue())["status"]
+    return planned
+
+
+def test_plan_pointed_at_etcd_reads_the_reports_there_as_the_service_does(
+    etcd: EtcdServer, tmp_path: Path
+) -> None:
+    seed(etcd)
+    # `plan` runs at the wall clock: the service planned the RRs a minute ago, well within
+    # waitSeconds, so only reports can move them.
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    clock = Clock(start)
+    with app_for(etcd, clock) as client:
+        first = synced(client, sync_request())
+        nodes = labelled(poster(client), first)
+        assert set(states(first).values()) == {"Pending"}
+
+        absent = planned_from(tmp_path, first, nodes, etcd.url)  # requests, no report in them
+        assert set(states(absent).values()) == {"Pending"}
+        waiting = condition(absent, "NodeToNodeMesh")
+        assert waiting is not None and waiting["reason"] == "WaitingForReflectors"
+        assert "no CalicoNodeStatus report in etcd yet" in waiting["message"]
+
+        for node in states(first):
+            report(etcd, node, "Established", start + timedelta(seconds=5))
+        established = planned_from(tmp_path, first, nodes, etcd.url)
+        assert set(states(established).values()) == {"Active"}
+        would = condition(established, "NodeToNodeMesh")
+        assert would is not None and would["reason"] == "WouldDisable"
+        assert etcd.get_bytes(CONFIG_KEY) is None  # a preview: nothing switched
+
+        not_pointed = planned_from(tmp_path, first, nodes, None)
+        assert set(states(not_pointed).values()) == {"Pending"}
+        unreachable = planned_from(tmp_path, first, nodes, "http://127.0.0.1:9")
+        problem = condition(unreachable, "SessionState")
+        assert problem is not None and problem["reason"] == "ReadFailed"
+        assert set(states(unreachable).values()) == {"Pending"}
+
+        clock.now = datetime.now(UTC)
+        service = synced(client, sync_request(first, nodes=nodes))
+    assert states(service) == states(established)
+    assert condition(service, "NodeToNodeMesh")["reason"] == "Disabled"  # type: ignore[index]
 
 
 # --- over HTTP: the real server -------------------------------------------------------------------
