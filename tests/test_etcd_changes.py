@@ -499,3 +499,7 @@ def test_a_mesh_record_of_a_live_owner_or_of_our_own_name_is_left_alone() -> Non
     before = MeshHeld(ours_before, Entry(MESH_RECORD_KEY, ours_before.encode(), 3), off)
     planned = sweep(later, (), (MINE,), mesh=before)
     assert planned.steps == () and planned.orphans == ()
+    for forged in ("", "a/b"):  # not an owner label this service writes: no key is made of it
+        made = MeshRecord(forged, "uid-x", created=True, previous=None)
+        held = MeshHeld(made, Entry(MESH_RECORD_KEY, made.encode(), 3), off)
+        assert sweep(later, (), (MINE,), mesh=held).steps == ()

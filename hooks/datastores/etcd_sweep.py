@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from hooks.calico import label_value
 from hooks.datastores.etcd_documents import (
     DELETE,
     OWNED_PREFIX,
@@ -128,7 +129,7 @@ def other_owners(
     for label in others:
         if label != owner:
             found.setdefault(label, Holdings())
-    if mesh is not None and mesh.owner != owner:
+    if mesh is not None and mesh.owner not in ("", owner) and label_value(mesh.owner) == mesh.owner:
         found.setdefault(mesh.owner, Holdings()).uids.add(mesh.uid)
     for label, entry in owners.items():
         if label == owner:
