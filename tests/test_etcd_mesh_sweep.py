@@ -49,7 +49,7 @@ def orphaned(status: dict[str, Any]) -> list[dict[str, Any]]:
 @contextmanager
 def left_alone(etcd: EtcdServer, by: str = "gone", uid: str = GONE_UID) -> Iterator[None]:
     """BGPConfiguration `default` as Calico wrote it, switched off by `by`, of which only the
-    mesh record is left (its finalize released everything else without turning the mesh on)."""
+    mesh record is left (everything else of it deleted by hand, say)."""
     seed(etcd)
     etcd.put(CONFIG_KEY, CALICO_WRITTEN)
     assert applier_for(etcd).mesh_off(by, uid) == "patched"

@@ -7,14 +7,13 @@ after `SWEEP_GRACE`, the owner record first, so an owner seen again meanwhile st
 An owner that switched the node-to-node mesh off gets it back on first, alone: the rest of its
 sweep waits for a later sync, once the mesh sessions had time to come up (make before break).
 
-The mesh record can outlive everything else of its owner (a finalize whose topology no longer
-asked for the switch, a finalizer removed by hand, a sweep that read etcd just before the switch
-wrote it). Its owner is then an owner like any other, holding only that record: the first sync
-that finds it writes its owner record again to carry `unseenSince` (an owner record is where
-every owner's mark lives, shared by every replica and kept across restarts, and the owner record
-is what the rest of the sweep already guards: cleared when the owner is seen again, dropped only
-while it still reads as unseen); after `SWEEP_GRACE` the mesh goes back on, and that record goes
-on the next sync.
+The mesh record can outlive everything else of its owner (the rest deleted by hand, or released
+by its finalize while a last sync of it, still in flight, switched the mesh off again). Its owner
+is then an owner like any other, holding only that record: the first sync that finds it writes
+its owner record again to carry `unseenSince` (the owner record is where every owner's mark
+lives, shared by every replica and kept across restarts, and what the rest of the sweep already
+guards: cleared when the owner is seen again, dropped only while it still reads as unseen); after
+`SWEEP_GRACE` the mesh goes back on, and that record goes on the next sync.
 """
 
 from __future__ import annotations
