@@ -134,14 +134,21 @@ def _endpoint(
         slotted = False
         after: Callable[[], dict[str, Any]] | None = None
         body: Body = b""
+        buffer: bytearray | None = None
 
         async def finish(elapsed: float) -> None:
-            """Work left after the answer (its slot still held), then the slot, the body's
-            bytes, the metrics and the log line."""
+            """Work left after the answer (its slot still held), then the body's buffer (kept
+            for a later request once nothing reads it), the slot, the body's bytes, the metrics
+            and the log line."""
+            nonlocal after, buffer
             try:
                 if after is not None:
                     fields.update(await run_in_threadpool(after))
             finally:
+                after = None  # what it held of the request goes before the buffer is given
+                if buffer is not None:
+                    limits.buffers.give(buffer)
+                    buffer = None
                 if slotted:
                     limits.slots.give()
                 limits.budget.give(getattr(request.state, "body_bytes", 0))
@@ -155,12 +162,24 @@ def _endpoint(
                 await limits.slots.take()
                 slotted = True
             waited = time.perf_counter()
+            if threaded:
+                buffer = limits.buffers.take()
+                fields["body_buffer"] = "new" if buffer is None else "kept"
             body = await read_body(
-                request, limits.body, limits.budget, limits.idle_timeout, limits.body_timeout
+                request,
+                limits.body,
+                limits.budget,
+                limits.idle_timeout,
+                limits.body_timeout,
+                buffer,
             )
+            if threaded:
+                buffer = body
             received = time.perf_counter()
             metrics.request_bytes.labels(name).observe(len(body))
             answer = await run_in_threadpool(_paused, handler, body) if threaded else handler(body)
+            if buffer is not None and limits.buffers.give(buffer):
+                buffer = None  # decoded from it, the answer no longer reads it (a next request may)
             fields |= answer.fields | {
                 "wait_ms": round((waited - started) * 1e3, 3),
                 "receive_ms": round((received - waited) * 1e3, 3),

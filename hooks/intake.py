@@ -1,5 +1,6 @@
 """What one request may hold while it is read and computed: its body's size and time, the bodies
-in memory at once across requests, the topology requests computed and queued at once."""
+in memory at once across requests, the topology requests computed and queued at once, and the
+buffers topology bodies are read into, kept from one request to the next."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ DEFAULT_BODY_IDLE_TIMEOUT = 30.0
 DEFAULT_BODY_TIMEOUT = 300.0
 DEFAULT_SYNC_SLOTS = 2
 DEFAULT_SYNC_QUEUE = 16
+DEFAULT_KEPT_BUFFERS = 1
 PREALLOCATE = 1024 * 1024
 
 
@@ -53,6 +55,45 @@ class ByteBudget:
 
     def give(self, size: int) -> None:
         self.held -= size
+
+
+class BodyBuffers:
+    """Buffers that topology bodies are read into, kept from one request to the next.
+
+    A 20,000-node body is ~280 MB. Read into fresh memory, every page of it is faulted in anew on
+    each sync (~0.25 s of a resync on the benchmark machine); read into a kept buffer, its pages
+    are already there. At most `kept` buffers stay (KEPT_BODY_BUFFERS, 1), the largest ones; a
+    buffer something still points into (a decoded part of the request outliving it) is not
+    kept, so a kept buffer is never overwritten under a reader. Only the event loop thread
+    touches it."""
+
+    def __init__(self, kept: int) -> None:
+        self.kept = kept
+        self._free: list[bytearray] = []
+        self.reused = 0  # requests read into a kept buffer
+
+    def take(self) -> bytearray | None:
+        """The largest kept buffer (bodies of one cluster are all about the same size), or None
+        (read_body then starts a new one)."""
+        if not self._free:
+            return None
+        self.reused += 1
+        return self._free.pop()
+
+    def give(self, buffer: bytearray) -> bool:
+        """Keep `buffer` for a later request, unless as many larger ones are kept (the smallest
+        goes for a larger one); False, and nothing kept, while something still reads it."""
+        if any(kept is buffer for kept in self._free):
+            return True
+        try:  # a buffer with exports (a memoryview, msgspec.Raw) cannot change its size
+            buffer.append(0)
+            buffer.pop()
+        except BufferError:
+            return False
+        self._free.append(buffer)
+        self._free.sort(key=len)  # the largest last, taken first
+        del self._free[: max(0, len(self._free) - self.kept)]
+        return True
 
 
 class SyncSlots:
@@ -110,6 +151,7 @@ async def read_body(
     budget: ByteBudget | None = None,
     idle_timeout: float | None = None,
     total_timeout: float | None = None,
+    kept: bytearray | None = None,
 ) -> bytearray:
     """The body, refused (413) before it is read whole when it is over `limit` bytes.
 
@@ -117,12 +159,16 @@ async def read_body(
     PREALLOCATE bytes are reserved up front. Each chunk must arrive within `idle_timeout` and the
     whole body within `total_timeout` (BodyTimeout, 408): a Content-Length longer than the body
     ends there. Every byte held is taken from `budget` (Busy when it is spent) and counted in
-    `request.state.body_bytes`: the caller gives that back once the request is answered."""
+    `request.state.body_bytes`: the caller gives that back once the request is answered. With
+    `kept` (see BodyBuffers), the body is read into that buffer, whatever it held before."""
     declared = request.headers.get("content-length")
     size = int(declared) if declared is not None and declared.isdigit() else None
     if size is not None and size > limit:
         raise TooLarge(f"request body of {size} bytes is over MAX_BODY_BYTES ({limit})")
-    buffer = bytearray(min(size, PREALLOCATE)) if size is not None else bytearray()
+    if kept is not None:
+        buffer = kept
+    else:
+        buffer = bytearray(min(size, PREALLOCATE)) if size is not None else bytearray()
     request.state.body_bytes = 0
     loop = asyncio.get_running_loop()
     deadline = None if total_timeout is None else loop.time() + total_timeout
@@ -167,6 +213,7 @@ class Limits:
     idle_timeout: float
     body_timeout: float
     slots: SyncSlots
+    buffers: BodyBuffers
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> Limits:
@@ -179,4 +226,5 @@ class Limits:
                 count(env, "MAX_CONCURRENT_SYNCS", DEFAULT_SYNC_SLOTS),
                 count(env, "MAX_QUEUED_SYNCS", DEFAULT_SYNC_QUEUE, least=0),
             ),
+            buffers=BodyBuffers(count(env, "KEPT_BODY_BUFFERS", DEFAULT_KEPT_BUFFERS, least=0)),
         )

@@ -443,58 +443,120 @@ def decode(body: bytes | bytearray, kind: type[T]) -> T:
         raise BadRequest(f"body is not valid JSON: {error}") from None
 
 
-# Bodies above this decode their Node map in pieces of about PIECE_BYTES (decode_topology_request).
+# Bodies above this decode their Node map member by member (decode_topology_request).
 PIECES_ABOVE = 4 * 1024 * 1024
-PIECE_BYTES = 1024 * 1024
 _NODES_KEY = f'"{NODE_KEY}"'.encode()
 # How a Node member of the map begins, as Metacontroller writes it (Go sorts an object's keys).
 _NODE_MEMBER = b'":{"apiVersion":"v1","kind":"Node",'
 _NODE_PIECE = msgspec.json.Decoder(dict[str, NodeWire])
 
 
-def decode_topology_request(body: bytes | bytearray) -> TopologySyncRequest:
-    """`decode(body, TopologySyncRequest)`, with a large body's Node map decoded in pieces.
+class NodeTexts:
+    """The Node members of the last large topology request, each as its text and decoded.
+
+    Metacontroller sends every Node on every sync, and most are the bytes they were the sync
+    before. A member whose text is byte for byte one kept here is taken decoded (a compare
+    instead of a decode); every other one is decoded and kept. What is kept is exactly the
+    members of the last request decoded whole without error (`commit`), so it holds one body's
+    Node text at most. The decoded Nodes are shared by the requests that read them: nothing
+    may change them (the plan reads Nodes, it never writes them)."""
+
+    def __init__(self) -> None:
+        # a member's raw name → (its text: `"name":{...}`, its decoded name, its Node)
+        self.members: dict[bytes, tuple[bytes, str, NodeWire]] = {}
+        self.reused = 0  # members taken as kept in the last commit
+
+    def commit(self, members: dict[bytes, tuple[bytes, str, NodeWire]], reused: int) -> None:
+        self.members, self.reused = members, reused
+
+
+def decode_topology_request(
+    body: bytes | bytearray, texts: NodeTexts | None = None
+) -> TopologySyncRequest:
+    """`decode(body, TopologySyncRequest)`, with a large body's Node map decoded member by
+    member, each one decoded only if `texts` does not hold its text already.
 
     One decode of a 20,000-node body holds the interpreter lock for most of a second, and the
-    event loop (/healthz, every other request) waits that long. In pieces of about a megabyte
-    the lock is let go between pieces. The result is the same: see `_in_pieces`."""
+    event loop (/healthz, every other request) waits that long; member by member the lock can
+    change hands. The result is the same: see `_in_pieces`."""
     if len(body) > PIECES_ABOVE:
+        kept = NodeTexts() if texts is None else texts
+        members: dict[bytes, tuple[bytes, str, NodeWire]] = {}
         with _NO_GC:
-            found = _in_pieces(body)
+            found = _in_pieces(body, kept.members, members)
         if found is not None:
-            return found
+            kept.commit(members, found[1])
+            return found[0]
     return decode(body, TopologySyncRequest)
 
 
-def _in_pieces(body: bytes | bytearray) -> TopologySyncRequest | None:
-    """The request with its Node map decoded piece by piece, or None when the body is not of the
-    shape this needs (it is then decoded whole, which also names what is wrong).
+def _in_pieces(
+    body: bytes | bytearray,
+    kept: dict[bytes, tuple[bytes, str, NodeWire]],
+    members: dict[bytes, tuple[bytes, str, NodeWire]],
+) -> tuple[TopologySyncRequest, int] | None:
+    """The request with its Node map decoded member by member (a member whose text is in `kept`
+    taken from there; every member that is one Node's goes into `members`), and how many were
+    taken; None when the body is not of the shape this needs (it is then decoded whole, which
+    also names what is wrong).
 
-    The map's text, `{M}`, is cut at commas into P1,P2,...,Pn,R. Each `{Pi}` is decoded alone,
-    and the rest of the body with `{R}` in the map's place as a whole. When every part decodes,
-    M is a valid member list made of theirs, and since JSON has one parse only, the members of
-    `{M}` are theirs in that order (a later duplicate name wins, as in one decode). A cut in the
-    wrong place makes a part invalid JSON: then None. The map cut is the first `"Node.v1"` in the
-    body (that text cannot occur inside a string: its quotes would be escaped); it is the one
-    under `related` when the rest decodes with related nodes and holds no other `"Node.v1"`
-    after the pieces (a key of `related` sits outside the map cut, so before it or after it)."""
+    The map's text, `{M}`, is cut at commas into P1,P2,...,Pn,R, before each `"name":{"apiVersion":
+    "v1","kind":"Node",` after the first. Each Pi is either decoded alone as `{Pi}`, or is byte for
+    byte a text kept from an earlier body, where it was decoded alone as `{Pi}` (so it is one valid
+    member there and here). The rest of the body, with `{R}` in the map's place, is decoded as a
+    whole. When every part decodes, M is a valid member list made of theirs, and since JSON has
+    one parse only, the members of `{M}` are theirs in that order (a later duplicate name wins,
+    as in one decode). A cut in the wrong place makes a part invalid JSON: then None. The map cut
+    is the first `"Node.v1"` in the body (that text cannot occur inside a string: its quotes would
+    be escaped); it is the one under `related` when the rest decodes with related nodes and holds
+    no other `"Node.v1"` after the pieces (a key of `related` sits outside the map cut, so before
+    it or after it)."""
     key = body.find(_NODES_KEY)
     start = key + len(_NODES_KEY) + 2
     if key < 0 or body[start - 2 : start] != b":{":
         return None
     view = memoryview(body)
     nodes: dict[str, NodeWire] = {}
+    reused = 0
     begin = start  # where the next piece begins: a member's name
+    # Members mostly come in the order they came last time: the kept one after the last one
+    # seen is tried first. Its text there, followed by a comma, is the next member (no search).
+    order = list(kept.items())
+    place = {name: index for index, name in enumerate(kept)}
+    guess = 0
     while True:
-        member = body.find(_NODE_MEMBER, begin + PIECE_BYTES)
-        cut = body.rfind(b',"', begin, member) if member >= 0 else -1
+        if guess < len(order):
+            name, entry = order[guess]
+            end = begin + len(entry[0])
+            if body.startswith(entry[0], begin) and body[end : end + 1] == b",":
+                nodes[entry[1]] = entry[2]
+                members[name] = entry
+                reused += 1
+                begin, guess = end + 1, guess + 1
+                continue
+        marker = body.find(_NODE_MEMBER, begin)
+        after = body.find(_NODE_MEMBER, marker + len(_NODE_MEMBER)) if marker >= 0 else -1
+        cut = body.rfind(b',"', begin, after) if after >= 0 else -1
         if cut <= begin:
             break
-        try:
-            nodes.update(_NODE_PIECE.decode(b"".join((b"{", view[begin:cut], b"}"))))
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            return None
-        begin = cut + 1  # between pieces, the event loop's thread may take the lock
+        name = bytes(view[begin + 1 : marker]) if begin < marker < cut else b""
+        entry = kept.get(name)
+        if entry is not None and len(entry[0]) == cut - begin and body.startswith(entry[0], begin):
+            nodes[entry[1]] = entry[2]
+            members[name] = entry
+            reused += 1
+        else:
+            try:
+                decoded = _NODE_PIECE.decode(b"".join((b"{", view[begin:cut], b"}")))
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                return None
+            nodes.update(decoded)
+            if len(decoded) == 1 and name:
+                ((decoded_name, node),) = decoded.items()
+                members[name] = (bytes(view[begin:cut]), decoded_name, node)
+        if name in place:
+            guess = place[name] + 1
+        begin = cut + 1  # between members, the event loop's thread may take the lock
     if body.find(_NODES_KEY, begin) >= 0:
         return None
     try:
@@ -507,7 +569,7 @@ def _in_pieces(body: bytes | bytearray) -> TopologySyncRequest | None:
         return None
     nodes.update(request.related.nodes)
     request.related.nodes = nodes
-    return request
+    return request, reused
 
 
 def release(request: TopologySyncRequest | NodeSyncRequest) -> None:
