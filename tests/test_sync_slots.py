@@ -98,7 +98,12 @@ def test_a_waiter_cancelled_after_its_turn_came_passes_the_slot_on() -> None:
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("MAX_CONCURRENT_SYNCS", "0"), ("MAX_CONCURRENT_SYNCS", "two"), ("MAX_QUEUED_SYNCS", "-1")],
+    [
+        ("MAX_CONCURRENT_SYNCS", "0"),
+        ("MAX_CONCURRENT_SYNCS", "two"),
+        ("MAX_QUEUED_SYNCS", "-1"),
+        ("KEPT_BODY_BUFFERS", "one"),
+    ],
 )
 def test_bad_slot_settings_are_refused_at_start_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ValueError, match=name):
