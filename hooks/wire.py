@@ -457,17 +457,26 @@ class NodeTexts:
     Metacontroller sends every Node on every sync, and most are the bytes they were the sync
     before. A member whose text is byte for byte one kept here is taken decoded (a compare
     instead of a decode); every other one is decoded and kept. What is kept is exactly the
-    members of the last request decoded whole without error (`commit`), so it holds one body's
-    Node text at most. The decoded Nodes are shared by the requests that read them: nothing
-    may change them (the plan reads Nodes, it never writes them)."""
+    members of the last request decoded whole without error, so it holds one body's Node text
+    at most; while one request records its members, one decoded at the same time
+    only reads them (two copies of the text would double the memory). The decoded Nodes are
+    shared by the requests that read them: nothing may change them (the plan reads Nodes, it
+    never writes them)."""
 
     def __init__(self) -> None:
         # a member's raw name → (its text: `"name":{...}`, its decoded name, its Node)
         self.members: dict[bytes, tuple[bytes, str, NodeWire]] = {}
-        self.reused = 0  # members taken as kept in the last commit
+        self.recording = threading.Lock()
+        self._last = threading.local()
 
-    def commit(self, members: dict[bytes, tuple[bytes, str, NodeWire]], reused: int) -> None:
-        self.members, self.reused = members, reused
+    @property
+    def reused(self) -> int:
+        """Members taken as kept by the last request this thread decoded."""
+        found: int = getattr(self._last, "reused", 0)
+        return found
+
+    def decoded(self, reused: int) -> None:
+        self._last.reused = reused
 
 
 def decode_topology_request(
@@ -481,24 +490,31 @@ def decode_topology_request(
     change hands. The result is the same: see `_in_pieces`."""
     if len(body) > PIECES_ABOVE:
         kept = NodeTexts() if texts is None else texts
-        members: dict[bytes, tuple[bytes, str, NodeWire]] = {}
-        with _NO_GC:
-            found = _in_pieces(body, kept.members, members)
-        if found is not None:
-            kept.commit(members, found[1])
-            return found[0]
+        recording = kept.recording.acquire(blocking=False)
+        try:
+            members: dict[bytes, tuple[bytes, str, NodeWire]] | None = {} if recording else None
+            with _NO_GC:
+                found = _in_pieces(body, kept.members, members)
+            if found is not None:
+                if members is not None:
+                    kept.members = members
+                kept.decoded(found[1])
+                return found[0]
+        finally:
+            if recording:
+                kept.recording.release()
     return decode(body, TopologySyncRequest)
 
 
 def _in_pieces(
     body: bytes | bytearray,
     kept: dict[bytes, tuple[bytes, str, NodeWire]],
-    members: dict[bytes, tuple[bytes, str, NodeWire]],
+    members: dict[bytes, tuple[bytes, str, NodeWire]] | None,
 ) -> tuple[TopologySyncRequest, int] | None:
     """The request with its Node map decoded member by member (a member whose text is in `kept`
-    taken from there; every member that is one Node's goes into `members`), and how many were
-    taken; None when the body is not of the shape this needs (it is then decoded whole, which
-    also names what is wrong).
+    taken from there; every member that is one Node's goes into `members`, unless None), and how
+    many were taken; None when the body is not of the shape this needs (it is then decoded
+    whole, which also names what is wrong).
 
     The map's text, `{M}`, is cut at commas into P1,P2,...,Pn,R, before each `"name":{"apiVersion":
     "v1","kind":"Node",` after the first. Each Pi is either decoded alone as `{Pi}`, or is byte for
@@ -530,7 +546,8 @@ def _in_pieces(
             end = begin + len(entry[0])
             if body.startswith(entry[0], begin) and body[end : end + 1] == b",":
                 nodes[entry[1]] = entry[2]
-                members[name] = entry
+                if members is not None:
+                    members[name] = entry
                 reused += 1
                 begin, guess = end + 1, guess + 1
                 continue
@@ -540,10 +557,11 @@ def _in_pieces(
         if cut <= begin:
             break
         name = bytes(view[begin + 1 : marker]) if begin < marker < cut else b""
-        entry = kept.get(name)
-        if entry is not None and len(entry[0]) == cut - begin and body.startswith(entry[0], begin):
-            nodes[entry[1]] = entry[2]
-            members[name] = entry
+        same = kept.get(name)
+        if same is not None and len(same[0]) == cut - begin and body.startswith(same[0], begin):
+            nodes[same[1]] = same[2]
+            if members is not None:
+                members[name] = same
             reused += 1
         else:
             try:
@@ -551,7 +569,7 @@ def _in_pieces(
             except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
                 return None
             nodes.update(decoded)
-            if len(decoded) == 1 and name:
+            if members is not None and len(decoded) == 1 and name:
                 ((decoded_name, node),) = decoded.items()
                 members[name] = (bytes(view[begin:cut]), decoded_name, node)
         if name in place:

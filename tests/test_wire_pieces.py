@@ -4,6 +4,7 @@ and the result is always that of one decode."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -183,7 +184,8 @@ def test_an_unchanged_body_decodes_no_member_again(pieces: Counting) -> None:
     again = wire.decode_topology_request(bytearray(BODY), texts)
     assert pieces.calls == decoded_first and texts.reused == decoded_first
     assert wire.encode(again) == wire.encode(first) == whole(BODY)
-    assert again.related is not None and first.related is not None and again.related.nodes
+    assert again.related is not None and again.related.nodes
+    assert first.related is not None and first.related.nodes
     name = next(iter(again.related.nodes))
     assert again.related.nodes[name] is first.related.nodes[name]  # taken, not decoded
 
@@ -239,7 +241,7 @@ def test_a_kept_text_is_taken_only_where_it_is_a_whole_member(pieces: Counting) 
     wire.decode_topology_request(BODY, texts)
     nodes = _nodes(BODY)
     names = list(nodes)
-    for name, other in zip(names, names[1:]):
+    for name, other in itertools.pairwise(names):
         nodes[name]["spec"]["extra"] = {other: nodes[other]}
     body = _with_nodes(BODY, nodes)
     assert wire.encode(wire.decode_topology_request(body, texts)) == whole(body)
@@ -252,3 +254,21 @@ def test_without_kept_texts_each_body_is_decoded_alone(pieces: Counting) -> None
     calls = pieces.calls
     assert wire.encode(wire.decode_topology_request(BODY)) == whole(BODY)
     assert pieces.calls == 2 * calls
+
+
+def test_a_body_decoded_while_another_records_reads_the_kept_texts_and_adds_none(
+    pieces: Counting,
+) -> None:
+    texts = wire.NodeTexts()
+    wire.decode_topology_request(BODY, texts)
+    kept = texts.members
+    nodes = _nodes(BODY)
+    nodes[list(nodes)[3]]["metadata"]["labels"]["example.com/new"] = "yes"
+    body = _with_nodes(BODY, nodes)
+    with texts.recording:  # another request is recording its members
+        decoded = wire.decode_topology_request(body, texts)
+    assert wire.encode(decoded) == whole(body) and texts.reused == len(nodes) - 2
+    assert texts.members is kept  # not replaced: the changed member is decoded again next time
+    pieces.calls = 0
+    wire.decode_topology_request(body, texts)
+    assert pieces.calls == 1 and texts.members is not kept
