@@ -489,20 +489,20 @@ def decode_topology_request(
     event loop (/healthz, every other request) waits that long; member by member the lock can
     change hands. The result is the same: see `_in_pieces`."""
     if len(body) > PIECES_ABOVE:
-        kept = NodeTexts() if texts is None else texts
-        recording = kept.recording.acquire(blocking=False)
+        recording = texts is not None and texts.recording.acquire(blocking=False)
         try:
             members: dict[bytes, tuple[bytes, str, NodeWire]] | None = {} if recording else None
             with _NO_GC:
-                found = _in_pieces(body, kept.members, members)
+                found = _in_pieces(body, texts.members if texts else {}, members)
             if found is not None:
-                if members is not None:
-                    kept.members = members
-                kept.decoded(found[1])
+                if texts is not None:
+                    if members is not None:
+                        texts.members = members
+                    texts.decoded(found[1])
                 return found[0]
         finally:
-            if recording:
-                kept.recording.release()
+            if texts is not None and recording:
+                texts.recording.release()
     return decode(body, TopologySyncRequest)
 
 
