@@ -575,6 +575,8 @@ def _in_pieces(
         if name in place:
             guess = place[name] + 1
         begin = cut + 1  # between members, the event loop's thread may take the lock
+    if begin > start and body[begin : begin + 1] != b'"':
+        return None  # what follows the last member cut off is not one (`,}` is no JSON)
     if body.find(_NODES_KEY, begin) >= 0:
         return None
     try:

@@ -272,3 +272,18 @@ def test_a_body_decoded_while_another_records_reads_the_kept_texts_and_adds_none
     pieces.calls = 0
     wire.decode_topology_request(body, texts)
     assert pieces.calls == 1 and texts.members is not kept
+
+
+def test_a_comma_after_the_last_node_is_the_same_400_as_one_decode(pieces: Counting) -> None:
+    texts = wire.NodeTexts()
+    wire.decode_topology_request(BODY, texts)  # every member but the last is kept
+    text = BODY.decode()
+    end = _node_map_end(text)
+    last = text.rindex(',"', 0, text.rindex('":{"apiVersion":"v1","kind":"Node",', 0, end))
+    body = (text[:last] + "," + text[end:]).encode()  # the last member gone, its comma left
+    with pytest.raises(wire.BadRequest) as one:
+        wire.decode(body, wire.TopologySyncRequest)
+    for kept in (texts, None):
+        with pytest.raises(wire.BadRequest) as cut:
+            wire.decode_topology_request(body, kept)
+        assert cut.value.message == one.value.message
