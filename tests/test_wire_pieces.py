@@ -30,9 +30,10 @@ class Counting:
 
 @pytest.fixture
 def pieces(monkeypatch: pytest.MonkeyPatch) -> Counting:
-    """Every body is large enough."""
+    """Every body is large enough, and a run of members decoded at once is ~40 KB (a few)."""
     counting = Counting()
     monkeypatch.setattr(wire, "PIECES_ABOVE", 0)
+    monkeypatch.setattr(wire, "PIECE_BYTES", 40_000)
     monkeypatch.setattr(wire, "_NODE_PIECE", counting)
     return counting
 
@@ -287,3 +288,14 @@ def test_a_comma_after_the_last_node_is_the_same_400_as_one_decode(pieces: Count
         with pytest.raises(wire.BadRequest) as cut:
             wire.decode_topology_request(body, kept)
         assert cut.value.message == one.value.message
+
+
+@pytest.mark.parametrize("piece", [1, 15_000, 33_333, 120_000, 10**9])
+def test_any_piece_size_gives_the_one_decode(monkeypatch: pytest.MonkeyPatch, piece: int) -> None:
+    # 1: every Node decoded alone; 10**9: the whole map but its last member in one run
+    monkeypatch.setattr(wire, "PIECES_ABOVE", 0)
+    monkeypatch.setattr(wire, "PIECE_BYTES", piece)
+    assert wire.encode(wire.decode_topology_request(BODY)) == whole(BODY)
+    texts = wire.NodeTexts()
+    for _ in range(2):
+        assert wire.encode(wire.decode_topology_request(BODY, texts)) == whole(BODY)
