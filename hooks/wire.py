@@ -477,7 +477,7 @@ class NodeTexts:
         found: int = getattr(self._last, "reused", 0)
         return found
 
-    def decoded(self, reused: int) -> None:
+    def count(self, reused: int) -> None:
         self._last.reused = reused
 
 
@@ -500,7 +500,7 @@ def decode_topology_request(
                 if texts is not None:
                     if members is not None:
                         texts.members = members
-                    texts.decoded(found[1])
+                    texts.count(found[1])
                 return found[0]
         finally:
             if texts is not None and recording:
@@ -534,7 +534,7 @@ def _in_pieces(
     if key < 0 or body[start - 2 : start] != b":{":
         return None
     view = memoryview(body)
-    found = _Members(body, kept, members)
+    found = _Members(body, members)
     begin = start  # where the next piece begins: a member's name
     # Members mostly come in the order they came last time: the kept one after the last one
     # seen is tried first. Its text there, followed by a comma, is the next member (no search).
@@ -594,12 +594,9 @@ class _Members:
     take the lock."""
 
     def __init__(
-        self,
-        body: bytes | bytearray,
-        kept: dict[bytes, tuple[bytes, str, NodeWire]],
-        members: dict[bytes, tuple[bytes, str, NodeWire]] | None,
+        self, body: bytes | bytearray, members: dict[bytes, tuple[bytes, str, NodeWire]] | None
     ) -> None:
-        self.view, self.kept, self.members = memoryview(body), kept, members
+        self.view, self.members = memoryview(body), members
         self.nodes: dict[str, NodeWire] = {}
         self.reused = 0
         self.run: tuple[int, int] | None = None  # consecutive members to decode: from, to
