@@ -299,3 +299,17 @@ def test_any_piece_size_gives_the_one_decode(monkeypatch: pytest.MonkeyPatch, pi
     texts = wire.NodeTexts()
     for _ in range(2):
         assert wire.encode(wire.decode_topology_request(BODY, texts)) == whole(BODY)
+
+
+def test_a_kept_node_makes_its_node_info_once_and_no_json_reaches_it(pieces: Counting) -> None:
+    texts = wire.NodeTexts()
+    first = wire.decode_topology_request(BODY, texts)
+    again = wire.decode_topology_request(BODY, texts)
+    assert first.related is not None and first.related.nodes
+    assert again.related is not None and again.related.nodes
+    name = next(iter(first.related.nodes))
+    info = first.related.nodes[name].to_info()
+    assert again.related.nodes[name].to_info() is info and info.name == name
+    sent = b'{"metadata":{"name":"a"},"info":{"name":"b"},"__dict__":{"info":{"name":"c"}}}'
+    node = msgspec.json.decode(sent, type=wire.NodeWire)
+    assert node.to_info().name == "a"
