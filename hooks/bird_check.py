@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -190,6 +191,7 @@ def apply_plan(
     changed = restarted_sessions(running.nodes, lab_nodes)
     watch = _Watch(running, lab_nodes, watched)
     before = running.snapshots()
+    _wait_for_a_readable_since(before, lab_nodes, changed)
     began = time.monotonic()
     reconfigured = running.reconfigure(lab_nodes)
     shots = running.converge(model, timeout=timeout, watch=watch.poll)
@@ -270,6 +272,26 @@ def _since_moved(before: str | None, after: str | None) -> bool:
     except ValueError:
         return True
     return (second - first) % 86400 not in (0, 1, 86399)
+
+
+def _wait_for_a_readable_since(
+    before: Mapping[str, Snapshot], nodes: Sequence[LabNode], changed: frozenset[Session]
+) -> None:
+    """Sleep until a restart of a `changed` session would move its `since` by more than the
+    second of jitter `_since_moved` forgives: one established less than 2 s ago (by the step
+    before) can go down and up again between two polls, and its `since` would not tell."""
+    latest = [
+        _seconds(since)
+        for node in nodes
+        for peer in node.neighbours
+        if frozenset((node.name, peer.name)) in changed
+        for since in [before[node.name].since.get(protocol_name(peer.address), "")]
+        if re.fullmatch(r"\d\d:\d\d:\d\d", since)
+    ]
+    if latest:
+        wait = (max(latest) + 3 - _seconds(time.strftime("%H:%M:%S"))) % 86400
+        if wait <= 3:
+            time.sleep(wait)
 
 
 def _seconds(clock: str) -> int:

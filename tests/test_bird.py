@@ -17,8 +17,16 @@ import pytest
 from nodes import sim_node as node
 from scenario import ZONE, Scenario, zoned_nodes
 
-from hooks import cli
-from hooks.bird import BirdError, protocol_name, render_config, render_lab, restarted_sessions
+from hooks import bird_check, cli
+from hooks.bird import (
+    BirdError,
+    LabNode,
+    Neighbour,
+    protocol_name,
+    render_config,
+    render_lab,
+    restarted_sessions,
+)
 from hooks.bird_check import (
     BirdCheck,
     Phase,
@@ -29,7 +37,7 @@ from hooks.bird_check import (
     run_check,
     sample_nodes,
 )
-from hooks.bird_lab import BirdLab, bird_available, lab, sessions
+from hooks.bird_lab import BirdLab, Snapshot, bird_available, lab, sessions
 from hooks.offline import run_plan
 from hooks.sessions import SimNode, nodes_from_objects
 
@@ -382,3 +390,26 @@ def test_no_bird_is_started_when_the_models_count_explodes(tmp_path: Path) -> No
         run_check(nodes, peers, workdir=tmp_path, port=PORT, bird="/nonexistent/bird", budget=10)
 
     assert list(tmp_path.iterdir()) == []  # no config written, nothing started
+
+
+def test_a_step_waits_until_a_changed_session_restarting_would_move_its_since(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # r-c was (re)established in this very second: restarted now, it could be down and up
+    # between two polls with its `since` one second on, which reads as no change.
+    slept: list[float] = []
+    monkeypatch.setattr("hooks.bird_check.time.strftime", lambda _: "10:00:01")
+    monkeypatch.setattr("hooks.bird_check.time.sleep", slept.append)
+    r = LabNode("r", "127.0.0.2", "10.0.0.0/26", "1.0.0.1", (Neighbour("c", "127.0.0.3", True),))
+    c = LabNode("c", "127.0.0.3", "10.0.0.64/26", None, (Neighbour("r", "127.0.0.2", False),))
+    recent = {
+        "r": Snapshot(0, 0, {}, {protocol_name("127.0.0.3"): "10:00:00"}),
+        "c": Snapshot(0, 0, {}, {protocol_name("127.0.0.2"): "09:59:30"}),
+    }
+    changed = frozenset({frozenset(("r", "c"))})
+    bird_check._wait_for_a_readable_since(recent, [r, c], changed)
+    assert slept == [2]  # until 10:00:03: a restart then reads at least 2 s on
+    bird_check._wait_for_a_readable_since(recent, [r, c], frozenset())  # nothing changes
+    old = {name: Snapshot(0, 0, {}, {p: "09:59:30" for p in s.since}) for name, s in recent.items()}
+    bird_check._wait_for_a_readable_since(old, [r, c], changed)  # established long before
+    assert slept == [2]
