@@ -76,7 +76,10 @@ def healthz_during_sync(server: Server, body: bytes, repeats: int = 1) -> dict[s
         for line in lines
     ]
     times = [round(seconds * 1e3, 1) for _, seconds in answers]
+    held = server.memory()  # what the server keeps between syncs, and its peak
     return {
+        "rss_after_mb": round(held["VmRSS"] / 1e6, 1),
+        "peak_rss_mb": round(held["VmHWM"] / 1e6, 1),
         "status": max(status for status, _ in answers),
         "statuses": [status for status, _ in answers],
         "sync_ms": times[0],

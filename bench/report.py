@@ -91,7 +91,9 @@ def load_section(loads: dict[str, Any]) -> list[str]:
         lines += [
             f"20,000 nodes ({during['body_mb']} MB), statuses {during['statuses']}:"
             f" /healthz worst {during['healthz_max_ms']} ms over {during['healthz_probes']}"
-            " probes.",
+            f" probes; server RSS {during.get('rss_after_mb', '?')} MB after them (the body's"
+            " buffer and Node texts kept for the next sync), peak"
+            f" {during.get('peak_rss_mb', '?')} MB.",
             "",
             *_table(header, body),
             "",

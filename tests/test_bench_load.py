@@ -21,6 +21,7 @@ def test_load_figures_come_from_the_real_server_and_become_targets() -> None:
     finally:
         server.close()
     assert during["statuses"] == [200, 200] and during["healthz_probes"] >= 1
+    assert 0 < during["rss_after_mb"] <= during["peak_rss_mb"]  # the server's, after the syncs
     # the server's own timing of each sync, from its log
     assert len(during["phases"]) == 2
     assert all(p["decode_ms"] > 0 and p["receive_ms"] >= 0 for p in during["phases"])
